@@ -1,0 +1,129 @@
+"""Throughput of `synthgen paste` from a cached pool, against a bare alpha-blend + JPEG loop.
+
+Targets (issue: synthgen paste): with one worker, at least 0.8x the bare loop; with two
+workers, at least 1.8x our own one-worker rate. The bare loop is measured in the same run,
+interleaved with ours, so machine noise hits both alike.
+
+The bare loop is what a user would write by hand: backgrounds already decoded at the output
+size, objects already cut out and resized to the sizes our run pastes, a numpy alpha blend at a
+random place, and the same libjpeg-turbo encoder (OpenCV) at the same quality. No
+augmentation, no occlusion bookkeeping, no writer.
+
+Run (needs ../shared/data):
+    .venv/bin/python bench/paste_throughput.py --objects ../shared/data/faces_caltech --backgrounds ../shared/data/scenes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from synthgen.compositor import CompositeConfig
+from synthgen.engine import PasteSpec, RunOptions, prepare, run_paste
+
+cv2.setNumThreads(1)
+
+
+def bare_loop(backgrounds: list[np.ndarray], objects: list[np.ndarray], n_objects: int, n: int, quality: int) -> float:
+    """Samples per second of the hand-written baseline."""
+    rng = np.random.default_rng(0)
+    started = time.perf_counter()
+    for i in range(n):
+        canvas = backgrounds[i % len(backgrounds)].copy()
+        h, w = canvas.shape[:2]
+        for _ in range(n_objects):
+            obj = objects[int(rng.integers(len(objects)))]
+            oh, ow = obj.shape[:2]
+            y, x = int(rng.integers(0, h - oh + 1)), int(rng.integers(0, w - ow + 1))
+            alpha = obj[..., 3:4].astype(np.float32) / 255.0
+            region = canvas[y : y + oh, x : x + ow].astype(np.float32)
+            canvas[y : y + oh, x : x + ow] = (obj[..., :3] * alpha + region * (1.0 - alpha)).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        assert ok and len(buf) > 0
+    return n / (time.perf_counter() - started)
+
+
+def baseline_inputs(spec: PasteSpec, count: int = 200) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Backgrounds cropped to the output size and cut-outs pre-resized to the sizes the
+    compositor draws, from the same pools our run uses."""
+    scene = prepare(spec, progress=False)
+    comp = scene.compositor
+    cfg = spec.composite
+    rng = np.random.default_rng(1)
+    backgrounds = []
+    for k in range(min(count, len(comp.backgrounds))):
+        bg = comp.backgrounds[k]
+        backgrounds.append(np.ascontiguousarray(bg[: cfg.height, : cfg.width]))
+    objects = []
+    for _ in range(count):
+        cut = comp.objects[int(rng.integers(len(comp.objects)))].rgba
+        side = rng.uniform(*cfg.scale) * min(cfg.width, cfg.height)
+        aspect = cut.shape[1] / cut.shape[0]
+        w, h = max(1, int(side * np.sqrt(aspect))), max(1, int(side / np.sqrt(aspect)))
+        objects.append(cv2.resize(np.ascontiguousarray(cut), (min(w, cfg.width - 1), min(h, cfg.height - 1)), interpolation=cv2.INTER_AREA))
+    return backgrounds, objects
+
+
+def ours(spec: PasteSpec, fmt: str, workers: int, n: int) -> float:
+    out = Path(tempfile.mkdtemp(prefix="bench-paste-"))
+    try:
+        summary = run_paste(spec, RunOptions(out=out / "o", format=fmt, n=n, workers=workers, progress=False))
+        return summary.rate
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--objects", required=True, help="object images folder (or a pool)")
+    parser.add_argument("--backgrounds", required=True)
+    parser.add_argument("--segmenter", default="grabcut")
+    parser.add_argument("--n", type=int, default=600, help="samples per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the median is reported")
+    parser.add_argument("--sizes", default="320x320,640x480")
+    parser.add_argument("--counts", default="1,5,10")
+    parser.add_argument("--formats", default="coco,wds")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    rows = []
+    for size in args.sizes.split(","):
+        width, height = (int(v) for v in size.split("x"))
+        for count in (int(c) for c in args.counts.split(",")):
+            composite = CompositeConfig(width=width, height=height, objects_per_image=(count, count), scale=(0.1, 0.4))
+            spec = PasteSpec(objects=args.objects, backgrounds=args.backgrounds, segmenter=args.segmenter, composite=composite, jpeg_quality=90)
+            backgrounds, objects = baseline_inputs(spec)
+            for fmt in args.formats.split(","):
+                bare, one, two = [], [], []
+                for _ in range(args.repeats):
+                    bare.append(bare_loop(backgrounds, objects, count, args.n, 90))
+                    one.append(ours(spec, fmt, 1, args.n))
+                    two.append(ours(spec, fmt, 2, 2 * args.n))
+                row = {
+                    "size": size, "objects": count, "format": fmt,
+                    "bare": float(np.median(bare)), "one_worker": float(np.median(one)), "two_workers": float(np.median(two)),
+                }
+                row["ours_vs_bare"] = row["one_worker"] / row["bare"]
+                row["two_vs_one"] = row["two_workers"] / row["one_worker"]
+                rows.append(row)
+                print(
+                    f"{size:>8} {count:>2} obj {fmt:>4}: bare {row['bare']:7.1f}/s  ours(1) {row['one_worker']:7.1f}/s "
+                    f"[{row['ours_vs_bare']:.2f}x bare]  ours(2) {row['two_workers']:7.1f}/s [{row['two_vs_one']:.2f}x]",
+                    flush=True,
+                )
+    print(f"\ncores: {os.cpu_count()}; min ours/bare {min(r['ours_vs_bare'] for r in rows):.2f} (target >= 0.8); "
+          f"min 2w/1w {min(r['two_vs_one'] for r in rows):.2f} (target >= 1.8)")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

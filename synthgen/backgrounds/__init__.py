@@ -1,0 +1,80 @@
+"""Background photos: where they come from (a folder, Pascal VOC, a COCO file) and the pool of
+them decoded and sized for the output.
+
+``resolve_backgrounds("voc", ["person"])`` -> :class:`BackgroundSource` (an ordered list of
+files); ``cached_background_pool(source, 512, 512, "crop")`` -> :class:`BackgroundPool`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+from synthgen.backgrounds.coco import coco_source
+from synthgen.backgrounds.folder import BackgroundSource, folder_source
+from synthgen.backgrounds.pool import (
+    FITS,
+    BackgroundPool,
+    build_background_pool,
+    cached_background_pool,
+    fit_image,
+    fitted_size,
+)
+from synthgen.backgrounds.voc import VOC_CLASSES, voc_source
+from synthgen.errors import InputError
+from synthgen.registry import Registry
+
+SourceResolver = Callable[[Path | None, Sequence[str]], BackgroundSource]
+
+BACKGROUND_KINDS: Registry[SourceResolver] = Registry("background source")
+BACKGROUND_KINDS.register("voc", help="Pascal VOC devkit: voc:PATH, or bare `voc` for `synthgen download voc`'s copy")(
+    voc_source
+)
+BACKGROUND_KINDS.register("coco", help="images of a COCO annotation file: coco:PATH.json")(coco_source)
+BACKGROUND_KINDS.register("folder", help="all images in a folder, recursively: folder:PATH or just PATH")(
+    folder_source
+)
+
+# Kinds that mean a downloadable dataset when given without a path.
+_BARE_KINDS = ("voc",)
+
+
+def resolve_backgrounds(spec: str, exclude_classes: Sequence[str] = ()) -> BackgroundSource:
+    """Turn a user's ``--backgrounds`` value into a :class:`BackgroundSource`.
+
+    ``voc`` (the downloaded Pascal VOC) | ``voc:PATH`` | ``coco:PATH.json`` or any ``*.json``
+    (COCO) | ``folder:PATH`` or a plain folder / image path. ``exclude_classes`` drops images
+    that show those classes, which needs annotations (voc or coco). A folder that happens to be
+    called ``voc`` is written ``./voc``.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise InputError("--backgrounds is empty; give a folder, voc, voc:PATH or coco:PATH.json")
+    exclude = [name.strip() for name in exclude_classes if name.strip()]
+    kind, sep, rest = spec.partition(":")
+    if sep and kind.lower() in BACKGROUND_KINDS:
+        kind, target = kind.lower(), (Path(rest) if rest else None)
+    elif spec.lower() in _BARE_KINDS:
+        kind, target = spec.lower(), None
+    elif spec.lower().endswith(".json"):
+        kind, target = "coco", Path(spec)
+    else:
+        kind, target = "folder", Path(spec)
+    return BACKGROUND_KINDS.get(kind)(target, exclude)
+
+
+__all__ = [
+    "BACKGROUND_KINDS",
+    "FITS",
+    "VOC_CLASSES",
+    "BackgroundPool",
+    "BackgroundSource",
+    "build_background_pool",
+    "cached_background_pool",
+    "coco_source",
+    "fit_image",
+    "fitted_size",
+    "folder_source",
+    "resolve_backgrounds",
+    "voc_source",
+]

@@ -1,0 +1,383 @@
+"""The ``synthgen`` command line: small typer functions over the library.
+
+Every command reads its defaults from ``synthgen.toml`` (see :mod:`synthgen.config`); errors a
+user can fix are printed as one message, without a traceback, with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from synthgen import __version__
+from synthgen.errors import InputError, SynthgenError
+
+console = Console(stderr=True)
+out_console = Console()
+
+app = typer.Typer(
+    name="synthgen",
+    help="Unlimited, correctly boxed synthetic detection data from object images, and detector pretraining on it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Print a SynthgenError as one line and exit with its code, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SynthgenError as err:
+            console.print(f"[bold red]error:[/] {escape(str(err))}")
+            raise typer.Exit(err.exit_code) from None
+
+    return wrapper
+
+
+# -- option parsing ---------------------------------------------------------------------------
+
+
+def parse_range(text: str | None, name: str, cast: Callable = float) -> tuple | None:
+    """``"0.1,0.5"`` -> (0.1, 0.5); ``"3"`` -> (3, 3). None stays None."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in str(text).replace(":", ",").split(",") if p.strip()]
+    try:
+        values = [cast(p) for p in parts]
+    except ValueError:
+        raise InputError(f"--{name} {text!r}: expected LOW,HIGH numbers") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise InputError(f"--{name} {text!r}: expected LOW,HIGH")
+    if values[0] > values[1]:
+        raise InputError(f"--{name} {text!r}: LOW is above HIGH")
+    return tuple(values)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"640x480"`` -> (640, 480); ``"320"`` -> (320, 320)."""
+    parts = str(text).lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise InputError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 8:
+        raise InputError(f"--size {text!r}: expected WIDTHxHEIGHT with both sides >= 8")
+    return values[0], values[1]
+
+
+def parse_count(text: str) -> int | None:
+    """``"1000"`` -> 1000; ``"inf"`` -> None (endless)."""
+    if str(text).lower() in ("inf", "infinite", "infinity"):
+        return None
+    try:
+        value = int(str(text).replace("_", ""))
+    except ValueError:
+        raise InputError(f"--n {text!r}: expected a number of samples or 'inf'") from None
+    if value < 1:
+        raise InputError(f"--n {value}: give at least 1 sample, or inf")
+    return value
+
+
+def parse_list(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    return tuple(p.strip() for p in str(text).split(",") if p.strip())
+
+
+def parse_options(text: str | None) -> dict[str, str]:
+    """``"margin=0.1,iterations=8"`` -> {"margin": "0.1", "iterations": "8"}."""
+    options: dict[str, str] = {}
+    for item in parse_list(text):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"segmenter option {item!r}: expected KEY=VALUE")
+        options[key.strip().replace("-", "_")] = value.strip()
+    return options
+
+
+# -- root -------------------------------------------------------------------------------------
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"synthgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+@friendly_errors
+def root(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", help="Defaults file (default: ./synthgen.toml if present)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """synthgen: paste objects onto scenes for detection data; pretrain and finetune detectors on it."""
+    from synthgen.config import default_map, load_config
+
+    sections, source = load_config(config)
+    if not sections:
+        return
+    group = ctx.command
+    commands: dict[str, set[str]] = {}
+    groups: dict[str, set[str]] = {}
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            groups[name] = set(command.commands)
+            for sub_name, sub in command.commands.items():
+                commands.setdefault(sub_name, {p.name for p in sub.params})
+        else:
+            commands[name] = {p.name for p in command.params}
+    ctx.default_map = default_map(sections, commands, groups, source)
+
+
+# -- paste ------------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly_errors
+def paste(
+    objects: Optional[str] = typer.Option(None, "--objects", "-o", help="Folder of object images (one class, or one subfolder per class), an object pool from `synthgen segment`, or a generator name. Default: built-in demo objects.", rich_help_panel="Inputs"),
+    backgrounds: Optional[str] = typer.Option(None, "--backgrounds", "-b", help="Folder of scene photos, `voc`, `voc:PATH` or `coco:FILE.json`. Default: built-in demo scenes.", rich_help_panel="Inputs"),
+    exclude_classes: Optional[str] = typer.Option(None, "--exclude-classes", help="Comma-separated classes: voc/coco backgrounds that contain them are dropped.", rich_help_panel="Inputs"),
+    segmenter: str = typer.Option("auto", "--segmenter", help="none | alpha | mask | grabcut | redo | auto (alpha, else paired mask, else grabcut).", rich_help_panel="Inputs"),
+    segmenter_options: Optional[str] = typer.Option(None, "--segmenter-options", help="Comma-separated KEY=VALUE options of the segmenter, e.g. margin=0.1,iterations=8 (grabcut) or checkpoint=netM.pth (redo).", rich_help_panel="Inputs"),
+    min_mask_area: float = typer.Option(0.05, help="Reject masks covering less than this fraction of the object image.", rich_help_panel="Inputs"),
+    max_mask_area: float = typer.Option(0.95, help="Reject masks covering more than this fraction.", rich_help_panel="Inputs"),
+    max_border: float = typer.Option(0.5, help="Reject masks covering more than this fraction of the image border.", rich_help_panel="Inputs"),
+    out: Path = typer.Option(Path("synthgen_out"), "--out", help="Output folder.", rich_help_panel="Output"),
+    format: str = typer.Option("coco", "--format", "-f", help="coco | wds | yolo.", rich_help_panel="Output"),
+    n: str = typer.Option("1000", "--n", help="Number of samples, or `inf` (wds only: runs until Ctrl-C/SIGTERM).", rich_help_panel="Output"),
+    seed: int = typer.Option(0, help="Same seed, same dataset, byte for byte.", rich_help_panel="Output"),
+    jpeg_quality: int = typer.Option(90, help="JPEG quality 1-100.", rich_help_panel="Output"),
+    masks: bool = typer.Option(False, "--masks", help="Also write instance masks (COCO RLE) of each object's visible part.", rich_help_panel="Output"),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (output is identical for any number).", rich_help_panel="Output"),
+    shard_index: int = typer.Option(0, help="This machine's part when several machines share the work.", rich_help_panel="Output"),
+    num_shards: int = typer.Option(1, help="How many machines share the work (machine k makes samples i % num_shards == k).", rich_help_panel="Output"),
+    shard_size: int = typer.Option(1000, help="wds: samples per shard.", rich_help_panel="Output"),
+    shard_max_bytes: int = typer.Option(1 << 30, help="wds: bytes per shard at most.", rich_help_panel="Output"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out.", rich_help_panel="Output"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier synthgen output in --out.", rich_help_panel="Output"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel="Output"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="faces | birds | cars: the paper authors' ranges; other flags override.", rich_help_panel="Composition"),
+    size: Optional[str] = typer.Option(None, "--size", help="Output WIDTHxHEIGHT [320x320].", rich_help_panel="Composition"),
+    background_fit: Optional[str] = typer.Option(None, "--bg-fit", help="crop (keep aspect, random crop) | stretch.", rich_help_panel="Composition"),
+    objects_per_image: Optional[str] = typer.Option(None, help="MIN,MAX objects per image [1,5].", rich_help_panel="Composition"),
+    scale: Optional[str] = typer.Option(None, help="MIN,MAX object size relative to the image's short side [0.1,0.5].", rich_help_panel="Composition"),
+    aspect: Optional[str] = typer.Option(None, help="keep | stretch (w/h drawn from --aspect-range).", rich_help_panel="Composition"),
+    aspect_range: Optional[str] = typer.Option(None, help="MIN,MAX w/h ratio with --aspect stretch [0.5,2].", rich_help_panel="Composition"),
+    flip: Optional[float] = typer.Option(None, help="Horizontal flip probability [0.5].", rich_help_panel="Composition"),
+    rotation: Optional[float] = typer.Option(None, help="Max rotation in degrees [0].", rich_help_panel="Composition"),
+    brightness: Optional[str] = typer.Option(None, help="MIN,MAX brightness factor [0.8,1.2].", rich_help_panel="Composition"),
+    contrast: Optional[str] = typer.Option(None, help="MIN,MAX contrast factor [0.8,1.2].", rich_help_panel="Composition"),
+    saturation: Optional[str] = typer.Option(None, help="MIN,MAX saturation factor [0.8,1.2].", rich_help_panel="Composition"),
+    blur: Optional[float] = typer.Option(None, help="Blur probability [0].", rich_help_panel="Composition"),
+    blur_sigma: Optional[str] = typer.Option(None, help="MIN,MAX blur sigma in px [0.3,1].", rich_help_panel="Composition"),
+    noise: Optional[float] = typer.Option(None, help="Noise probability [0].", rich_help_panel="Composition"),
+    noise_std: Optional[str] = typer.Option(None, help="MIN,MAX noise std in grey levels [0,8].", rich_help_panel="Composition"),
+    blend: Optional[str] = typer.Option(None, help="Comma-separated blend modes drawn per object: alpha, gaussian, poisson, motion [alpha].", rich_help_panel="Composition"),
+    feather: Optional[float] = typer.Option(None, help="Feather sigma in px for gaussian blending [1.5].", rich_help_panel="Composition"),
+    motion_length: Optional[str] = typer.Option(None, help="MIN,MAX motion blur length in px [3,9].", rich_help_panel="Composition"),
+    min_visible: Optional[float] = typer.Option(None, help="Keep every object at least this fraction visible (occlusion and truncation) [0.6]; 1 = no occlusion.", rich_help_panel="Composition"),
+    truncation: Optional[float] = typer.Option(None, help="Max fraction of an object outside the image [0].", rich_help_panel="Composition"),
+    max_tries: Optional[int] = typer.Option(None, help="Placement attempts per object before it is skipped [20].", rich_help_panel="Composition"),
+) -> None:
+    """Paste segmented objects onto backgrounds: a COCO dataset, WebDataset shards or a YOLO folder.
+
+    Example: synthgen paste --objects faces/ --backgrounds voc --exclude-classes person --format wds --n inf
+    """
+    from synthgen.compositor import PRESETS, CompositeConfig
+    from synthgen.engine import PasteSpec, RunOptions, run_paste
+
+    width, height = parse_size(size) if size else (None, None)
+    base = PRESETS.get(preset).config() if preset else CompositeConfig()
+    composite = base.replace(
+        width=width,
+        height=height,
+        background_fit=background_fit,
+        objects_per_image=parse_range(objects_per_image, "objects-per-image", int),
+        scale=parse_range(scale, "scale"),
+        aspect=aspect,
+        aspect_range=parse_range(aspect_range, "aspect-range"),
+        flip=flip,
+        rotation=rotation,
+        brightness=parse_range(brightness, "brightness"),
+        contrast=parse_range(contrast, "contrast"),
+        saturation=parse_range(saturation, "saturation"),
+        blur=blur,
+        blur_sigma=parse_range(blur_sigma, "blur-sigma"),
+        noise=noise,
+        noise_std=parse_range(noise_std, "noise-std"),
+        blend=parse_list(blend) or None,
+        feather=feather,
+        motion_length=parse_range(motion_length, "motion-length", int),
+        min_visible=min_visible,
+        truncation=truncation,
+        max_tries=max_tries,
+    )
+    spec = PasteSpec(
+        objects=objects,
+        backgrounds=backgrounds,
+        exclude_classes=parse_list(exclude_classes),
+        segmenter=segmenter,
+        segmenter_options=parse_options(segmenter_options),
+        min_mask_area=min_mask_area,
+        max_mask_area=max_mask_area,
+        max_border=max_border,
+        composite=composite,
+        seed=seed,
+        jpeg_quality=jpeg_quality,
+        masks=masks,
+    )
+    options = RunOptions(
+        out=out,
+        format=format,
+        n=parse_count(n),
+        workers=workers,
+        shard_index=shard_index,
+        num_shards=num_shards,
+        resume=resume,
+        overwrite=overwrite,
+        shard_size=shard_size,
+        shard_max_bytes=shard_max_bytes,
+        progress=not quiet,
+    )
+    summary = run_paste(spec, options, console=console)
+    _print_paste_summary(summary)
+    if summary.interrupted and options.n is not None:
+        console.print(f"[yellow]interrupted[/]: {summary.total:,} samples are complete; run the same command with --resume to finish.")
+        raise typer.Exit(130)
+
+
+def _print_paste_summary(summary) -> None:
+    for note in summary.notes:
+        console.print(escape(note), style="bold yellow" if note.startswith("DEMO") else None)
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_row("written", f"{summary.written:,} samples ({summary.format}) to {escape(str(summary.out))}")
+    if summary.total != summary.written:
+        table.add_row("in folder", f"{summary.total:,} samples (resumed)")
+    table.add_row("rate", f"{summary.rate:,.1f} samples/s over {summary.seconds:,.1f} s")
+    table.add_row("objects", f"{summary.objects:,} boxes; {summary.skipped_objects:,} objects skipped (no valid place)")
+    if summary.empty_images:
+        table.add_row("empty", f"{summary.empty_images:,} images without objects")
+    if summary.interrupted:
+        table.add_row("stopped", "by signal; every written file is complete")
+    console.print(table)
+
+
+# -- segment ----------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly_errors
+def segment(
+    objects: str = typer.Option(..., "--objects", "-o", help="Folder of object images (one class, or one subfolder per class)."),
+    out: Path = typer.Option(..., "--out", help="Pool folder to write; pass it to `synthgen paste --objects`."),
+    segmenter: str = typer.Option("auto", "--segmenter", help="none | alpha | mask | grabcut | redo | auto."),
+    segmenter_options: Optional[str] = typer.Option(None, "--segmenter-options", help="Comma-separated KEY=VALUE options of the segmenter."),
+    min_mask_area: float = typer.Option(0.05, help="Reject masks covering less than this fraction of the image."),
+    max_mask_area: float = typer.Option(0.95, help="Reject masks covering more than this fraction."),
+    max_border: float = typer.Option(0.5, help="Reject masks covering more than this fraction of the image border."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Segment object images once into a reusable object pool (cut-outs with masks)."""
+    from synthgen.pool import MaskQuality, build_pool, format_summary
+    from synthgen.segmenters import make_segmenter
+    from synthgen.sources import FolderSource, resolve_objects
+
+    resolved = resolve_objects(objects)
+    if not isinstance(resolved, FolderSource):
+        raise InputError(f"{objects} is already an object pool")
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} is not empty: choose a new folder for the pool")
+    quality = MaskQuality(min_area=min_mask_area, max_area=max_mask_area, max_border=max_border)
+    pool = build_pool(resolved, make_segmenter(segmenter, parse_options(segmenter_options)), out, quality, progress=not quiet)
+    console.print(f"pool written to {escape(str(out))}: {escape(format_summary(pool.summary))}")
+
+
+# -- look at the output -----------------------------------------------------------------------
+
+
+@app.command()
+@friendly_errors
+def preview(
+    dataset: Path = typer.Argument(..., help="An output folder (coco, wds or yolo), a COCO json or shards."),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write [DATASET/preview.png]."),
+    n: int = typer.Option(16, "--n", help="Samples on the sheet."),
+    columns: int = typer.Option(4, help="Tiles per row."),
+    tile: int = typer.Option(256, help="Tile size in px."),
+    seed: Optional[int] = typer.Option(None, help="Pick a seeded random set instead of the first samples."),
+) -> None:
+    """Write a contact sheet of samples with their boxes and class names drawn."""
+    from synthgen.preview import make_contact_sheet
+
+    if n < 1 or columns < 1 or tile < 32:
+        raise InputError("--n and --columns must be >= 1 and --tile >= 32")
+    target = out or (dataset / "preview.png" if dataset.is_dir() else dataset.with_suffix(".preview.png"))
+    written = make_contact_sheet(dataset, target, n=n, columns=columns, tile=tile, seed=seed)
+    out_console.print(f"preview written to {escape(str(written))}")
+
+
+@app.command()
+@friendly_errors
+def stats(
+    dataset: Path = typer.Argument(..., help="An output folder (coco, wds or yolo), a COCO json or shards."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also save histograms as a PNG."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Read at most this many samples."),
+) -> None:
+    """Print counts, objects per image and box-size histograms of a dataset."""
+    from synthgen.stats import compute_stats, render_rich, save_plot
+
+    result = compute_stats(dataset, limit=limit)
+    out_console.print(render_rich(result))
+    if plot:
+        save_plot(result, plot)
+        out_console.print(f"plot written to {escape(str(plot))}")
+
+
+@app.command()
+@friendly_errors
+def download(
+    name: str = typer.Argument(..., help="Dataset to fetch, e.g. voc."),
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Where to put it (default: synthgen's cache, where `--backgrounds voc` looks)."),
+) -> None:
+    """Download a dataset from its official location (needs internet)."""
+    from synthgen.download import download_dataset
+
+    path = download_dataset(name, dest=dest)
+    out_console.print(f"{name} is ready at {escape(str(path))}")
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+def _mount_training() -> None:
+    """`synthgen pretrain|finetune|evaluate` and the same commands under `synthgen train`."""
+    from synthgen import train_cli
+
+    train_group = typer.Typer(help="Detector training: pretrain on synthetic data, finetune on real data, evaluate.", no_args_is_help=True)
+    for name in ("pretrain", "finetune", "evaluate"):
+        command = friendly_errors(getattr(train_cli, name))
+        app.command(name)(command)
+        train_group.command(name)(command)
+    app.add_typer(train_group, name="train")
+
+
+_mount_training()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,115 @@
+"""Blending an augmented object into the canvas.
+
+Every mode writes only inside the object's patch rectangle (clipped to the canvas). Which pixels
+count as the object (for boxes and occlusion) is decided by ``ObjectPatch.mask`` before blending,
+so the blend mode never changes a box.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from synthgen.compositor.augment import ObjectPatch
+
+
+def clip_to_canvas(x0: int, y0: int, width: int, height: int, canvas_w: int, canvas_h: int):
+    """Slices of the canvas and of the patch for a patch placed with its top-left at (x0, y0);
+    None when the two do not overlap."""
+    cx0, cy0 = max(x0, 0), max(y0, 0)
+    cx1, cy1 = min(x0 + width, canvas_w), min(y0 + height, canvas_h)
+    if cx0 >= cx1 or cy0 >= cy1:
+        return None
+    canvas_sl = (slice(cy0, cy1), slice(cx0, cx1))
+    patch_sl = (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
+    return canvas_sl, patch_sl
+
+
+def _over(canvas: np.ndarray, canvas_sl, premul: np.ndarray, alpha: np.ndarray) -> None:
+    """Porter-Duff 'over' of premultiplied colour onto the uint8 canvas, rounded."""
+    region = canvas[canvas_sl].astype(np.float32)
+    region *= 1.0 - alpha[..., None]
+    region += premul
+    region += 0.5
+    np.clip(region, 0, 255, out=region)
+    canvas[canvas_sl] = region.astype(np.uint8)
+
+
+def blend_alpha(canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int) -> None:
+    clipped = clip_to_canvas(x0, y0, patch.width, patch.height, canvas.shape[1], canvas.shape[0])
+    if clipped is None:
+        return
+    canvas_sl, patch_sl = clipped
+    _over(canvas, canvas_sl, patch.premul[patch_sl], patch.alpha[patch_sl])
+
+
+def blend_gaussian(canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int, feather: float) -> None:
+    """Alpha blending with the edge feathered *inward*: alpha becomes min(alpha, blur(alpha)),
+    so the object's colour stays defined (nothing outside its mask is revealed) and its extent
+    is unchanged while the transition to the background softens."""
+    if feather > 0:
+        soft = cv2.GaussianBlur(patch.alpha, (0, 0), feather, borderType=cv2.BORDER_CONSTANT)
+        new_alpha = np.minimum(patch.alpha, soft)
+        ratio = np.divide(new_alpha, patch.alpha, out=np.zeros_like(new_alpha), where=patch.alpha > 1e-6)
+        patch = ObjectPatch(premul=patch.premul * ratio[..., None], alpha=new_alpha, mask=patch.mask)
+    blend_alpha(canvas, patch, x0, y0)
+
+
+def motion_kernel(length: int, degrees: float) -> np.ndarray:
+    """A normalised line kernel of ``length`` px at ``degrees``, for linear motion blur."""
+    size = length if length % 2 == 1 else length + 1
+    kernel = np.zeros((size, size), dtype=np.float32)
+    centre = (size - 1) / 2.0
+    dx, dy = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    half = (length - 1) / 2.0
+    p0 = (int(round(centre - dx * half)), int(round(centre - dy * half)))
+    p1 = (int(round(centre + dx * half)), int(round(centre + dy * half)))
+    cv2.line(kernel, p0, p1, 1.0, thickness=1, lineType=cv2.LINE_AA)
+    return kernel / kernel.sum()
+
+
+def blend_motion(canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int, length: int, degrees: float) -> None:
+    """The object moves: its premultiplied colour and alpha are smeared along a line, then
+    alpha-blended. The patch grows by the kernel radius so the smear is not cut off."""
+    kernel = motion_kernel(length, degrees)
+    pad = kernel.shape[0] // 2
+    premul = cv2.copyMakeBorder(patch.premul, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    alpha = cv2.copyMakeBorder(patch.alpha, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    premul = cv2.filter2D(premul, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+    alpha = cv2.filter2D(alpha, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+    np.clip(alpha, 0.0, 1.0, out=alpha)
+    grown = ObjectPatch(premul=premul, alpha=alpha, mask=np.zeros(alpha.shape, dtype=bool))
+    blend_alpha(canvas, grown, x0 - pad, y0 - pad)
+
+
+def blend_poisson(canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int) -> bool:
+    """OpenCV seamless cloning (Poisson blending) of the object's mask into the canvas.
+
+    Returns False, having changed nothing, when the mask touches the canvas border: OpenCV's
+    solver needs a one-pixel margin around the region; the caller then blends another way.
+    """
+    canvas_h, canvas_w = canvas.shape[:2]
+    rows = np.flatnonzero(patch.mask.any(axis=1))
+    cols = np.flatnonzero(patch.mask.any(axis=0))
+    top, bottom = y0 + rows[0], y0 + rows[-1]
+    left, right = x0 + cols[0], x0 + cols[-1]
+    if top < 1 or left < 1 or bottom > canvas_h - 2 or right > canvas_w - 2:
+        return False
+    straight = np.divide(
+        patch.premul, patch.alpha[..., None], out=np.zeros_like(patch.premul), where=patch.alpha[..., None] > 1e-6
+    )
+    src = np.clip(straight + 0.5, 0, 255).astype(np.uint8)
+    mask = patch.mask.astype(np.uint8) * 255
+    # Pad by one pixel so the mask never touches the source border (OpenCV erodes that ring).
+    src = cv2.copyMakeBorder(src, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+    mask = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    # seamlessClone puts the centre of the mask's bounding rectangle at `centre`; pick the centre
+    # so that the rectangle's top-left lands exactly at (left, top).
+    rect_w, rect_h = right - left + 1, bottom - top + 1
+    centre = (int(left + rect_w // 2), int(top + rect_h // 2))
+    bgr = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
+    cloned = cv2.seamlessClone(cv2.cvtColor(src, cv2.COLOR_RGB2BGR), bgr, mask, centre, cv2.NORMAL_CLONE)
+    canvas[...] = cv2.cvtColor(cloned, cv2.COLOR_BGR2RGB)
+    return True

@@ -1,0 +1,489 @@
+"""Running a paste job: resolve the inputs, render samples in worker processes, write them in
+order, stop cleanly on Ctrl-C / SIGTERM, and resume.
+
+Sample ``i`` depends only on ``(seed, i)`` (see :func:`synthgen.compositor.sample_rng`), and the
+main process writes samples in index order, so the output bytes do not depend on the number of
+workers, and a resumed run continues exactly where the interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import multiprocessing
+import shutil
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from synthgen import __version__
+from synthgen.compositor import CompositeConfig, Compositor
+from synthgen.errors import InputError, OutputExistsError, WriteError
+from synthgen.imageio import encode_jpeg
+from synthgen.sample import EncodedAnnotation, EncodedSample, Sample, sample_key
+
+RUN_DIR = ".synthgen"
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class PasteSpec:
+    """Everything that decides the content of a synthetic dataset, byte for byte."""
+
+    #: A folder of object images (one class, or a subfolder per class), an object pool folder made
+    #: by ``synthgen segment``, or a generator name. None: the built-in demo objects.
+    objects: str | None = None
+    #: A folder of photos, ``voc``/``voc:PATH``, or ``coco:PATH.json``. None: built-in demo scenes.
+    backgrounds: str | None = None
+    #: With voc/coco backgrounds: drop images that contain any of these classes.
+    exclude_classes: tuple[str, ...] = ()
+    segmenter: str = "auto"
+    #: Options of the segmenter, e.g. {"margin": "0.1"} for grabcut or {"checkpoint": "..."} for redo.
+    segmenter_options: dict[str, str] = field(default_factory=dict)
+    #: Mask quality bounds for segmented objects (fractions of the object image).
+    min_mask_area: float = 0.05
+    max_mask_area: float = 0.95
+    max_border: float = 0.5
+    composite: CompositeConfig = field(default_factory=CompositeConfig)
+    seed: int = 0
+    jpeg_quality: int = 90
+    #: Write instance masks (COCO RLE) of the visible part of each object.
+    masks: bool = False
+
+    def validate(self) -> "PasteSpec":
+        self.composite.validate()
+        if not 1 <= self.jpeg_quality <= 100:
+            raise InputError(f"JPEG quality {self.jpeg_quality} must be 1..100")
+        if not 0.0 <= self.min_mask_area <= self.max_mask_area <= 1.0:
+            raise InputError(
+                f"mask area bounds {self.min_mask_area},{self.max_mask_area} must satisfy 0 <= min <= max <= 1"
+            )
+        if not 0.0 <= self.max_border <= 1.0:
+            raise InputError(f"max border {self.max_border} must be in [0, 1]")
+        if self.seed < 0:
+            raise InputError(f"seed {self.seed} must be >= 0")
+        if self.exclude_classes and self.backgrounds is None:
+            raise InputError("--exclude-classes needs --backgrounds voc or coco:FILE.json (the demo scenes have no classes)")
+        return self
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["exclude_classes"] = list(self.exclude_classes)
+        return data
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a paste job is run and written: none of this changes a sample's content."""
+
+    out: Path
+    format: str = "coco"
+    #: Samples in the whole dataset (all machines together); None runs until stopped (wds only).
+    n: int | None = 1000
+    workers: int = 1
+    #: This machine's part of the dataset: it makes samples i with i % num_shards == shard_index.
+    shard_index: int = 0
+    num_shards: int = 1
+    resume: bool = False
+    overwrite: bool = False
+    shard_size: int = 1000
+    shard_max_bytes: int = 1 << 30
+    progress: bool = True
+
+
+@dataclass
+class Scene:
+    """Resolved inputs of a paste job, ready to render."""
+
+    compositor: Compositor
+    notes: list[str]  # human lines about the inputs: demo notice, pool and background summaries
+    is_demo: bool
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    format: str
+    written: int  # samples written by this run
+    total: int  # samples in the output (this machine's part), including earlier runs
+    objects: int
+    skipped_objects: int
+    empty_images: int
+    seconds: float
+    interrupted: bool
+    notes: list[str]
+
+    @property
+    def rate(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+
+def prepare(spec: PasteSpec, progress: bool = True) -> Scene:
+    """Resolve objects and backgrounds, building (or loading cached) object and background pools."""
+    from synthgen.backgrounds import cached_background_pool, resolve_backgrounds
+    from synthgen.demo import ensure_demo_data
+    from synthgen.pool import MaskQuality, ObjectPool, cached_pool, format_summary
+    from synthgen.sources import resolve_objects
+
+    spec.validate()
+    notes: list[str] = []
+    objects_spec, backgrounds_spec = spec.objects, spec.backgrounds
+    is_demo = objects_spec is None or backgrounds_spec is None
+    if is_demo:
+        demo = ensure_demo_data()
+        which = [name for name, given in (("objects", objects_spec), ("backgrounds", backgrounds_spec)) if given is None]
+        notes.append(
+            f"DEMO: no --{' / --'.join(which)} given, so synthgen's built-in demo "
+            f"{' and '.join(which)} are used (made on this machine, no download). "
+            "Pass --objects DIR --backgrounds DIR for real data."
+        )
+        objects_spec = objects_spec or str(demo.objects_dir)
+        backgrounds_spec = backgrounds_spec or str(demo.backgrounds_dir)
+
+    resolved = resolve_objects(objects_spec)
+    if isinstance(resolved, Path):
+        pool = ObjectPool.load(resolved)
+    else:
+        quality = MaskQuality(min_area=spec.min_mask_area, max_area=spec.max_mask_area, max_border=spec.max_border)
+        pool = cached_pool(resolved, spec.segmenter, dict(spec.segmenter_options), quality, progress=progress)
+    notes.append("objects: " + format_summary(pool.summary))
+
+    cfg = spec.composite
+    source = resolve_backgrounds(backgrounds_spec, list(spec.exclude_classes))
+    backgrounds = cached_background_pool(source, cfg.width, cfg.height, cfg.background_fit, progress=progress)
+    notes.append("backgrounds: " + _background_note(backgrounds.summary))
+    return Scene(compositor=Compositor(cfg, pool, backgrounds), notes=notes, is_demo=is_demo)
+
+
+def _background_note(summary: dict) -> str:
+    used = summary.get("accepted", summary.get("images", "?"))
+    line = f"{used:,} images" if isinstance(used, int) else f"{used} images"
+    unreadable = summary.get("unreadable", 0)
+    if unreadable:
+        line += f"; {unreadable:,} unreadable files skipped"
+        examples = summary.get("unreadable_examples") or []
+        if examples:
+            line += f" (e.g. {examples[0]})"
+    return line
+
+
+def encode_sample(sample: Sample, jpeg_quality: int, masks: bool) -> EncodedSample:
+    """JPEG-encode a rendered sample and turn its annotations into plain data (RLE masks when
+    ``masks``), ready for any writer."""
+    from pycocotools import mask as mask_utils
+
+    annotations = []
+    for ann in sample.annotations:
+        segmentation = None
+        if masks and ann.mask is not None:
+            rle = mask_utils.encode(np.asfortranarray(ann.mask.astype(np.uint8)))
+            segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+        annotations.append(EncodedAnnotation(list(ann.bbox), ann.category_id, ann.area, segmentation))
+    return EncodedSample(
+        index=sample.index,
+        key=sample_key(sample.index),
+        width=sample.width,
+        height=sample.height,
+        jpeg=encode_jpeg(sample.image, jpeg_quality),
+        annotations=annotations,
+        skipped_objects=sample.skipped_objects,
+    )
+
+
+def iter_samples(spec: PasteSpec, start: int = 0, step: int = 1, progress: bool = False) -> Iterator[Sample]:
+    """An endless in-process stream of samples ``start, start+step, ...`` (for training without
+    writing anything to disk)."""
+    scene = prepare(spec, progress=progress)
+    for index in itertools.count(start, step):
+        yield scene.compositor.render(spec.seed, index, keep_masks=spec.masks)
+
+
+# -- workers ----------------------------------------------------------------------------------
+
+_worker_state: tuple[Compositor, int, int, bool] | None = None
+
+
+def _init_worker(compositor: Compositor, seed: int, jpeg_quality: int, masks: bool) -> None:
+    global _worker_state
+    # Ctrl-C goes to the whole process group; the main process alone decides how to stop.
+    # A forked worker inherits the main process's stop handler: give SIGTERM back its default
+    # action, which is how Pool.terminate() ends workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _worker_state = (compositor, seed, jpeg_quality, masks)
+
+
+def _render_batch(indices: list[int]) -> list[EncodedSample]:
+    assert _worker_state is not None, "worker not initialised"
+    compositor, seed, quality, masks = _worker_state
+    return [encode_sample(compositor.render(seed, i, keep_masks=masks), quality, masks) for i in indices]
+
+
+def _batched(iterable: Iterator[int], size: int) -> Iterator[list[int]]:
+    while batch := list(itertools.islice(iterable, size)):
+        yield batch
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM. The first signal asks for a clean stop after the sample being
+    written; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _produce(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], workers: int, stop: _StopFlag) -> Iterator[EncodedSample]:
+    """Encoded samples for ``indices``, in order, rendered in ``workers`` processes."""
+    if workers <= 1:
+        for index in indices:
+            if stop.requested:
+                return
+            yield encode_sample(compositor.render(spec.seed, index, keep_masks=spec.masks), spec.jpeg_quality, spec.masks)
+        return
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    batch_size = 8
+    window = 4 * workers  # batches in flight: keeps workers busy, bounds memory for --n inf
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(compositor, spec.seed, spec.jpeg_quality, spec.masks)) as pool:
+        batches = _batched(indices, batch_size)
+        pending: deque = deque()
+        for batch in itertools.islice(batches, window):
+            pending.append(pool.apply_async(_render_batch, (batch,)))
+        while pending:
+            result = pending.popleft()
+            while True:
+                if stop.requested:
+                    return
+                try:
+                    samples = result.get(timeout=0.2)
+                    break
+                except multiprocessing.TimeoutError:
+                    continue
+            for batch in itertools.islice(batches, 1):
+                pending.append(pool.apply_async(_render_batch, (batch,)))
+            for sample in samples:
+                if stop.requested:
+                    return
+                yield sample
+
+
+# -- output folder ----------------------------------------------------------------------------
+
+
+def _run_settings(spec: PasteSpec, options: RunOptions) -> dict:
+    return {
+        "synthgen_version": __version__,
+        "spec": spec.to_dict(),
+        "format": options.format,
+        "shard_index": options.shard_index,
+        "num_shards": options.num_shards,
+        "shard_size": options.shard_size,
+        "shard_max_bytes": options.shard_max_bytes,
+    }
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict:
+    """{"spec": {"seed": 1}} -> {"seed": 1}: setting names as a user knows them."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, prefix))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _prepare_output(spec: PasteSpec, options: RunOptions) -> None:
+    """Check the output folder against --resume/--overwrite and record the run's settings."""
+    from synthgen.cache import atomic_write_json
+
+    out = options.out
+    settings_path = out / RUN_DIR / RUN_FILE
+    if options.resume and options.overwrite:
+        raise InputError("--resume and --overwrite contradict each other: choose one")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} exists and is not a folder")
+    if options.resume:
+        if not settings_path.exists():
+            raise InputError(f"nothing to resume in {out}: it holds no synthgen run (no {RUN_DIR}/{RUN_FILE})")
+        previous = _flatten(json.loads(settings_path.read_text()))
+        current = _flatten(json.loads(json.dumps(_run_settings(spec, options))))
+        changed = [
+            f"{key}: {previous.get(key)!r} -> {current.get(key)!r}"
+            for key in sorted(set(previous) | set(current))
+            if key != "synthgen_version" and previous.get(key) != current.get(key)
+        ]
+        if changed:
+            raise InputError(
+                f"cannot resume {out}: it was made with other settings ({'; '.join(changed)}). "
+                "Resume with the same settings, or write to a new folder."
+            )
+        return
+    if out.exists() and any(out.iterdir()):
+        if not options.overwrite:
+            raise OutputExistsError(
+                f"output folder {out} is not empty: pass --overwrite to replace it, "
+                "--resume to continue the run in it, or choose another --out"
+            )
+        if not settings_path.exists():
+            raise OutputExistsError(
+                f"refusing to --overwrite {out}: it is not a synthgen output folder (no {RUN_DIR}/{RUN_FILE}), "
+                "so deleting it could lose your files. Choose an empty or new folder."
+            )
+        for child in out.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(settings_path, _run_settings(spec, options))
+
+
+def _check_options(options: RunOptions) -> None:
+    from synthgen.writers import WRITERS
+
+    factory = WRITERS.get(options.format)
+    if options.n is None and not getattr(factory, "supports_infinite", False):
+        raise InputError(
+            f"--n inf needs --format wds (an endless stream of shards); the {options.format} format "
+            "is one finite dataset: give a number of samples"
+        )
+    if options.n is not None and options.n < 1:
+        raise InputError(f"--n {options.n}: give at least 1 sample, or inf")
+    if options.workers < 1:
+        raise InputError(f"--workers {options.workers} must be at least 1")
+    if not (options.num_shards >= 1 and 0 <= options.shard_index < options.num_shards):
+        raise InputError(
+            f"--shard-index {options.shard_index} / --num-shards {options.num_shards}: "
+            "need num-shards >= 1 and 0 <= shard-index < num-shards"
+        )
+    if options.shard_size < 1 or options.shard_max_bytes < 1024:
+        raise InputError("--shard-size must be >= 1 and --shard-max-bytes >= 1024")
+
+
+def local_count(n: int, shard_index: int, num_shards: int) -> int:
+    """How many of samples 0..n-1 fall to machine ``shard_index`` of ``num_shards``."""
+    return max(0, (n - shard_index + num_shards - 1) // num_shards)
+
+
+def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
+    """Make (or continue) a synthetic dataset in ``options.out``.
+
+    Stops cleanly on SIGINT/SIGTERM: every sample written so far stays valid and ``--resume``
+    continues after it. Raises :class:`synthgen.errors.SynthgenError` on bad input and
+    :class:`WriteError` when the disk fills up.
+    """
+    from synthgen.writers import WriterOptions, make_writer
+
+    spec.validate()
+    _check_options(options)
+    scene = prepare(spec, progress=options.progress)
+    _prepare_output(spec, options)
+    writer = make_writer(
+        options.format,
+        options.out,
+        scene.compositor.categories,
+        WriterOptions(
+            shard_size=options.shard_size,
+            shard_max_bytes=options.shard_max_bytes,
+            shard_index=options.shard_index,
+            num_shards=options.num_shards,
+        ),
+    )
+    done = writer.open(resume=options.resume)
+    total = None if options.n is None else local_count(options.n, options.shard_index, options.num_shards)
+    positions = itertools.count(done) if total is None else iter(range(done, total))
+    indices = (options.shard_index + p * options.num_shards for p in positions)
+
+    written = objects = skipped = empty = 0
+    started = time.perf_counter()
+    stop = _StopFlag()
+    progress = _make_progress(console, options.progress)
+    try:
+        with stop, progress:
+            task = progress.add_task("pasting", total=total, completed=done)
+            for sample in _produce(scene.compositor, spec, indices, options.workers, stop):
+                writer.write(sample)
+                written += 1
+                objects += len(sample.annotations)
+                skipped += sample.skipped_objects
+                empty += not sample.annotations
+                progress.advance(task)
+    except WriteError:
+        _close_after_failure(writer)
+        raise
+    except OSError as err:
+        _close_after_failure(writer)
+        raise WriteError(
+            f"writing to {options.out} failed: {err}. Samples written before this are intact; "
+            "fix the cause (free disk space?) and rerun with --resume."
+        ) from None
+    writer.close()
+    return RunSummary(
+        out=options.out,
+        format=options.format,
+        written=written,
+        total=done + written,
+        objects=objects,
+        skipped_objects=skipped,
+        empty_images=empty,
+        seconds=time.perf_counter() - started,
+        interrupted=stop.requested,
+        notes=scene.notes,
+    )
+
+
+def _close_after_failure(writer) -> None:
+    try:
+        writer.close()
+    except Exception:  # the original failure is what the user needs to see
+        pass
+
+
+def _make_progress(console, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} samples/s" if speed else "- samples/s", style="progress.data.speed")
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )

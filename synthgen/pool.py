@@ -1,0 +1,399 @@
+"""The object pool: every object segmented once, cut out, and stored for fast random access.
+
+A pool is a folder:
+
+- ``pixels.bin``: all cut-outs as RGBA ``uint8``, row-major, concatenated. Each cut-out is its
+  image cropped to the extent of its cleaned mask, alpha = mask * 255 (for the ``none``
+  segmenter the whole frame, alpha 255).
+- ``index.json``: ``format``/``version``, ``classes`` (names, in category order), ``objects``
+  as columns (``class_id`` 0-based, ``source`` path relative to the source folder, byte
+  ``offset`` into pixels.bin, ``h``, ``w``), and a ``summary`` of the build (accepted, rejected
+  counts by reason, unreadable files with up to 20 examples, segmenter and quality settings).
+
+:meth:`ObjectPool.load` memory-maps pixels.bin, so many compositor worker processes share one
+copy through the page cache; a pool pickles as its path. :func:`cached_pool` keeps pools under
+the synthgen cache, keyed by the source files and the segmentation settings, so segmentation
+runs once per object.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import shutil
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from synthgen.cache import atomic_directory, cache_root, fingerprint_files
+from synthgen.errors import InputError, OutputExistsError
+from synthgen.imageio import read_image, read_mask
+from synthgen.segmenters import (
+    MaskQuality,
+    NoneSegmenter,
+    Segmenter,
+    Unsegmentable,
+    clean_soft_mask,
+    make_segmenter,
+)
+
+if TYPE_CHECKING:
+    from synthgen.sources.folder import FolderSource, ObjectItem
+
+POOL_FORMAT = "synthgen-object-pool"
+POOL_VERSION = 1
+# Bump when mask cleaning, cut-out extraction or a segmenter's defaults change what a pool
+# holds, so that cached pools built by older code are not reused.
+PIPELINE_VERSION = 1
+INDEX_FILE = "index.json"
+PIXELS_FILE = "pixels.bin"
+CHUNK = 32  # images per segment_batch call
+MAX_EXAMPLES = 20
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """One pooled object: ``rgba`` is a read-only ``(h, w, 4)`` ``uint8`` view into the pool."""
+
+    rgba: np.ndarray
+    class_id: int  # 0-based index into ObjectPool.classes
+    source: str  # path relative to the source folder
+
+
+def is_pool_dir(path: Path) -> bool:
+    return (path / INDEX_FILE).is_file() and (path / PIXELS_FILE).is_file()
+
+
+class ObjectPool:
+    """A built object pool, memory-mapped. Use :meth:`load`, :func:`build_pool` or
+    :func:`cached_pool`; ``pool[i]`` is a :class:`Cutout`."""
+
+    def __init__(self, path: Path, index: dict[str, Any], pixels: np.memmap) -> None:
+        self.path = path
+        self.classes: list[str] = list(index["classes"])
+        self.summary: dict[str, Any] = index["summary"]
+        objects = index["objects"]
+        self.class_ids = np.asarray(objects["class_id"], dtype=np.int64)
+        self.shapes = np.asarray([objects["h"], objects["w"]], dtype=np.int64).T.reshape(-1, 2)  # (N, 2): h, w
+        # Plain lists: indexing them is several times faster than numpy scalars in pool[i].
+        self._offsets: list[int] = list(objects["offset"])
+        self._hw: list[tuple[int, int]] = list(zip(objects["h"], objects["w"]))
+        self._class_ids: list[int] = list(objects["class_id"])
+        self._sources: list[str] = list(objects["source"])
+        self._memmap = pixels  # kept referenced: the views below live on its mapping
+        self._pixels = pixels.view(np.ndarray)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ObjectPool:
+        """Open the pool in folder ``path``. InputError if it is not a pool, was written by
+        another pool format version, or is damaged."""
+        path = Path(path).expanduser().resolve()
+        if not path.is_dir() or not (path / INDEX_FILE).is_file():
+            raise InputError(
+                f"{path} is not an object pool (no {INDEX_FILE}); a pool is built from a folder of "
+                "object images, pass that folder instead"
+            )
+        try:
+            index = json.loads((path / INDEX_FILE).read_text())
+        except (OSError, ValueError) as err:
+            raise InputError(
+                f"the object pool index {path / INDEX_FILE} is unreadable ({err}); delete {path} and rebuild it"
+            ) from None
+        if not isinstance(index, dict) or index.get("format") != POOL_FORMAT:
+            raise InputError(f"{path / INDEX_FILE} is not a synthgen object pool index")
+        if index.get("version") != POOL_VERSION:
+            raise InputError(
+                f"the object pool {path} was written by pool format version {index.get('version')}, and "
+                f"this synthgen reads version {POOL_VERSION}; delete it and rebuild it from the object "
+                "images (cached pools are rebuilt automatically)"
+            )
+        pixels_path = path / PIXELS_FILE
+        size = pixels_path.stat().st_size if pixels_path.is_file() else -1
+        try:
+            objects = index["objects"]
+            expected = sum(4 * h * w for h, w in zip(objects["h"], objects["w"], strict=True))
+            lengths = {len(objects[key]) for key in ("class_id", "source", "offset", "h", "w")}
+            well_formed = len(lengths) == 1 and isinstance(index["classes"], list) and "summary" in index
+        except (KeyError, TypeError, ValueError):
+            expected, well_formed = 0, False
+        if not well_formed or size != expected or expected == 0:
+            raise InputError(
+                f"the object pool {path} is damaged ({PIXELS_FILE} holds {max(size, 0):,} bytes, the index "
+                f"describes {expected:,}); delete it and rebuild it"
+            )
+        return cls(path, index, np.memmap(pixels_path, dtype=np.uint8, mode="r"))
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __getitem__(self, i: int) -> Cutout:
+        i = operator.index(i)
+        offset = self._offsets[i]  # IndexError past the end, Python semantics for negatives
+        h, w = self._hw[i]
+        rgba = self._pixels[offset:offset + h * w * 4].reshape(h, w, 4)
+        return Cutout(rgba, self._class_ids[i], self._sources[i])
+
+    def __reduce__(self) -> tuple[Callable[[str], ObjectPool], tuple[str]]:
+        # Workers get the path and map the same file: nothing but the path is pickled.
+        return (ObjectPool.load, (str(self.path),))
+
+    def __repr__(self) -> str:
+        return f"ObjectPool({str(self.path)!r}, {len(self)} objects, classes={self.classes})"
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} obj/s" if speed else "- obj/s", style="progress.data.speed")
+
+
+@contextmanager
+def _progress_bar(enabled: bool, total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n)``; a rich bar with rate and ETA on stderr when ``enabled``."""
+    if not enabled:
+        yield lambda n: None
+        return
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _segment_chunk(
+    segmenter: Segmenter, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]
+) -> list[np.ndarray | str]:
+    """Soft masks for ``images``, or the rejection reason for images the segmenter cannot handle."""
+    try:
+        return list(segmenter.segment_batch(images, masks))
+    except Unsegmentable:
+        pass
+    results: list[np.ndarray | str] = []
+    for image, mask in zip(images, masks):
+        try:
+            results.append(segmenter.segment(image, mask))
+        except Unsegmentable as err:
+            results.append(err.reason)
+    return results
+
+
+def _cutout(
+    image: np.ndarray, soft: np.ndarray, threshold: float, quality: MaskQuality | None
+) -> np.ndarray | str:
+    """The RGBA cut-out of ``image`` under ``soft``, cropped to the cleaned mask's extent, or the
+    reason the mask is rejected. ``quality=None`` takes the mask as given (naive pasting)."""
+    if quality is None:
+        alpha, keep = np.clip(soft, 0.0, 1.0), np.ones(soft.shape, dtype=bool)
+    else:
+        alpha, keep = clean_soft_mask(soft, threshold)
+        reason = quality.check(keep)
+        if reason is not None:
+            return reason
+    rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    rgba = np.empty((y1 - y0, x1 - x0, 4), dtype=np.uint8)
+    rgba[..., :3] = image[y0:y1, x0:x1, :3]
+    rgba[..., 3] = np.rint(alpha[y0:y1, x0:x1] * 255.0).astype(np.uint8)
+    return rgba
+
+
+class _PoolWriter:
+    """Appends accepted cut-outs to pixels.bin, and keeps the index columns and the counts."""
+
+    def __init__(self, pixels: BinaryIO, root: Path, classes: list[str]) -> None:
+        self._pixels = pixels
+        self._root = root
+        self._classes = classes
+        self._class_index = {name: i for i, name in enumerate(classes)}
+        self._offset = 0
+        self.columns: dict[str, list[Any]] = {"class_id": [], "source": [], "offset": [], "h": [], "w": []}
+        self.rejected: Counter[str] = Counter()
+        self.per_class: Counter[str] = Counter()
+        self.unreadable = 0
+        self.unreadable_examples: list[str] = []
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self._root).as_posix()
+
+    def accept(self, item: ObjectItem, rgba: np.ndarray) -> None:
+        self._pixels.write(rgba.tobytes())
+        row = {"class_id": self._class_index[item.class_name], "source": self.relative(item.path),
+               "offset": self._offset, "h": rgba.shape[0], "w": rgba.shape[1]}
+        for key, value in row.items():
+            self.columns[key].append(value)
+        self._offset += rgba.nbytes
+        self.per_class[item.class_name] += 1
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] += 1
+
+    def skip_unreadable(self, path: Path) -> None:
+        self.unreadable += 1
+        if len(self.unreadable_examples) < MAX_EXAMPLES:
+            self.unreadable_examples.append(self.relative(path))
+
+    @property
+    def accepted(self) -> int:
+        return len(self.columns["offset"])
+
+    def summary(self, images: int, segmenter: Segmenter, quality: MaskQuality | None, seconds: float) -> dict[str, Any]:
+        return {
+            "images": images,
+            "accepted": self.accepted,
+            "rejected": dict(self.rejected.most_common()),
+            "unreadable": self.unreadable,
+            "unreadable_examples": self.unreadable_examples,
+            "per_class": {name: self.per_class[name] for name in self._classes},
+            "segmenter": {"name": segmenter.name, "threshold": segmenter.threshold, "settings": segmenter.settings()},
+            "quality": None if quality is None else asdict(quality),
+            "source": str(self._root.resolve()),
+            "seconds": round(seconds, 3),
+        }
+
+
+def _load_chunk(
+    items: Sequence[ObjectItem], writer: _PoolWriter
+) -> list[tuple[ObjectItem, np.ndarray, np.ndarray | None]]:
+    """Read the images (and paired masks) of ``items``; unreadable ones are counted and dropped.
+    An object whose paired mask is unreadable is dropped too: the user gave that mask to be used."""
+    loaded = []
+    for item in items:
+        image = read_image(item.path, keep_alpha=True)
+        if image is None:
+            writer.skip_unreadable(item.path)
+            continue
+        mask = None
+        if item.mask_path is not None:
+            mask = read_mask(item.mask_path)
+            if mask is None:
+                writer.skip_unreadable(item.mask_path)
+                continue
+        loaded.append((item, image, mask))
+    return loaded
+
+
+def build_pool(
+    source: FolderSource, segmenter: Segmenter, out: Path, quality: MaskQuality, progress: bool = True
+) -> ObjectPool:
+    """Segment every object of ``source`` once, clean and check each mask, and write the pool
+    to folder ``out`` (atomically: an interrupted build leaves nothing behind).
+
+    Unreadable or corrupt files are skipped and counted, never fatal. ``quality`` is not applied
+    for the ``none`` segmenter, whose mask is the whole frame by definition. Raises
+    OutputExistsError if ``out`` already holds something, and InputError if no object is
+    accepted (with the rejection counts, and what to try instead).
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExistsError(f"{out} already exists; choose another folder for the object pool or delete it")
+    checked = None if segmenter.name == NoneSegmenter.name else quality
+    started = time.perf_counter()
+    with atomic_directory(out) as tmp:
+        with open(tmp / PIXELS_FILE, "wb") as pixels, \
+                _progress_bar(progress, len(source), f"segmenting ({segmenter.name})") as advance:
+            writer = _PoolWriter(pixels, source.root, source.classes)
+            for start in range(0, len(source.items), CHUNK):
+                loaded = _load_chunk(source.items[start:start + CHUNK], writer)
+                images = [image for _, image, _ in loaded]
+                masks = _segment_chunk(segmenter, images, [mask for _, _, mask in loaded])
+                for (item, image, _), soft in zip(loaded, masks):
+                    cut = soft if isinstance(soft, str) else _cutout(image, soft, segmenter.threshold, checked)
+                    if isinstance(cut, str):
+                        writer.reject(cut)
+                    else:
+                        writer.accept(item, cut)
+                advance(min(CHUNK, len(source.items) - start))
+        summary = writer.summary(len(source), segmenter, checked, time.perf_counter() - started)
+        if writer.accepted == 0:
+            raise InputError(
+                f"no object in {source.root} was accepted by the {segmenter.name} segmenter: "
+                f"{format_summary(summary)}. Try another segmenter (--segmenter grabcut for plain photos, "
+                "alpha for RGBA cut-outs, mask for image + mask pairs, none to paste whole frames) or "
+                "looser mask-quality bounds."
+            )
+        index = {"format": POOL_FORMAT, "version": POOL_VERSION, "classes": source.classes,
+                 "objects": writer.columns, "summary": summary}
+        (tmp / INDEX_FILE).write_text(json.dumps(index, separators=(",", ":")))
+    return ObjectPool.load(out)
+
+
+def pool_fingerprint(
+    source: FolderSource, segmenter_name: str, segmenter_options: Mapping[str, Any], quality: MaskQuality
+) -> str:
+    """The cache key of the pool built from ``source`` with these settings: the identity (path,
+    size, mtime) of every image and mask file, which class each object is in, the segmenter
+    name and options (and the identity of any option that names a file, such as a checkpoint),
+    the quality bounds, and the pool format and pipeline versions."""
+    option_files = sorted(
+        Path(v) for v in segmenter_options.values() if isinstance(v, (str, Path)) and Path(v).is_file()
+    )
+    extra = {
+        "format": POOL_VERSION,
+        "pipeline": PIPELINE_VERSION,
+        "root": str(source.root.resolve()),
+        "classes": source.classes,
+        "labels": [item.class_name for item in source.items],
+        "segmenter": segmenter_name,
+        "options": dict(segmenter_options),
+        "option_files": fingerprint_files(option_files),
+        "quality": asdict(quality),
+    }
+    return fingerprint_files(source.files(), extra)
+
+
+def cached_pool(
+    source: FolderSource,
+    segmenter_name: str,
+    segmenter_options: Mapping[str, Any],
+    quality: MaskQuality,
+    progress: bool = True,
+) -> ObjectPool:
+    """The pool for ``source`` under ``cache_root()/pools/<fingerprint>``: loaded when it exists
+    (no segmentation at all), else built there. Changing any file, the class layout, the
+    segmenter, its options or the quality bounds gives a new entry."""
+    entry = cache_root() / "pools" / pool_fingerprint(source, segmenter_name, segmenter_options, quality)
+    if is_pool_dir(entry):
+        try:
+            return ObjectPool.load(entry)
+        except InputError:
+            shutil.rmtree(entry, ignore_errors=True)  # a damaged cache entry: rebuild it
+    segmenter = make_segmenter(segmenter_name, segmenter_options)
+    return build_pool(source, segmenter, entry, quality, progress=progress)
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """One or two lines for people, e.g. "6,713 objects: 6,402 accepted, 311 rejected (too small
+    200, touches border 111); 2 unreadable files skipped"."""
+    accepted = int(summary["accepted"])
+    rejected: dict[str, int] = dict(summary["rejected"])
+    n_rejected = sum(rejected.values())
+    line = f"{accepted + n_rejected:,} objects: {accepted:,} accepted"
+    if n_rejected:
+        reasons = ", ".join(f"{reason} {count:,}" for reason, count in rejected.items())
+        line += f", {n_rejected:,} rejected ({reasons})"
+    unreadable = int(summary["unreadable"])
+    if unreadable:
+        line += f"; {unreadable:,} unreadable file{'s' if unreadable != 1 else ''} skipped"
+    empty = [name for name, count in summary.get("per_class", {}).items() if count == 0]
+    if empty and accepted:
+        line += f"\nno objects accepted for class{'es' if len(empty) != 1 else ''}: {', '.join(empty)}"
+    return line

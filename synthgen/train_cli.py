@@ -1,0 +1,241 @@
+"""Typer commands for the training side: ``pretrain``, ``finetune``, ``evaluate``.
+
+Plain functions (mounted by :mod:`synthgen.cli` as ``synthgen pretrain|finetune|evaluate`` and
+under ``synthgen train``; ``train_app`` holds them for standalone use). They parse options, call
+:mod:`synthgen.training` / :mod:`synthgen.evaluation`, and print a summary; bad input raises
+``synthgen.errors.*`` for the caller's error handler. Defaults from ``synthgen.toml`` reach them
+through click's ``default_map``, so they read no configuration themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from synthgen.detectors import DETECTORS
+
+out_console = Console()
+
+train_app = typer.Typer(
+    help="Pretrain detectors on synthetic data, finetune them on real data, evaluate them.", no_args_is_help=True
+)
+
+# -- options shared by pretrain and finetune ----------------------------------------------------
+Out = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints (best.pt, last.pt), metrics.csv, plots.")]
+Val = Annotated[
+    Optional[Path], typer.Option("--val", help="Real validation set (COCO JSON): best.pt is chosen by its VOC AP@0.5.")
+]
+Detector = Annotated[
+    Optional[str],
+    typer.Option(
+        "--detector",
+        help=f"One of: {', '.join(DETECTORS.names())} (default: ssd-mobilenet, or the --init checkpoint's).",
+    ),
+]
+Steps = Annotated[int, typer.Option("--steps", help="Optimizer steps.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Images per step (per GPU process).")]
+Lr = Annotated[float, typer.Option("--lr", help="Peak learning rate.")]
+Optim = Annotated[str, typer.Option("--optimizer", help="adam or sgd (momentum 0.9).")]
+Schedule = Annotated[str, typer.Option("--schedule", help="cosine, step or constant, after a linear warmup.")]
+Warmup = Annotated[int, typer.Option("--warmup", help="Warmup steps.")]
+WeightDecay = Annotated[float, typer.Option("--weight-decay", help="Weight decay on weights (not biases or norms).")]
+ImageSize = Annotated[int, typer.Option("--image-size", help="Training and inference size in pixels (square for SSD).")]
+EvalEvery = Annotated[int, typer.Option("--eval-every", help="Validate and checkpoint every N steps.")]
+Workers = Annotated[int, typer.Option("--num-workers", help="Data-loading worker processes.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the run (and of the real subset unless --subset-seed).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+Amp = Annotated[bool, typer.Option("--amp", help="Mixed precision (CUDA only).")]
+NReal = Annotated[Optional[int], typer.Option("--n-real", help="Train on a seeded subset of this many real images.")]
+SubsetSeed = Annotated[Optional[int], typer.Option("--subset-seed", help="Seed of the real subset (default: --seed).")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a live progress bar.")]
+
+
+def _config(**options: Any):
+    """The TrainConfig of a command's options (its ``locals()``: other names are ignored)."""
+    from synthgen.training.loop import TrainConfig
+
+    return TrainConfig(
+        out=options["out"],
+        detector=options["detector"],
+        steps=options["steps"],
+        batch_size=options["batch_size"],
+        lr=options["lr"],
+        optimizer=options["optimizer"],
+        schedule=options["schedule"],
+        warmup_steps=options["warmup"],
+        weight_decay=options["weight_decay"],
+        image_size=options["image_size"],
+        amp=options["amp"],
+        eval_every=options["eval_every"],
+        num_workers=options["num_workers"],
+        seed=options["seed"],
+        resume=options["resume"],
+        device=options["device"],
+        pretrained_backbone=options.get("pretrained_backbone", True),
+        progress=options["progress"],
+    )
+
+
+def _load_val(val: Path | None):
+    if val is None:
+        return None
+    from synthgen.training.coco import load_coco
+
+    return load_coco(val)
+
+
+def _report(result) -> None:
+    best = "-" if result.best_metric is None else f"{result.best_metric:.4f}"
+    out_console.print(
+        f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best validation {best}\n"
+        f"best checkpoint: {escape(str(result.best_checkpoint or '-'))}\n"
+        f"last checkpoint: {escape(str(result.last_checkpoint))}\n"
+        f"log: {escape(str(result.out / 'metrics.csv'))}, curves: {escape(str(result.out / 'training_curves.png'))}"
+    )
+
+
+def pretrain(
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data", help="Synthetic data: WebDataset shards (folder, glob, {000000..000009} or URL) or a COCO file/folder."
+        ),
+    ],
+    out: Out,
+    val: Val = None,
+    real: Annotated[Optional[Path], typer.Option("--real", help="Real COCO JSON to interleave with the synthetic data.")] = None,
+    synthetic_fraction: Annotated[
+        float, typer.Option("--synthetic-fraction", help="With --real: share of synthetic samples in the mix.")
+    ] = 0.5,
+    n_real: NReal = None,
+    subset_seed: SubsetSeed = None,
+    categories: Annotated[
+        Optional[Path], typer.Option("--categories", help="categories.json of remote shards (local ones have it beside them).")
+    ] = None,
+    detector: Detector = None,
+    steps: Steps = 1000,
+    batch_size: BatchSize = 16,
+    lr: Lr = 1e-4,
+    optimizer: Optim = "adam",
+    schedule: Schedule = "cosine",
+    warmup: Warmup = 50,
+    weight_decay: WeightDecay = 0.0,
+    image_size: ImageSize = 320,
+    eval_every: EvalEvery = 250,
+    num_workers: Workers = 2,
+    seed: Seed = 0,
+    resume: Resume = False,
+    device: Device = "auto",
+    amp: Amp = False,
+    pretrained_backbone: Annotated[
+        bool, typer.Option("--pretrained-backbone/--no-pretrained-backbone", help="ImageNet backbone weights, or from scratch.")
+    ] = True,
+    progress: Progress = True,
+) -> None:
+    """Pretrain a detector on synthetic data (optionally interleaved with real images)."""
+    from synthgen.errors import InputError
+    from synthgen.training.data import open_source
+    from synthgen.training.loop import pretrain as run_pretrain
+
+    if real is None and n_real is not None:
+        raise InputError("--n-real selects real images for --real; give --real too")
+    synthetic = open_source(data, real=False, categories=categories)
+    real_source = None
+    if real is not None:
+        real_source = open_source(str(real), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed)
+    config = _config(**locals())
+    result = run_pretrain(config, synthetic, _load_val(val), real=real_source, synthetic_fraction=synthetic_fraction)
+    _report(result)
+
+
+def finetune(
+    data: Annotated[Path, typer.Option("--data", help="Real training data: a COCO JSON (file names relative to its folder).")],
+    out: Out,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this checkpoint (e.g. OUT/best.pt of pretrain).")] = None,
+    val: Val = None,
+    n_real: NReal = None,
+    subset_seed: SubsetSeed = None,
+    detector: Detector = None,
+    steps: Steps = 500,
+    batch_size: BatchSize = 16,
+    lr: Lr = 1e-4,
+    optimizer: Optim = "adam",
+    schedule: Schedule = "cosine",
+    warmup: Warmup = 50,
+    weight_decay: WeightDecay = 0.0,
+    image_size: ImageSize = 320,
+    eval_every: EvalEvery = 50,
+    num_workers: Workers = 2,
+    seed: Seed = 0,
+    resume: Resume = False,
+    device: Device = "auto",
+    amp: Amp = False,
+    pretrained_backbone: Annotated[
+        bool,
+        typer.Option(
+            "--pretrained-backbone/--no-pretrained-backbone",
+            help="Without --init: ImageNet backbone or from scratch (the real-only baseline).",
+        ),
+    ] = True,
+    progress: Progress = True,
+) -> None:
+    """Finetune on real images (a seeded --n-real subset for few-shot runs), from --init or, without
+    it, from an ImageNet backbone (the baseline without synthetic pretraining)."""
+    from synthgen.training.data import open_source
+    from synthgen.training.loop import finetune as run_finetune
+    from synthgen.training.loop import train
+
+    source = open_source(str(data), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed)
+    config = _config(**locals())
+    if init is None:
+        result = train(config, source, _load_val(val))
+    else:
+        result = run_finetune(config, init, source, _load_val(val))
+    _report(result)
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A synthgen checkpoint (best.pt / last.pt).")],
+    data: Annotated[Path, typer.Option("--data", help="Ground truth: a COCO JSON (file names relative to its folder).")],
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Where to write detections, metrics and plots (default: beside the checkpoint).")
+    ] = None,
+    images_root: Annotated[
+        Optional[Path], typer.Option("--images-root", help="Folder the COCO file names are relative to (default: its folder).")
+    ] = None,
+    score_threshold: Annotated[float, typer.Option("--score-threshold", help="Keep detections scoring at least this.")] = 0.001,
+    batch_size: BatchSize = 4,
+    device: Device = "auto",
+    preview: Annotated[
+        int, typer.Option("--preview", help="Draw predictions beside ground truth for the first N images (preview.png).")
+    ] = 0,
+) -> None:
+    """Evaluate a checkpoint on a COCO file: COCO AP/AR and VOC AP@0.5 per class."""
+    from synthgen.evaluation import evaluate as run_evaluate
+
+    out = out or checkpoint.parent / f"eval-{data.stem}"
+    metrics = run_evaluate(
+        checkpoint, data, images_root, score_threshold, out, device=device, batch_size=batch_size, preview=preview
+    )
+    table = Table(title=f"{escape(str(checkpoint))} on {escape(str(data))}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.to_dict().items():
+        if name == "voc_ap50_per_class":
+            for cls, ap in value.items():
+                table.add_row(f"voc_ap50: {escape(cls)}", "-" if ap is None else f"{ap:.4f}")
+        else:
+            table.add_row(name, "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value)))
+    out_console.print(table)
+    out_console.print(f"detections, metrics.json and pr_curve.png in {escape(str(out))}")
+
+
+train_app.command("pretrain")(pretrain)
+train_app.command("finetune")(finetune)
+train_app.command("evaluate")(evaluate)

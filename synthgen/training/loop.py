@@ -1,0 +1,512 @@
+"""The training loop: a plain step loop in the style of torchvision's references/detection.
+
+``train(config, train_data, val_data)`` trains ``config.detector`` on an endless source (see
+:mod:`synthgen.training.data`) for ``config.steps`` optimizer steps. Every ``eval_every`` steps
+(and at the end) it scores the model on the real validation set (VOC AP@0.5 by default, the
+paper's selection metric), keeps the best weights in ``best.pt`` and the full resume state in
+``last.pt``. ``OUT/metrics.csv`` logs step, lr, loss and its parts, speed and validation
+metrics; TensorBoard events go to ``OUT/tensorboard`` when tensorboard is installed; at the end
+``OUT/training_curves.png`` plots the log.
+
+``resume=True`` continues from ``OUT/last.pt`` at the same step, optimizer and schedule state.
+Runs are seeded: the same config, data, seed and number of workers give the same run.
+
+Several GPUs (DistributedDataParallel; each process reads its own part of the data stream, the
+batch size is per process, rank 0 alone evaluates and writes)::
+
+    torchrun --standalone --nproc_per_node=4 -m synthgen pretrain --data shards/ --val val.json --out runs/pre
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from synthgen.detectors import (
+    BackboneInit,
+    DETECTORS,
+    build_detector,
+    model_from_checkpoint,
+    read_checkpoint,
+    resolve_device,
+    save_checkpoint,
+)
+from synthgen.errors import InputError, OutputExistsError
+from synthgen.evaluation import evaluate_detections, match_categories, predict
+from synthgen.training.coco import CocoSet
+from synthgen.training.data import MixedSource, Source, make_loader
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DETECTOR = "ssd-mobilenet"
+SELECT_METRICS = ("voc_ap50", "ap50", "ap")
+
+
+@dataclass
+class TrainConfig:
+    out: Path
+    detector: str | None = None  # None: the init checkpoint's detector, else DEFAULT_DETECTOR
+    steps: int = 1000
+    batch_size: int = 16  # per process
+    lr: float = 1e-4
+    optimizer: str = "adam"  # adam | sgd (momentum 0.9)
+    schedule: str = "cosine"  # cosine | step (x0.1 at 2/3 and 8/9 of the steps) | constant
+    warmup_steps: int = 50  # linear ramp from lr/100 to lr
+    weight_decay: float = 0.0  # on weights, not on biases or norm layers
+    image_size: int = 320
+    amp: bool = False  # mixed precision, CUDA only
+    eval_every: int = 250
+    log_every: int = 10
+    num_workers: int = 2
+    seed: int = 0
+    resume: bool = False
+    device: str = "auto"
+    pretrained_backbone: bool = True  # ImageNet backbone (ignored with init: its weights are used)
+    init: Path | None = None  # start from these weights (finetuning); head re-created if classes differ
+    select_metric: str = "voc_ap50"
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.log_every < 1:
+            raise InputError("steps, batch size, eval-every and log-every must be at least 1")
+        if not self.lr > 0:
+            raise InputError(f"learning rate must be positive, got {self.lr}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise InputError(f"unknown optimizer {self.optimizer!r}; use adam or sgd")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise InputError(f"unknown schedule {self.schedule!r}; use cosine, step or constant")
+        if self.select_metric not in SELECT_METRICS:
+            raise InputError(f"unknown selection metric {self.select_metric!r}; use one of {SELECT_METRICS}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.num_workers < 0:
+            raise InputError("warmup steps, weight decay and workers cannot be negative")
+        if self.detector is not None:
+            DETECTORS.get(self.detector)
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    last_checkpoint: Path
+    best_checkpoint: Path | None  # None without validation data
+    steps: int
+    best_metric: float | None
+    final_metrics: dict[str, Any] | None
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+def lr_factor(step: int, *, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the base learning rate after ``step`` optimizer steps."""
+    if warmup and step < warmup:
+        return 0.01 + 0.99 * step / warmup
+    if schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if schedule == "step":
+        return 0.1 ** sum(step >= m for m in (total * 2 // 3, total * 8 // 9))
+    return 1.0
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owned: bool = False  # this loop initialised the process group (and tears it down)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    owned = not dist.is_initialized()
+    if owned:
+        use_cuda = torch.cuda.is_available() and device != "cpu"
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), local, owned)
+
+
+def _device(requested: str, d: _Dist) -> torch.device:
+    # Under torchrun each process drives the GPU of its local rank.
+    if d.world_size > 1 and torch.cuda.is_available() and requested != "cpu":
+        return torch.device("cuda", d.local_rank)
+    return resolve_device(requested)
+
+
+def _barrier(d: _Dist) -> None:
+    if d.world_size > 1:
+        dist.barrier()
+
+
+def _optimizer(config: TrainConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    # Decay only weight matrices/kernels: decaying biases and norm scales only hurts.
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:  # frozen backbone stages stay out
+            (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adam":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=config.lr)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
+    schedule = partial(lr_factor, total=config.steps, warmup=config.warmup_steps, schedule=config.schedule)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def _load_compatible(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load the entries of ``state`` that fit ``model``; return the names left as initialised
+    (the class-dependent head layers when the number of classes changed)."""
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fitting, strict=False)
+    return sorted(set(own) - set(fitting))
+
+
+class _RunLog:
+    """metrics.csv (+ TensorBoard when installed), written by the main process only."""
+
+    VAL_COLUMNS = ("val_ap", "val_ap50", "val_voc_ap50")
+
+    def __init__(self, out: Path, start_step: int) -> None:
+        self.path = out / "metrics.csv"
+        self.columns: list[str] | None = None
+        self.rows: list[dict[str, Any]] = []
+        if start_step > 0 and self.path.is_file():
+            # A resumed run drops what the interrupted run logged after its last checkpoint.
+            with self.path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                self.columns = list(reader.fieldnames or [])
+                self.rows = [r for r in reader if int(r["step"]) <= start_step]
+            self._rewrite()
+        self.tensorboard = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # optional: the CSV is the record
+            SummaryWriter = None
+        if SummaryWriter is not None:
+            self.tensorboard = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1)
+
+    def _rewrite(self) -> None:
+        with self.path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.columns is None:
+            parts = sorted(set(row) - {"step", "lr", "loss", "steps_per_s", *self.VAL_COLUMNS})
+            self.columns = ["step", "lr", "loss", *parts, "steps_per_s", *self.VAL_COLUMNS]
+            self._rewrite()
+        self.rows.append(row)
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(row)
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(key, value, row["step"])
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    """Loss (with its parts) and validation metrics against the step."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    def series(key: str) -> tuple[list[float], list[float]]:
+        pts = [(float(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    fig = Figure(figsize=(9, 6), dpi=100)
+    ax_loss, ax_val = fig.subplots(2, 1, sharex=True)
+    keys = [k for k in (rows[0] if rows else []) if k not in ("step", "lr", "steps_per_s", *_RunLog.VAL_COLUMNS)]
+    for key in keys:
+        ax_loss.plot(*series(key), label=key, linewidth=2 if key == "loss" else 1)
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_yscale("log")
+    ax_loss.legend(fontsize="small")
+    ax_loss.grid(alpha=0.3)
+    for key in _RunLog.VAL_COLUMNS:
+        xs, ys = series(key)
+        if xs:
+            ax_val.plot(xs, ys, marker="o", label=key[4:])
+    ax_val.set_ylabel("validation")
+    ax_val.set_xlabel("step")
+    ax_val.grid(alpha=0.3)
+    if ax_val.get_legend_handles_labels()[0]:
+        ax_val.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _progress(enabled: bool, total: int, done: int):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} steps/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("loss {task.fields[loss]}  {task.fields[val]}"),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+    task = progress.add_task("train", total=total, completed=done, rate="-", loss="-", val="")
+    return progress, task
+
+
+def _batches(loader: Any) -> Iterator[Any]:
+    # Sources are endless; a finite one (a test iterator) simply starts over.
+    while True:
+        produced = False
+        for batch in loader:
+            produced = True
+            yield batch
+        if not produced:
+            raise InputError("the training data yielded no samples")
+
+
+def _val_text(metric: str, score: float | None, best: float | None) -> str:
+    return "" if score is None or best is None else f"val {metric} {score:.3f} (best {best:.3f})"
+
+
+def _validate(
+    model: nn.Module, val: CocoSet, categories: list[dict], device: torch.device, batch_size: int
+) -> dict[str, Any]:
+    mapping = match_categories(categories, val.categories)
+    detections = predict(model, val, mapping, device=device, batch_size=batch_size)
+    return evaluate_detections(val, detections).to_dict()
+
+
+def _prepare_out(config: TrainConfig) -> Path | None:
+    """Check the output folder; the resume checkpoint, if resuming. (A run that stopped before
+    its first checkpoint left nothing to keep: a fresh start replaces its log.)"""
+    last = config.out / "last.pt"
+    if config.resume:
+        if not last.is_file():
+            raise InputError(f"cannot resume: {last} does not exist (start without --resume)")
+        return last
+    if last.exists():
+        raise OutputExistsError(
+            f"{config.out} already holds a training run; pass --resume to continue it or choose another --out"
+        )
+    return None
+
+
+def _build_model(
+    config: TrainConfig, categories: list[dict], resume_from: Path | None
+) -> tuple[nn.Module, dict | None, str, bool]:
+    """(model, resume payload or None, detector name, backbone layout flag)."""
+    names = [c["name"] for c in categories]
+    if resume_from is not None:
+        payload = read_checkpoint(resume_from, config.detector)
+        saved = [c["name"] for c in payload["categories"]]
+        if saved != names or payload["image_size"] != config.image_size:
+            raise InputError(
+                f"cannot resume {resume_from}: it was trained on classes {saved} at {payload['image_size']} px, "
+                f"this run has classes {names} at {config.image_size} px"
+            )
+        return model_from_checkpoint(payload).train(), payload, payload["detector"], bool(payload["pretrained_backbone"])
+    if config.init is not None:
+        payload = read_checkpoint(config.init, config.detector)
+        init = BackboneInit(imagenet_layout=bool(payload["pretrained_backbone"]), load_weights=False)
+        model = DETECTORS.get(payload["detector"]).build(len(categories), config.image_size, init)
+        fresh = _load_compatible(model, payload["model"])
+        if fresh:
+            log.info("finetuning from %s: %d tensors re-created for %d classes", config.init, len(fresh), len(categories))
+        return model, None, payload["detector"], init.imagenet_layout
+    detector = config.detector or DEFAULT_DETECTOR
+    model = build_detector(detector, len(categories), config.image_size, config.pretrained_backbone)
+    return model, None, detector, config.pretrained_backbone
+
+
+def train(config: TrainConfig, train_data: Source, val_data: CocoSet | None = None) -> TrainResult:
+    """Train a detector on ``train_data``; see the module docstring for what is written."""
+    config.check()
+    started = time.perf_counter()
+    resume_from = _prepare_out(config)
+    d = _init_distributed(config.device)
+    try:
+        return _train(config, train_data, val_data, resume_from, d, started)
+    finally:
+        if d.owned:
+            dist.destroy_process_group()
+
+
+def _train(
+    config: TrainConfig, train_data: Source, val_data: CocoSet | None, resume_from: Path | None, d: _Dist, started: float
+) -> TrainResult:
+    device = _device(config.device, d)
+    use_amp = config.amp and device.type == "cuda"
+    if config.amp and not use_amp:
+        log.warning("mixed precision needs a CUDA device; training in float32 on %s", device)
+    categories = list(train_data.categories)
+    torch.manual_seed(config.seed)
+    model, payload, detector, imagenet_layout = _build_model(config, categories, resume_from)
+    model.to(device)
+    if d.world_size > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    optimizer, scheduler = _optimizer(config, model)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    step = 0
+    best: float | None = None
+    if payload is not None:
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        if payload["scaler"] and use_amp:  # a float32 run has no scaler state
+            scaler.load_state_dict(payload["scaler"])
+        step = int(payload["step"])
+        best = payload.get("best_metric")
+        # A resumed run draws fresh augmentation, in a seeded way.
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, step]).generate_state(1)[0]))
+    if step >= config.steps:
+        raise InputError(f"{resume_from} already reached step {step}; raise --steps to train longer")
+
+    loader = make_loader(
+        train_data,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        num_workers=config.num_workers,
+        resume_from=step * config.batch_size * d.world_size,
+        rank=d.rank,
+        world_size=d.world_size,
+        pin_memory=device.type == "cuda",
+    )
+    out = config.out
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    runlog = _RunLog(out, step) if d.main else None
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    meta = dict(
+        detector=detector,
+        categories=categories,
+        image_size=config.image_size,
+        pretrained_backbone=imagenet_layout,
+        settings=settings,  # the run's configuration, for the record
+    )
+    final_metrics: dict[str, Any] | None = None
+    best_path = out / "best.pt" if payload is not None and (out / "best.pt").is_file() else None
+    totals: dict[str, float] = {}
+    window, window_start = 0, time.perf_counter()
+    batches = _batches(loader)
+    progress, task = _progress(config.progress and d.main, config.steps, step)
+    model.train()
+    with progress:
+        while step < config.steps:
+            images, targets = next(batches)
+            images = [im.to(device, non_blocking=True) for im in images]
+            targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+            with torch.autocast(device.type, enabled=use_amp):
+                losses = model(images, targets)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise InputError(
+                    f"the training loss became {loss.item()} at step {step + 1}; lower the learning rate "
+                    f"(--lr, now {config.lr}) or lengthen the warmup"
+                )
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            window += 1
+            for key, value in {"loss": loss, **losses}.items():
+                totals[key] = totals.get(key, 0.0) + float(value.detach())
+
+            evaluate_now = step % config.eval_every == 0 or step == config.steps
+            if step % config.log_every == 0 or evaluate_now:
+                elapsed = time.perf_counter() - window_start
+                row: dict[str, Any] = {"step": step, "lr": lr}
+                row.update({k: v / window for k, v in totals.items()})
+                row["steps_per_s"] = window / elapsed if elapsed > 0 else float("nan")
+                progress.update(task, rate=f"{row['steps_per_s']:.2f}", loss=f"{row['loss']:.3f}")
+                if evaluate_now and d.main:
+                    if val_data is not None:
+                        final_metrics = _validate(model, val_data, categories, device, config.batch_size)
+                        row.update({f"val_{k}": final_metrics[k] for k in ("ap", "ap50", "voc_ap50")})
+                        score = final_metrics[config.select_metric]
+                        if score is not None and (best is None or score > best):
+                            best, best_path = score, out / "best.pt"
+                            save_checkpoint(best_path, model, **meta, step=step, metrics=final_metrics)
+                        progress.update(task, val=_val_text(config.select_metric, score, best))
+                    save_checkpoint(
+                        out / "last.pt",
+                        model,
+                        **meta,
+                        step=step,
+                        metrics=final_metrics or {},
+                        best_metric=best,
+                        optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(),
+                        scaler=scaler.state_dict(),
+                    )
+                if runlog is not None:
+                    runlog.write(row)
+                if evaluate_now:
+                    _barrier(d)
+                totals, window, window_start = {}, 0, time.perf_counter()  # speed excludes validation
+            progress.advance(task)
+
+    history: list[dict[str, Any]] = []
+    if runlog is not None:
+        runlog.close()
+        history = runlog.rows
+        plot_curves(history, out / "training_curves.png")
+    return TrainResult(
+        out=out,
+        last_checkpoint=out / "last.pt",
+        best_checkpoint=best_path,
+        steps=step,
+        best_metric=best,
+        final_metrics=final_metrics,
+        seconds=time.perf_counter() - started,
+        history=history,
+    )
+
+
+def pretrain(
+    config: TrainConfig,
+    synthetic: Source,
+    val_data: CocoSet | None = None,
+    *,
+    real: Source | None = None,
+    synthetic_fraction: float = 0.5,
+) -> TrainResult:
+    """Train on synthetic data, or on real and synthetic data interleaved (``real`` given:
+    each sample is synthetic with probability ``synthetic_fraction``)."""
+    data = synthetic if real is None else MixedSource(real, synthetic, synthetic_fraction)
+    return train(config, data, val_data)
+
+
+def finetune(config: TrainConfig, init: str | Path, real: Source, val_data: CocoSet | None = None) -> TrainResult:
+    """Train on real data starting from the weights of checkpoint ``init`` (the detection head
+    is re-created when the number of classes differs)."""
+    return train(replace(config, init=Path(init)), real, val_data)

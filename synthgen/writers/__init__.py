@@ -1,0 +1,94 @@
+"""Dataset writers: store encoded samples as COCO, WebDataset shards or a YOLO folder.
+
+Every writer follows one life cycle, driven by the engine::
+
+    writer = make_writer("coco", out, categories, WriterOptions())
+    done = writer.open(resume=False)   # resume=True: returns how many samples are already written
+    for sample in samples[done:]:      # in index order
+        writer.write(sample)
+    writer.close()                     # also after Ctrl-C / SIGTERM: leaves a valid dataset
+
+Durability contract: a sample (or, for WebDataset, a whole shard) is journaled in
+``OUT/.synthgen/`` only once its files are in their final place, so after any interruption the
+journaled part is intact, ``open(resume=True)`` removes unjournaled leftovers, and
+``close()`` makes everything journaled so far a valid dataset. ``OSError`` (full disk, permission
+denied) surfaces as :class:`synthgen.errors.WriteError`.
+
+The engine, not the writers, checks that OUT is empty (or handles --overwrite) and stores the run
+settings; a writer owns only its format's files and its journal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar, Protocol
+
+from synthgen.errors import InputError
+from synthgen.registry import Registry
+from synthgen.sample import EncodedSample
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    shard_size: int = 1000  # wds: samples per shard (count limit)
+    shard_max_bytes: int = 1 << 30  # wds: shard file size limit; roll before a write that would exceed it
+    shard_index: int = 0  # this machine's part, for --shard-index/--num-shards
+    num_shards: int = 1
+    split: str = "train"  # yolo split folder name
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1:
+            raise InputError(f"shard size must be at least 1 sample, got {self.shard_size}")
+        if self.shard_max_bytes < 1:
+            raise InputError(f"shard byte limit must be positive, got {self.shard_max_bytes}")
+        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
+            raise InputError(
+                f"--shard-index must be in 0..{self.num_shards - 1} for --num-shards {self.num_shards}, "
+                f"got {self.shard_index}"
+            )
+        if not self.split or "/" in self.split or self.split.startswith("."):
+            raise InputError(f"YOLO split must be a plain folder name like 'train', got {self.split!r}")
+
+
+class Writer(Protocol):
+    format: ClassVar[str]  # "coco" | "wds" | "yolo"
+    supports_infinite: ClassVar[bool]  # can stop at any sample and still be a complete dataset (only wds)
+
+    def open(self, *, resume: bool) -> int:
+        """Prepare OUT. With ``resume``, remove partial leftovers and return how many samples are
+        already completely written; 0 when fresh."""
+        ...
+
+    def write(self, sample: EncodedSample) -> None:
+        """Store one sample; samples arrive in index order."""
+        ...
+
+    def close(self) -> None:
+        """Finalize so that everything written so far is a valid dataset. Idempotent."""
+        ...
+
+
+WriterFactory = Callable[[Path, list[str], WriterOptions], Writer]
+
+WRITERS: Registry[WriterFactory] = Registry("output format")
+
+
+def make_writer(format: str, out: Path, categories: list[str], options: WriterOptions) -> Writer:
+    """The writer for ``format`` ("coco", "wds", "yolo") into folder ``out``; ``categories``
+    are the class names, category id ``k`` (1-based) being ``categories[k - 1]``."""
+    if not categories:
+        raise InputError("a dataset needs at least one category name")
+    return WRITERS.get(format)(Path(out), list(categories), options)
+
+
+# The format modules import WriterOptions from here, so they are loaded after it is defined.
+from synthgen.writers.coco import CocoWriter  # noqa: E402
+from synthgen.writers.wds import WdsWriter  # noqa: E402
+from synthgen.writers.yolo import YoloWriter  # noqa: E402
+
+WRITERS.register("coco", help="images/ + annotations.json (pycocotools, torchvision CocoDetection)")(CocoWriter)
+WRITERS.register("wds", help="WebDataset tar shards (streaming; supports endless runs)")(WdsWriter)
+WRITERS.register("yolo", help="Ultralytics YOLO folder: images/, labels/, data.yaml")(YoloWriter)
+
+__all__ = ["WRITERS", "CocoWriter", "WdsWriter", "Writer", "WriterOptions", "YoloWriter", "make_writer"]

@@ -1,0 +1,132 @@
+"""COCO writer: ``OUT/images/<key>.jpg`` and ``OUT/annotations.json``.
+
+Each sample's JPEG is placed atomically, then journaled (with its annotations) in
+``OUT/.synthgen/coco.jsonl``. ``annotations.json`` is built from the journal, once, at
+``close()`` (written atomically), so the cost is linear in the dataset size and an interrupted run
+still finalizes, or, after a SIGKILL, is rebuilt by a resume. ``file_name`` is relative to OUT
+("images/<key>.jpg"), so ``pycocotools.coco.COCO(OUT/annotations.json)`` and
+``torchvision.datasets.CocoDetection(OUT, OUT/annotations.json)`` load it as is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from synthgen import __version__
+from synthgen.cache import atomic_write_json
+from synthgen.errors import WriteError
+from synthgen.sample import EncodedSample
+from synthgen.writers import WriterOptions
+from synthgen.writers.journal import (
+    Journal,
+    deferred_interrupts,
+    place_file,
+    remove_unjournaled,
+    resume_sample_journal,
+    write_errors,
+)
+
+ANNOTATIONS = "annotations.json"
+
+
+def journal_entry(sample: EncodedSample) -> dict:
+    """A sample as one journal line (shared with the YOLO writer)."""
+    annotations = []
+    for ann in sample.annotations:
+        record = {"bbox": [float(v) for v in ann.bbox], "category_id": int(ann.category_id), "area": float(ann.area)}
+        if ann.segmentation is not None:
+            record["segmentation"] = json_rle(ann.segmentation)
+        annotations.append(record)
+    return {"index": sample.index, "key": sample.key, "width": sample.width, "height": sample.height,
+            "annotations": annotations}
+
+
+def json_rle(rle: dict) -> dict:
+    """A COCO RLE with its ``counts`` as text (pycocotools.mask.encode gives bytes; JSON needs str)."""
+    counts = rle["counts"]
+    text = counts.decode("ascii") if isinstance(counts, bytes) else counts
+    return {"size": [int(v) for v in rle["size"]], "counts": text}
+
+
+class CocoWriter:
+    format: ClassVar[str] = "coco"
+    supports_infinite: ClassVar[bool] = False
+
+    def __init__(self, out: Path, categories: list[str], options: WriterOptions) -> None:
+        self.out = out
+        self.categories = categories
+        self.options = options
+        self.images_dir = out / "images"
+        self.journal = Journal(out / ".synthgen" / "coco.jsonl")
+        self._entries: list[dict] = []  # journaled samples, in order
+        self._opened = False
+        self._failed = False
+
+    def _intact(self) -> str:
+        return f"everything already journaled ({len(self._entries)} samples)"
+
+    def open(self, *, resume: bool) -> int:
+        with write_errors("the COCO image folder", self.out, intact="everything already journaled"):
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+            entries = self.journal.open(resume=resume)
+            with self.journal.closed_on_error():
+                if resume:
+                    entries = resume_sample_journal(self.journal, entries, self._files_of)
+                    remove_unjournaled(self.images_dir, ".jpg", {e["key"] for e in entries})
+        self._entries = entries
+        self._opened = True
+        return len(entries)
+
+    def _files_of(self, key: str) -> list[Path]:
+        return [self.images_dir / f"{key}.jpg"]
+
+    def write(self, sample: EncodedSample) -> None:
+        if self._failed:
+            raise WriteError("the COCO writer already failed; rerun with --resume")
+        path = self.images_dir / f"{sample.key}.jpg"
+        entry = journal_entry(sample)
+        try:
+            with deferred_interrupts(), write_errors(f"image {path.name}", path, intact=self._intact()):
+                place_file(path, sample.jpeg)
+                self.journal.append(entry)
+                self._entries.append(entry)
+        except WriteError:
+            self._failed = True  # the journal may end in a torn line now: only a resume may go on
+            raise
+
+    def close(self) -> None:
+        """Write annotations.json from the journaled samples (atomically); idempotent."""
+        if not self._opened:
+            return
+        self._opened = False
+        target = self.out / ANNOTATIONS
+        with write_errors(ANNOTATIONS, target, intact=f"every image and the journal ({len(self._entries)} samples)"):
+            try:
+                self.journal.close()
+            finally:
+                atomic_write_json(target, coco_document(self._entries, self.categories))
+
+
+def coco_document(entries: list[dict], categories: list[str]) -> dict:
+    """The annotations.json object for journaled samples: image id = sample index + 1,
+    annotation ids 1, 2, ... in sample order."""
+    images = []
+    annotations = []
+    for entry in entries:
+        image_id = entry["index"] + 1
+        images.append({"id": image_id, "file_name": f"images/{entry['key']}.jpg",
+                       "width": entry["width"], "height": entry["height"]})
+        for ann in entry["annotations"]:
+            record = {"id": len(annotations) + 1, "image_id": image_id, "category_id": ann["category_id"],
+                      "bbox": ann["bbox"], "area": ann["area"], "iscrowd": 0}
+            if "segmentation" in ann:
+                record["segmentation"] = ann["segmentation"]
+            annotations.append(record)
+    return {
+        "info": {"description": "synthetic detection data made by synthgen", "version": __version__},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": name, "supercategory": "object"} for i, name in enumerate(categories)],
+    }

@@ -1,0 +1,194 @@
+"""Durability primitives shared by the writers: an append-only JSON-lines journal, atomic file
+placement, Ctrl-C-safe critical sections and the translation of OS errors into WriteError.
+
+The journal is the source of truth for "what is completely written": a writer appends one line
+only after the unit it describes (a sample's files, a whole shard) is in its final place, so
+after any interruption (Ctrl-C, SIGTERM, SIGKILL, full disk) the journal's good lines describe
+exactly the intact part of the output, and resume continues from there.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from synthgen.errors import WriteError
+
+
+class Journal:
+    """An append-only file of JSON objects, one per line, each flushed as soon as it is written.
+
+    ``open(resume=False)`` starts an empty journal; ``open(resume=True)`` returns the entries of
+    the good lines and truncates the file after the last of them, dropping a torn line left by a
+    kill (a line without its newline or that is not a JSON object) and everything after it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries_on_disk = 0
+        self._file: Any = None
+        self._offsets: list[int] = []  # byte offset where each good line ends
+
+    def open(self, *, resume: bool) -> list[dict]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        entries: list[dict] = []
+        self._offsets = []
+        if resume and self.path.exists():
+            entries, self._offsets = _read_good_lines(self.path.read_bytes())
+        self._file = open(self.path, "r+b" if resume and self.path.exists() else "wb")
+        self._file.truncate(self._offsets[-1] if self._offsets else 0)
+        self._file.seek(0, os.SEEK_END)
+        self.entries_on_disk = len(entries)
+        return entries
+
+    def keep(self, count: int) -> None:
+        """Drop every entry after the first ``count`` (a writer found their files missing)."""
+        if count < self.entries_on_disk:
+            self._file.truncate(self._offsets[count - 1] if count else 0)
+            self._file.seek(0, os.SEEK_END)
+            del self._offsets[count:]
+            self.entries_on_disk = count
+
+    def append(self, entry: dict) -> None:
+        line = json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+        self._file.write(line)
+        self._file.flush()
+        self._offsets.append((self._offsets[-1] if self._offsets else 0) + len(line))
+        self.entries_on_disk += 1
+
+    @contextmanager
+    def closed_on_error(self) -> Iterator[None]:
+        """Close the journal if the block fails (a writer's ``open()`` that fails leaves nothing open)."""
+        try:
+            yield
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            finally:
+                self._file.close()
+                self._file = None
+
+
+def _read_good_lines(data: bytes) -> tuple[list[dict], list[int]]:
+    entries: list[dict] = []
+    offsets: list[int] = []
+    start = 0
+    while True:
+        end = data.find(b"\n", start)
+        if end < 0:  # no newline: a torn last line (or end of file)
+            break
+        try:
+            entry = json.loads(data[start:end])
+        except ValueError:
+            break
+        if not isinstance(entry, dict):
+            break
+        entries.append(entry)
+        offsets.append(end + 1)
+        start = end + 1
+    return entries, offsets
+
+
+def place_file(final: Path, data: bytes) -> None:
+    """Write ``data`` to a hidden temporary name beside ``final`` and rename it into place, so
+    that ``final`` either does not exist or is complete. (No fsync: the journal line written
+    after this is what marks the file as done, and a resume checks the file still exists.)"""
+    tmp = final.with_name(f".{final.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete the ``.<name>.tmp`` files that an interrupted :func:`place_file` left in ``folder``."""
+    for path in folder.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+def resume_sample_journal(journal: Journal, entries: list[dict], files_of: Callable[[str], list[Path]]) -> list[dict]:
+    """Keep the longest prefix of journaled samples whose files all exist (a deleted file would
+    otherwise become a gap), cut the journal there, and return those entries."""
+    for count, entry in enumerate(entries):
+        if not all(path.exists() for path in files_of(entry["key"])):
+            journal.keep(count)
+            return entries[:count]
+    return entries
+
+
+def remove_unjournaled(folder: Path, suffix: str, keep: set[str]) -> None:
+    """Delete files ``<key><suffix>`` in ``folder`` that the journal does not list (written by a
+    run that was stopped before journaling them) and temporary files."""
+    remove_temporaries(folder)
+    for path in folder.glob(f"*{suffix}"):
+        if path.stem not in keep:
+            path.unlink()
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back until the block ends, so that Ctrl-C never lands half-way
+    through writing a file: a signal that arrives meanwhile is handed to the handler that was
+    in place (raising KeyboardInterrupt by default) just after the block.
+
+    Python runs signal handlers in the main thread whichever thread the kernel picked, so
+    swapping the handlers (rather than a per-thread signal mask, which other threads such as
+    torch's or multiprocessing's would bypass) is what makes this reliable. Off the main
+    thread, where handlers cannot be changed, the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple[int, object]] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, lambda signum, frame: caught.append((signum, frame)))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum, frame in caught:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
+
+
+@contextmanager
+def write_errors(what: str, target: Path, *, intact: str) -> Iterator[None]:
+    """Turn an ``OSError`` raised in the block into a :class:`WriteError` saying what was being
+    written (``what`` to ``target``), that ``intact`` (the journaled part) is safe, and how to
+    carry on."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            cause = "the disk is full"
+            fix = "free some space"
+        elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            cause = "permission denied"
+            fix = "make the output folder writable"
+        else:
+            cause = err.strerror or str(err)
+            fix = "fix the problem"
+        raise WriteError(
+            f"could not write {what} to {target}: {cause}. {intact} is intact; "
+            f"{fix} and rerun the same command with --resume to continue where it stopped."
+        ) from err

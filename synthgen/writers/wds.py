@@ -1,0 +1,216 @@
+"""WebDataset writer: ``OUT/shard-XXXXXX.tar`` plus ``OUT/categories.json``.
+
+Each sample is ``<key>.jpg`` (the encoded JPEG, stored as is) and ``<key>.json``
+(``index, width, height, boxes`` (xyxy), ``labels`` (category ids), ``names``, ``areas``, and
+``segmentations`` (COCO RLE) when masks are kept). A shard is written with
+``webdataset.TarWriter`` under ``shard-XXXXXX.tar.partial`` and renamed to ``.tar`` once complete
+(shard_size samples, the byte limit reached, or ``close()``), then journaled in
+``OUT/.synthgen/wds.jsonl``; so every ``.tar`` present is a complete, readable shard, and a run
+can be stopped at any sample (endless runs end with Ctrl-C). Tar headers are fixed (mtime 0,
+fixed owner and mode): the same samples give byte-identical shards.
+
+Several machines: this machine's j-th shard is number ``j * num_shards + shard_index``, so the
+union of all machines' folders is one gap-free ``shard-{000000..N}.tar`` set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+from synthgen.cache import atomic_write_json
+from synthgen.errors import InputError, WriteError
+from synthgen.sample import EncodedSample
+from synthgen.writers import WriterOptions
+from synthgen.writers.coco import json_rle
+from synthgen.writers.journal import Journal, deferred_interrupts, write_errors
+
+CATEGORIES = "categories.json"
+_BLOCK = 512  # tar block
+_RECORD = 20 * _BLOCK  # tar files are padded to whole records
+
+
+def shard_name(number: int) -> str:
+    return f"shard-{number:06d}.tar"
+
+
+def sample_json(sample: EncodedSample, categories: list[str]) -> dict:
+    """The ``<key>.json`` member of a sample."""
+    anns = sample.annotations
+    record: dict[str, Any] = {
+        "index": sample.index,
+        "width": sample.width,
+        "height": sample.height,
+        "boxes": [[float(x), float(y), float(x) + float(w), float(y) + float(h)] for x, y, w, h in (a.bbox for a in anns)],
+        "labels": [int(a.category_id) for a in anns],
+        "names": [categories[int(a.category_id) - 1] for a in anns],
+        "areas": [float(a.area) for a in anns],
+    }
+    if any(a.segmentation is not None for a in anns):
+        record["segmentations"] = [json_rle(a.segmentation) if a.segmentation is not None else None for a in anns]
+    return record
+
+
+def _member_bytes(size: int) -> int:
+    """Bytes a tar member of ``size`` bytes takes: a header block plus the data padded to blocks."""
+    return _BLOCK + -(-size // _BLOCK) * _BLOCK
+
+
+def _file_bytes(members: int) -> int:
+    """Size of a finished tar whose members take ``members`` bytes: two end blocks, padded to a record."""
+    return -(-(members + 2 * _BLOCK) // _RECORD) * _RECORD
+
+
+class WdsWriter:
+    format: ClassVar[str] = "wds"
+    supports_infinite: ClassVar[bool] = True
+
+    def __init__(self, out: Path, categories: list[str], options: WriterOptions) -> None:
+        self.out = out
+        self.categories = categories
+        self.options = options
+        self.journal = Journal(out / ".synthgen" / "wds.jsonl")
+        self._shards_done = 0  # journaled shards of this machine (j of the next shard)
+        self._samples_done = 0  # samples in journaled shards
+        self._opened = False
+        self._failed = False
+        # The shard being written:
+        self._file: IO[bytes] | None = None
+        self._tar: Any = None  # webdataset.TarWriter
+        self._count = 0
+        self._members = 0  # bytes of tar members so far
+        self._first = -1
+        self._last = -1
+        self._torn = False  # a sample write into it did not finish: it must not become a .tar
+
+    def shard_number(self, j: int) -> int:
+        return j * self.options.num_shards + self.options.shard_index
+
+    def _partial_path(self) -> Path:
+        return self.out / (shard_name(self.shard_number(self._shards_done)) + ".partial")
+
+    def _intact(self) -> str:
+        return f"every .tar shard already written ({self._shards_done} shards, {self._samples_done} samples)"
+
+    def open(self, *, resume: bool) -> int:
+        with write_errors("the WebDataset folder", self.out, intact="every .tar shard already written"):
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.out / CATEGORIES, [{"id": i + 1, "name": n} for i, n in enumerate(self.categories)])
+            entries = self.journal.open(resume=resume)
+            with self.journal.closed_on_error():
+                if resume:
+                    entries = self._resume(entries)
+        self._shards_done = len(entries)
+        self._samples_done = sum(int(e["count"]) for e in entries)
+        self._opened = True
+        return self._samples_done
+
+    def _resume(self, entries: list[dict]) -> list[dict]:
+        """Keep the journaled shards that still exist (up to the first missing one), and delete
+        every ``.partial`` and this machine's shards after them (renamed but not journaled when
+        the last run was killed, or after a missing one): the folder then matches the journal."""
+        for j, entry in enumerate(entries):
+            if entry["number"] != self.shard_number(j):
+                raise InputError(
+                    f"{self.out} was written with other --shard-index/--num-shards values than "
+                    f"{self.options.shard_index}/{self.options.num_shards}; resume with the values of the first run"
+                )
+            if not (self.out / entry["shard"]).is_file():
+                self.journal.keep(j)
+                entries = entries[:j]
+                break
+        for path in self.out.glob("shard-*.tar.partial"):
+            path.unlink()
+        first_unjournaled = self.shard_number(len(entries))
+        for path in self.out.glob("shard-*.tar"):
+            number = path.name[len("shard-") : -len(".tar")]
+            if (number.isdigit() and int(number) >= first_unjournaled
+                    and int(number) % self.options.num_shards == self.options.shard_index):
+                path.unlink()
+        return entries
+
+    def write(self, sample: EncodedSample) -> None:
+        if self._failed:
+            raise WriteError("the WebDataset writer already failed; rerun with --resume")
+        meta = json.dumps(sample_json(sample, self.categories), separators=(",", ":")).encode()
+        size = _member_bytes(len(sample.jpeg)) + _member_bytes(len(meta))
+        if self._tar is not None and _file_bytes(self._members + size) > self.options.shard_max_bytes:
+            self._finish_shard()
+        try:
+            with deferred_interrupts(), write_errors(f"sample {sample.key}", self._partial_path(), intact=self._intact()):
+                if self._tar is None:
+                    self._start_shard()
+                self._torn = True
+                self._tar.write({"__key__": sample.key, "jpg": sample.jpeg, "json": meta})
+                # Bookkeeping inside the block: a Ctrl-C held back by it is raised on leaving it.
+                self._torn = False
+                self._count += 1
+                self._members += size
+                self._first = sample.index if self._count == 1 else self._first
+                self._last = sample.index
+        except WriteError:
+            self._failed = True
+            raise
+        if self._count >= self.options.shard_size:
+            self._finish_shard()
+
+    def _start_shard(self) -> None:
+        from webdataset import TarWriter  # heavy import (pulls in torch): only when writing shards
+
+        self._file = open(self._partial_path(), "wb")
+        self._tar = TarWriter(self._file, encoder=False, mtime=0, user="synthgen", group="synthgen", mode=0o444)
+        self._count = self._members = 0
+
+    def _finish_shard(self) -> None:
+        """Complete the current shard: close the tar, sync it, rename it to ``.tar``, journal it."""
+        partial = self._partial_path()
+        final = partial.with_suffix("")  # drop ".partial"
+        entry = {"shard": final.name, "number": self.shard_number(self._shards_done), "count": self._count,
+                 "first": self._first, "last": self._last}
+        try:
+            with deferred_interrupts(), write_errors(f"shard {final.name}", final, intact=self._intact()):
+                self._tar.close()
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._tar = self._file = None
+                os.replace(partial, final)
+                self.journal.append(entry)
+                self._shards_done += 1
+                self._samples_done += self._count
+        except WriteError:
+            self._failed = True
+            raise
+
+    def _discard_shard(self) -> None:
+        """Drop a shard that cannot be completed (a write into it failed or was interrupted);
+        its samples are not journaled, so a resume writes them again."""
+        partial = self._partial_path()
+        with contextlib.suppress(OSError, ValueError):  # the file is thrown away: its state does not matter
+            self._tar.close()  # else the tar stream would try to flush into a closed file when collected
+        if self._file is not None:
+            self._file.close()
+        self._tar = self._file = None
+        partial.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Complete the shard in progress (or drop it if it is broken) and close the journal."""
+        if not self._opened:
+            return
+        self._opened = False
+        try:
+            if self._tar is not None:
+                if self._torn or self._failed:
+                    self._discard_shard()
+                else:
+                    try:
+                        self._finish_shard()
+                    finally:
+                        if self._tar is not None:
+                            self._discard_shard()
+        finally:
+            with write_errors("the journal", self.journal.path, intact=self._intact()):
+                self.journal.close()

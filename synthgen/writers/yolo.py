@@ -1,0 +1,122 @@
+"""YOLO (Ultralytics) writer: ``OUT/images/<split>/<key>.jpg``, ``OUT/labels/<split>/<key>.txt``
+and ``OUT/data.yaml``.
+
+A label file has one line ``cls cx cy w h`` per box: ``cls`` = category id - 1, the rest
+normalised by the image size, 6 decimals; an image without boxes gets an empty label file (a
+background image, as Ultralytics expects). Label, then image, are placed atomically, then the
+sample is journaled in ``OUT/.synthgen/yolo.jsonl``; resume removes files the journal does not
+list. ``data.yaml`` is written at open (so the folder is usable while it grows) and at close.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+from synthgen.cache import atomic_write_bytes
+from synthgen.errors import WriteError
+from synthgen.sample import EncodedSample
+from synthgen.writers import WriterOptions
+from synthgen.writers.coco import journal_entry
+from synthgen.writers.journal import (
+    Journal,
+    deferred_interrupts,
+    place_file,
+    remove_unjournaled,
+    resume_sample_journal,
+    write_errors,
+)
+
+DATA_YAML = "data.yaml"
+
+
+def label_text(sample: EncodedSample) -> str:
+    """The label file of a sample: ``cls cx cy w h`` lines, normalised, 6 decimals."""
+    lines = []
+    for ann in sample.annotations:
+        x, y, w, h = (float(v) for v in ann.bbox)
+        cx = (x + w / 2) / sample.width
+        cy = (y + h / 2) / sample.height
+        lines.append(f"{int(ann.category_id) - 1} {cx:.6f} {cy:.6f} {w / sample.width:.6f} {h / sample.height:.6f}\n")
+    return "".join(lines)
+
+
+def data_yaml(split: str, categories: list[str]) -> str:
+    # Names are JSON strings: valid YAML double-quoted scalars, safe for any class name.
+    names = "".join(f"  {i}: {json.dumps(name)}\n" for i, name in enumerate(categories))
+    return (
+        "# Ultralytics YOLO dataset written by synthgen.\n"
+        "# No `path:` key, so Ultralytics takes the folder of this file as the dataset root: the\n"
+        "# folder can be moved, and the same run always writes the same bytes.\n"
+        f"train: images/{split}\n"
+        f"# synthgen writes a single split: val points at the same images (evaluate on real data instead).\n"
+        f"val: images/{split}\n"
+        f"nc: {len(categories)}\n"
+        "names:\n"
+        f"{names}"
+    )
+
+
+class YoloWriter:
+    format: ClassVar[str] = "yolo"
+    supports_infinite: ClassVar[bool] = False
+
+    def __init__(self, out: Path, categories: list[str], options: WriterOptions) -> None:
+        self.out = out
+        self.categories = categories
+        self.split = options.split
+        self.images_dir = out / "images" / options.split
+        self.labels_dir = out / "labels" / options.split
+        self.journal = Journal(out / ".synthgen" / "yolo.jsonl")
+        self._written = 0
+        self._opened = False
+        self._failed = False
+
+    def _files_of(self, key: str) -> list[Path]:
+        return [self.images_dir / f"{key}.jpg", self.labels_dir / f"{key}.txt"]
+
+    def _write_yaml(self) -> None:
+        atomic_write_bytes(self.out / DATA_YAML, data_yaml(self.split, self.categories).encode())
+
+    def open(self, *, resume: bool) -> int:
+        with write_errors("the YOLO folders", self.out, intact="everything already journaled"):
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+            self.labels_dir.mkdir(parents=True, exist_ok=True)
+            entries = self.journal.open(resume=resume)
+            with self.journal.closed_on_error():
+                if resume:
+                    entries = resume_sample_journal(self.journal, entries, self._files_of)
+                    keys = {e["key"] for e in entries}
+                    remove_unjournaled(self.images_dir, ".jpg", keys)
+                    remove_unjournaled(self.labels_dir, ".txt", keys)
+                self._write_yaml()
+        self._written = len(entries)
+        self._opened = True
+        return self._written
+
+    def write(self, sample: EncodedSample) -> None:
+        if self._failed:
+            raise WriteError("the YOLO writer already failed; rerun with --resume")
+        image, label = self._files_of(sample.key)
+        entry = journal_entry(sample)
+        intact = f"everything already journaled ({self._written} samples)"
+        try:
+            with deferred_interrupts(), write_errors(f"sample {sample.key}", self.out, intact=intact):
+                place_file(label, label_text(sample).encode())
+                place_file(image, sample.jpeg)
+                self.journal.append(entry)
+                self._written += 1
+        except WriteError:
+            self._failed = True  # the journal may end in a torn line now: only a resume may go on
+            raise
+
+    def close(self) -> None:
+        if not self._opened:
+            return
+        self._opened = False
+        with write_errors(DATA_YAML, self.out / DATA_YAML, intact=f"everything journaled ({self._written} samples)"):
+            try:
+                self.journal.close()
+            finally:
+                self._write_yaml()

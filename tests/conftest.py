@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny object and background folders made on the fly, and a private cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own synthgen cache, so nothing leaks between tests or from the user."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("SYNTHGEN_CACHE", str(cache))
+    return cache
+
+
+def write_rgba_objects(root: Path, classes=("cat", "dog"), per_class: int = 4, size: int = 48) -> Path:
+    """Class subfolders of RGBA PNGs: a shaded ellipse with a soft alpha edge on a transparent frame."""
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            h, w = size, int(size * (0.7 + 0.2 * k))
+            bgra = np.zeros((h, w, 4), np.uint8)
+            colour = [int(v) for v in rng.integers(30, 230, 3)]
+            cv2.ellipse(bgra, (w // 2, h // 2), (w // 2 - 3, h // 2 - 3), 0, 0, 360, (*colour, 255), -1, cv2.LINE_AA)
+            bgra[..., :3] = np.clip(bgra[..., :3].astype(int) + rng.integers(-20, 20, (h, w, 1)), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(folder / f"{name}_{k}.png"), bgra)
+    return root
+
+
+def write_backgrounds(root: Path, n: int = 3, size=(200, 260)) -> Path:
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        img = cv2.GaussianBlur(rng.integers(0, 255, (*size, 3), dtype=np.uint8), (0, 0), 3)
+        cv2.imwrite(str(root / f"scene_{k}.jpg"), img)
+    return root
+
+
+@pytest.fixture
+def objects_dir(tmp_path) -> Path:
+    return write_rgba_objects(tmp_path / "objects")
+
+
+@pytest.fixture
+def backgrounds_dir(tmp_path) -> Path:
+    return write_backgrounds(tmp_path / "backgrounds")
