@@ -12,11 +12,13 @@ import dataclasses
 import itertools
 import json
 import multiprocessing
+import os
+import queue
 import shutil
 import signal
 import threading
 import time
-from collections import deque
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -27,6 +29,7 @@ from synthgen import __version__
 from synthgen.compositor import CompositeConfig, Compositor
 from synthgen.errors import InputError, OutputExistsError, WriteError
 from synthgen.imageio import encode_jpeg
+from synthgen.progress import progress_bar
 from synthgen.sample import EncodedAnnotation, EncodedSample, Sample, sample_key
 
 RUN_DIR = ".synthgen"
@@ -210,23 +213,80 @@ def iter_samples(spec: PasteSpec, start: int = 0, step: int = 1, progress: bool 
 
 # -- workers ----------------------------------------------------------------------------------
 
-_worker_state: tuple[Compositor, int, int, bool] | None = None
+def _worker_main(tasks, results, compositor: Compositor, seed: int, jpeg_quality: int, masks: bool) -> None:
+    """Render batches from ``tasks`` into ``results`` until told to stop or orphaned.
 
-
-def _init_worker(compositor: Compositor, seed: int, jpeg_quality: int, masks: bool) -> None:
-    global _worker_state
-    # Ctrl-C goes to the whole process group; the main process alone decides how to stop.
-    # A forked worker inherits the main process's stop handler: give SIGTERM back its default
-    # action, which is how Pool.terminate() ends workers.
+    Workers ignore SIGINT and SIGTERM: a signal to the whole process group (Ctrl-C in a
+    terminal, ``kill -TERM -PGID``) must not kill a worker half-way through a queue operation,
+    which would leave a shared lock held forever. The main process decides when to stop, and
+    then kills its workers outright.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _worker_state = (compositor, seed, jpeg_quality, masks)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    while True:
+        try:
+            task = tasks.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the main process died without stopping us
+                return
+            continue
+        if task is None:
+            return
+        batch_id, indices = task
+        try:
+            rendered = [encode_sample(compositor.render(seed, i, keep_masks=masks), jpeg_quality, masks) for i in indices]
+            results.put((batch_id, rendered, None))
+        except BaseException:  # report, so the main process can fail with the real cause
+            results.put((batch_id, None, traceback.format_exc()))
 
 
-def _render_batch(indices: list[int]) -> list[EncodedSample]:
-    assert _worker_state is not None, "worker not initialised"
-    compositor, seed, quality, masks = _worker_state
-    return [encode_sample(compositor.render(seed, i, keep_masks=masks), quality, masks) for i in indices]
+class _WorkerPool:
+    """Worker processes fed through two queues; batches come back in any order and are
+    re-ordered by the caller. Used as a context manager: exit kills the workers."""
+
+    def __init__(self, workers: int, compositor: Compositor, spec: PasteSpec) -> None:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        ctx = multiprocessing.get_context(method)
+        self.tasks = ctx.Queue()
+        self.results = ctx.Queue()
+        self.processes = [
+            ctx.Process(
+                target=_worker_main,
+                args=(self.tasks, self.results, compositor, spec.seed, spec.jpeg_quality, spec.masks),
+                daemon=True,
+            )
+            for _ in range(workers)
+        ]
+
+    def __enter__(self) -> "_WorkerPool":
+        for process in self.processes:
+            process.start()
+        return self
+
+    def submit(self, batch_id: int, indices: list[int]) -> None:
+        self.tasks.put((batch_id, indices))
+
+    def next_result(self, timeout: float):
+        """``(batch_id, samples)``, or None if nothing arrived within ``timeout`` seconds."""
+        try:
+            batch_id, samples, error = self.results.get(timeout=timeout)
+        except queue.Empty:
+            if not all(p.is_alive() for p in self.processes):
+                raise RuntimeError("a paste worker process died unexpectedly (out of memory?)") from None
+            return None
+        if error is not None:
+            raise RuntimeError(f"a paste worker failed:\n{error}")
+        return batch_id, samples
+
+    def __exit__(self, *exc) -> None:
+        for process in self.processes:
+            process.kill()
+        for process in self.processes:
+            process.join()
+        for q in (self.tasks, self.results):
+            q.cancel_join_thread()  # never wait at exit to flush a queue nobody reads
+            q.close()
 
 
 def _batched(iterable: Iterator[int], size: int) -> Iterator[list[int]]:
@@ -266,27 +326,28 @@ def _produce(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], wo
                 return
             yield encode_sample(compositor.render(spec.seed, index, keep_masks=spec.masks), spec.jpeg_quality, spec.masks)
         return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
     batch_size = 8
     window = 4 * workers  # batches in flight: keeps workers busy, bounds memory for --n inf
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(compositor, spec.seed, spec.jpeg_quality, spec.masks)) as pool:
-        batches = _batched(indices, batch_size)
-        pending: deque = deque()
+    batches = _batched(indices, batch_size)
+    with _WorkerPool(workers, compositor, spec) as pool:
+        submitted = 0
         for batch in itertools.islice(batches, window):
-            pending.append(pool.apply_async(_render_batch, (batch,)))
-        while pending:
-            result = pending.popleft()
-            while True:
+            pool.submit(submitted, batch)
+            submitted += 1
+        finished: dict[int, list[EncodedSample]] = {}
+        next_id = 0
+        while next_id < submitted:
+            while next_id not in finished:
                 if stop.requested:
                     return
-                try:
-                    samples = result.get(timeout=0.2)
-                    break
-                except multiprocessing.TimeoutError:
-                    continue
+                result = pool.next_result(timeout=0.2)
+                if result is not None:
+                    finished[result[0]] = result[1]
+            samples = finished.pop(next_id)
+            next_id += 1
             for batch in itertools.islice(batches, 1):
-                pending.append(pool.apply_async(_render_batch, (batch,)))
+                pool.submit(submitted, batch)
+                submitted += 1
             for sample in samples:
                 if stop.requested:
                     return
@@ -424,7 +485,7 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
     written = objects = skipped = empty = 0
     started = time.perf_counter()
     stop = _StopFlag()
-    progress = _make_progress(console, options.progress)
+    progress = progress_bar("samples", options.progress, console)
     try:
         with stop, progress:
             task = progress.add_task("pasting", total=total, completed=done)
@@ -464,26 +525,3 @@ def _close_after_failure(writer) -> None:
         writer.close()
     except Exception:  # the original failure is what the user needs to see
         pass
-
-
-def _make_progress(console, enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-    from rich.text import Text
-
-    class RateColumn(ProgressColumn):
-        def render(self, task) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} samples/s" if speed else "- samples/s", style="progress.data.speed")
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )

@@ -29,18 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from synthgen.progress import progress_bar
 
 from synthgen.cache import atomic_directory, cache_root, fingerprint_files
 from synthgen.errors import InputError, OutputExistsError
@@ -158,23 +147,13 @@ class ObjectPool:
         return f"ObjectPool({str(self.path)!r}, {len(self)} objects, classes={self.classes})"
 
 
-class _RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} obj/s" if speed else "- obj/s", style="progress.data.speed")
-
-
 @contextmanager
 def _progress_bar(enabled: bool, total: int, description: str) -> Iterator[Callable[[int], None]]:
     """Yield ``advance(n)``; a rich bar with rate and ETA on stderr when ``enabled``."""
     if not enabled:
         yield lambda n: None
         return
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True)) as bar:
+    with progress_bar("obj") as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
 

@@ -16,7 +16,7 @@ from synthgen.preview import class_colour, make_contact_sheet
 from synthgen.sample import EncodedAnnotation, EncodedSample, sample_key
 from synthgen.stats import compute_stats, render_rich, save_plot
 from synthgen.writers import WriterOptions
-from test_writers import CATEGORIES, FORMATS, samples, write
+from tests.test_writers import CATEGORIES, FORMATS, samples, write
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools
 

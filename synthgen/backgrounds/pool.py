@@ -24,18 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar
 
 import cv2
 import numpy as np
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from synthgen.progress import progress_bar
 
 from synthgen.backgrounds.folder import BackgroundSource
 from synthgen.cache import atomic_directory, cache_root, fingerprint_files
@@ -218,7 +207,7 @@ def _write_pixels(
     with (
         open(target, "wb") as f,
         ThreadPoolExecutor(_DECODE_THREADS) as executor,
-        _progress_bar(progress) as bar,
+        progress_bar("img", progress) as bar,
     ):
         task = bar.add_task(f"backgrounds {width}x{height} {fit}", total=len(source.paths))
         for path, image in _map_ordered(executor, load, source.paths, window=4 * _DECODE_THREADS):
@@ -258,22 +247,3 @@ def _map_ordered(executor: Executor, fn: Callable[[T], R], items: Iterable[T], w
         for nxt in itertools.islice(it, 1):
             pending.append((nxt, executor.submit(fn, nxt)))
         yield item, future.result()
-
-
-class _RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} img/s" if speed else "- img/s", style="progress.data.speed")
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
