@@ -336,16 +336,16 @@ def test_resume_drops_journaled_samples_whose_files_were_deleted(tmp_path, fmt, 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
 def test_wds_ctrl_c_during_a_sample_write_is_held_until_the_sample_is_complete(tmp_path, monkeypatch):
-    from webdataset import TarWriter
+    from synthgen.writers.wds import WdsWriter
 
-    original = TarWriter.write
+    original = WdsWriter._write_members
 
-    def write_with_ctrl_c(self, obj):
-        if obj["__key__"] == sample_key(2):
+    def write_with_ctrl_c(self, key, fields):
+        if key == sample_key(2):
             os.kill(os.getpid(), signal.SIGINT)  # arrives half-way through this sample
-        return original(self, obj)
+        return original(self, key, fields)
 
-    monkeypatch.setattr(TarWriter, "write", write_with_ctrl_c)
+    monkeypatch.setattr(WdsWriter, "_write_members", write_with_ctrl_c)
     writer = make_writer("wds", tmp_path, CATEGORIES, WriterOptions(shard_size=10))
     writer.open(resume=False)
     with pytest.raises(KeyboardInterrupt):
@@ -356,17 +356,17 @@ def test_wds_ctrl_c_during_a_sample_write_is_held_until_the_sample_is_complete(t
 
 
 def test_wds_shard_with_a_torn_sample_is_not_published(tmp_path, monkeypatch):
-    from webdataset import TarWriter
+    from synthgen.writers.wds import WdsWriter
 
-    original = TarWriter.write
+    original = WdsWriter._write_members
 
-    def tear(self, obj):
-        if obj["__key__"] == sample_key(3):
-            self.tarstream.fileobj.write(b"x" * 700)  # half a member, then the process is stopped
+    def tear(self, key, fields):
+        if key == sample_key(3):
+            self._file.write(b"x" * 700)  # half a member, then the process is stopped
             raise KeyboardInterrupt
-        return original(self, obj)
+        return original(self, key, fields)
 
-    monkeypatch.setattr(TarWriter, "write", tear)
+    monkeypatch.setattr(WdsWriter, "_write_members", tear)
     writer = make_writer("wds", tmp_path, CATEGORIES, WriterOptions(shard_size=2))
     writer.open(resume=False)
     with pytest.raises(KeyboardInterrupt):
@@ -375,7 +375,7 @@ def test_wds_shard_with_a_torn_sample_is_not_published(tmp_path, monkeypatch):
     writer.close()
     assert list(shard_keys(tmp_path)) == ["shard-000000.tar"]  # not the torn shard 1
     assert not list(tmp_path.glob("*.partial"))
-    monkeypatch.setattr(TarWriter, "write", original)
+    monkeypatch.setattr(WdsWriter, "_write_members", original)
     _, done = write("wds", tmp_path, samples(range(2, 5)), WriterOptions(shard_size=2), resume=True)
     assert done == 2
     assert_dataset_equals(tmp_path, samples(range(5)))
@@ -390,11 +390,11 @@ def disk_full(*args, **kwargs):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_full_disk_is_a_write_error_and_the_journaled_part_survives(tmp_path, monkeypatch, fmt):
-    from webdataset import TarWriter
+    from synthgen.writers.wds import WdsWriter
 
     writer, _ = write(fmt, tmp_path, samples(range(4)), WriterOptions(shard_size=2), close=False)
     if fmt == "wds":
-        monkeypatch.setattr(TarWriter, "write", disk_full)
+        monkeypatch.setattr(WdsWriter, "_write_members", disk_full)
     else:
         monkeypatch.setattr(coco_module if fmt == "coco" else yolo_module, "place_file", disk_full)
     with pytest.raises(WriteError) as caught:

@@ -3,7 +3,8 @@
 Each sample is ``<key>.jpg`` (the encoded JPEG, stored as is) and ``<key>.json``
 (``index, width, height, boxes`` (xyxy), ``labels`` (category ids), ``names``, ``areas``, and
 ``segmentations`` (COCO RLE) when masks are kept). A shard is written with
-``webdataset.TarWriter`` under ``shard-XXXXXX.tar.partial`` and renamed to ``.tar`` once complete
+Python's ``tarfile`` (USTAR, as ``webdataset.TarWriter`` writes; importing webdataset would
+pull in torch, 1.5 s, for nothing) under ``shard-XXXXXX.tar.partial`` and renamed to ``.tar`` once complete
 (shard_size samples, the byte limit reached, or ``close()``), then journaled in
 ``OUT/.synthgen/wds.jsonl``; so every ``.tar`` present is a complete, readable shard, and a run
 can be stopped at any sample (endless runs end with Ctrl-C). Tar headers are fixed (mtime 0,
@@ -16,8 +17,10 @@ union of all machines' folders is one gap-free ``shard-{000000..N}.tar`` set.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import tarfile
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -79,7 +82,7 @@ class WdsWriter:
         self._failed = False
         # The shard being written:
         self._file: IO[bytes] | None = None
-        self._tar: Any = None  # webdataset.TarWriter
+        self._tar: tarfile.TarFile | None = None
         self._count = 0
         self._members = 0  # bytes of tar members so far
         self._first = -1
@@ -144,7 +147,7 @@ class WdsWriter:
                 if self._tar is None:
                     self._start_shard()
                 self._torn = True
-                self._tar.write({"__key__": sample.key, "jpg": sample.jpeg, "json": meta})
+                self._write_members(sample.key, (("jpg", sample.jpeg), ("json", meta)))
                 # Bookkeeping inside the block: a Ctrl-C held back by it is raised on leaving it.
                 self._torn = False
                 self._count += 1
@@ -158,11 +161,20 @@ class WdsWriter:
             self._finish_shard()
 
     def _start_shard(self) -> None:
-        from webdataset import TarWriter  # heavy import (pulls in torch): only when writing shards
-
         self._file = open(self._partial_path(), "wb")
-        self._tar = TarWriter(self._file, encoder=False, mtime=0, user="synthgen", group="synthgen", mode=0o444)
+        self._tar = tarfile.open(fileobj=self._file, mode="w|", format=tarfile.USTAR_FORMAT)
         self._count = self._members = 0
+
+    def _write_members(self, key: str, fields: tuple[tuple[str, bytes], ...]) -> None:
+        """One sample: ``<key>.<ext>`` members, contiguous, with fixed headers (mtime 0, owner
+        synthgen, mode 0444) so that the same samples give the same bytes."""
+        for ext, data in fields:
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o444
+            info.uname = info.gname = "synthgen"
+            self._tar.addfile(info, io.BytesIO(data))
 
     def _finish_shard(self) -> None:
         """Complete the current shard: close the tar, sync it, rename it to ``.tar``, journal it."""
