@@ -14,6 +14,7 @@ from synthgen.compositor.augment import MASK_THRESHOLD, transform_geometry
 from synthgen.compositor.blend import blend_poisson
 from synthgen.compositor.augment import ObjectPatch
 from synthgen.errors import InputError
+from synthgen.pool import bleed_colours
 
 
 @dataclass
@@ -103,7 +104,7 @@ def test_occluded_object_box_shrinks_to_its_visible_part():
     comp = compositor(min_visible=0.2)
     owner = np.full((224, 256), -1, np.int16)
     placed = []
-    square = ObjectPatch(np.full((40, 40, 3), 100, np.float32), np.ones((40, 40), np.float32), np.ones((40, 40), bool))
+    square = ObjectPatch(np.full((40, 40, 4), 255, np.uint8), np.ones((40, 40), bool), (0, 0, 40, 40), 1600)
     comp._commit(owner, placed, square, 10, 10, 1600, 0)
     comp._commit(owner, placed, square, 30, 10, 1600, 1)
     first = comp._annotation(owner, 0, placed[0], keep_mask=True)
@@ -138,34 +139,40 @@ def test_stretch_aspect_draws_box_ratios_from_the_range():
         assert ann.bbox[2] / ann.bbox[3] == pytest.approx(2.0, rel=0.15)
 
 
-def test_geometry_keeps_premultiplied_colour_within_alpha():
+def test_pool_colour_bleed_keeps_foreign_colour_out_of_resampled_edges():
     rgba = np.zeros((30, 20, 4), np.uint8)
-    rgba[..., :3] = 255  # a white "background" under the transparent part must not bleed in
+    rgba[..., :3] = 255  # the source photo's white background under the transparent part
     rgba[5:25, 5:15] = (10, 20, 30, 255)
+    bleed_colours(rgba)  # what the object pool does once per cut-out
+    assert np.all(rgba[..., :3].max(axis=(0, 1)) <= (10, 20, 30))
     patch = transform_geometry(rgba, 40, 60, flip=True, degrees=33.0)
     assert patch is not None
-    assert np.all(patch.premul <= 255.0 * patch.alpha[..., None] + 1e-3)
-    straight = patch.premul[patch.alpha > 0.9] / patch.alpha[patch.alpha > 0.9][:, None]
-    assert straight.max() < 60  # no white halo
-    assert np.array_equal(patch.mask, patch.alpha >= MASK_THRESHOLD)
+    alpha = patch.rgba[..., 3]
+    edge = (alpha > 0) & (alpha < 255)
+    assert edge.any()
+    assert patch.rgba[..., :3][edge].max() <= 30  # no white halo at the soft edge
+    assert np.array_equal(patch.mask, alpha >= MASK_THRESHOLD)
+    ys, xs = np.nonzero(patch.mask)
+    assert patch.extent == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) and patch.area == len(xs)
 
 
 def test_poisson_writes_exactly_at_the_mask():
     canvas = np.full((100, 120, 3), 90, np.uint8)
     mask = np.zeros((20, 30), bool)
     mask[4:16, 5:25] = True
-    alpha = mask.astype(np.float32)
-    premul = np.zeros((20, 30, 3), np.float32)
-    premul[..., 0] = np.arange(30, dtype=np.float32) * 8  # Poisson keeps gradients: give it some
-    premul *= alpha[..., None]
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., 0] = np.arange(30) * 8  # Poisson keeps gradients: give it some
+    rgba[..., 3] = mask * 255
+    rgba[~mask] = 0
+    patch = ObjectPatch(rgba, mask, (5, 4, 25, 16), int(mask.sum()))
     before = canvas.copy()
-    assert blend_poisson(canvas, ObjectPatch(premul, alpha, mask), 40, 30)
+    assert blend_poisson(canvas, patch, 40, 30)
     changed = np.any(canvas != before, axis=2)
     expected = np.zeros_like(changed)
     expected[34:46, 45:65] = True
     assert changed.sum() > 0 and not np.any(changed & ~expected)
     # At the border, poisson declines so that the caller can blend another way.
-    assert not blend_poisson(canvas, ObjectPatch(premul, alpha, mask), -5, 30)
+    assert not blend_poisson(canvas, patch, -5, 30)
 
 
 def test_presets_and_impossible_ranges():

@@ -27,34 +27,30 @@ def clip_to_canvas(x0: int, y0: int, width: int, height: int, canvas_w: int, can
     return canvas_sl, patch_sl
 
 
-def _over(canvas: np.ndarray, canvas_sl, premul: np.ndarray, alpha: np.ndarray) -> None:
-    """Porter-Duff 'over' of premultiplied colour onto the uint8 canvas, rounded."""
-    region = canvas[canvas_sl].astype(np.float32)
-    region *= 1.0 - alpha[..., None]
-    region += premul
-    region += 0.5
-    np.clip(region, 0, 255, out=region)
-    canvas[canvas_sl] = region.astype(np.uint8)
-
-
-def blend_alpha(canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int) -> None:
-    clipped = clip_to_canvas(x0, y0, patch.width, patch.height, canvas.shape[1], canvas.shape[0])
+def blend_alpha(canvas: np.ndarray, rgba: np.ndarray, x0: int, y0: int) -> None:
+    """Alpha-blend straight-alpha ``rgba`` onto the uint8 canvas with its top-left at (x0, y0)."""
+    clipped = clip_to_canvas(x0, y0, rgba.shape[1], rgba.shape[0], canvas.shape[1], canvas.shape[0])
     if clipped is None:
         return
     canvas_sl, patch_sl = clipped
-    _over(canvas, canvas_sl, patch.premul[patch_sl], patch.alpha[patch_sl])
+    part = np.ascontiguousarray(rgba[patch_sl])
+    weights = part[..., 3].astype(np.float32)
+    weights *= 1.0 / 255.0
+    colour = cv2.cvtColor(part, cv2.COLOR_RGBA2RGB)
+    # blendLinear: (colour * w + background * (1 - w)) / 1, in one pass.
+    canvas[canvas_sl] = cv2.blendLinear(colour, np.ascontiguousarray(canvas[canvas_sl]), weights, 1.0 - weights)
 
 
 def blend_gaussian(canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int, feather: float) -> None:
     """Alpha blending with the edge feathered *inward*: alpha becomes min(alpha, blur(alpha)),
-    so the object's colour stays defined (nothing outside its mask is revealed) and its extent
-    is unchanged while the transition to the background softens."""
+    so nothing outside the object's mask is revealed and its extent is unchanged while the
+    transition to the background softens."""
+    rgba = patch.rgba
     if feather > 0:
-        soft = cv2.GaussianBlur(patch.alpha, (0, 0), feather, borderType=cv2.BORDER_CONSTANT)
-        new_alpha = np.minimum(patch.alpha, soft)
-        ratio = np.divide(new_alpha, patch.alpha, out=np.zeros_like(new_alpha), where=patch.alpha > 1e-6)
-        patch = ObjectPatch(premul=patch.premul * ratio[..., None], alpha=new_alpha, mask=patch.mask)
-    blend_alpha(canvas, patch, x0, y0)
+        alpha = np.ascontiguousarray(rgba[..., 3])
+        rgba = rgba.copy()
+        rgba[..., 3] = cv2.min(alpha, cv2.GaussianBlur(alpha, (0, 0), feather, borderType=cv2.BORDER_CONSTANT))
+    blend_alpha(canvas, rgba, x0, y0)
 
 
 def motion_kernel(length: int, degrees: float) -> np.ndarray:
@@ -71,17 +67,17 @@ def motion_kernel(length: int, degrees: float) -> np.ndarray:
 
 
 def blend_motion(canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int, length: int, degrees: float) -> None:
-    """The object moves: its premultiplied colour and alpha are smeared along a line, then
-    alpha-blended. The patch grows by the kernel radius so the smear is not cut off."""
+    """The object moves: its colour and alpha are smeared along a line, then alpha-blended.
+    The patch grows by the kernel radius (transparent, in the edge colours) so the smear is not
+    cut off."""
     kernel = motion_kernel(length, degrees)
     pad = kernel.shape[0] // 2
-    premul = cv2.copyMakeBorder(patch.premul, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-    alpha = cv2.copyMakeBorder(patch.alpha, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-    premul = cv2.filter2D(premul, -1, kernel, borderType=cv2.BORDER_CONSTANT)
-    alpha = cv2.filter2D(alpha, -1, kernel, borderType=cv2.BORDER_CONSTANT)
-    np.clip(alpha, 0.0, 1.0, out=alpha)
-    grown = ObjectPatch(premul=premul, alpha=alpha, mask=np.zeros(alpha.shape, dtype=bool))
-    blend_alpha(canvas, grown, x0 - pad, y0 - pad)
+    grown = cv2.copyMakeBorder(patch.rgba, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    if pad:
+        grown[:pad, :, 3] = grown[-pad:, :, 3] = 0
+        grown[:, :pad, 3] = grown[:, -pad:, 3] = 0
+    smeared = cv2.filter2D(grown, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+    blend_alpha(canvas, smeared, x0 - pad, y0 - pad)
 
 
 def blend_poisson(canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int) -> bool:
@@ -91,16 +87,11 @@ def blend_poisson(canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int) -> b
     solver needs a one-pixel margin around the region; the caller then blends another way.
     """
     canvas_h, canvas_w = canvas.shape[:2]
-    rows = np.flatnonzero(patch.mask.any(axis=1))
-    cols = np.flatnonzero(patch.mask.any(axis=0))
-    top, bottom = y0 + rows[0], y0 + rows[-1]
-    left, right = x0 + cols[0], x0 + cols[-1]
+    ex0, ey0, ex1, ey1 = patch.extent
+    left, top, right, bottom = x0 + ex0, y0 + ey0, x0 + ex1 - 1, y0 + ey1 - 1
     if top < 1 or left < 1 or bottom > canvas_h - 2 or right > canvas_w - 2:
         return False
-    straight = np.divide(
-        patch.premul, patch.alpha[..., None], out=np.zeros_like(patch.premul), where=patch.alpha[..., None] > 1e-6
-    )
-    src = np.clip(straight + 0.5, 0, 255).astype(np.uint8)
+    src = np.ascontiguousarray(patch.rgba[..., :3])
     mask = patch.mask.astype(np.uint8) * 255
     # Pad by one pixel so the mask never touches the source border (OpenCV erodes that ring).
     src = cv2.copyMakeBorder(src, 1, 1, 1, 1, cv2.BORDER_REPLICATE)

@@ -8,8 +8,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from synthgen.compositor.augment import ObjectPatch, jitter_photometry, rotated_extent, transform_geometry
-from synthgen.compositor.blend import blend_alpha, blend_gaussian, blend_motion, blend_poisson, clip_to_canvas
+from synthgen.compositor.augment import MASK_THRESHOLD, ObjectPatch, add_texture, draw_photometry, recolour, rotated_extent, transform_geometry
+from synthgen.compositor.blend import blend_alpha, blend_gaussian, blend_motion, blend_poisson
 from synthgen.compositor.config import CompositeConfig
 from synthgen.sample import Annotation, Sample
 
@@ -39,8 +39,30 @@ class _Placed:
     x0: int
     y0: int
     class_id: int
-    full_area: int  # mask pixels of the whole object, inside the image or not
-    visible_area: int  # mask pixels inside the image and not covered by later objects
+    box: tuple[int, int, int, int]  # the mask's extent on the canvas (x0, y0, x1, y1), clipped
+    #: A lower bound on the mask pixels still visible (inside the image, not covered by later
+    #: objects), exact when ``exact``. Later objects subtract their box overlap (an upper bound
+    #: on what they cover), so the occlusion rule needs pixel work only when the bound is tight.
+    visible: int
+    exact: bool = True
+
+    @property
+    def full_area(self) -> int:  # mask pixels of the whole object, inside the image or not
+        return self.patch.area
+
+
+def _mask_box(patch: ObjectPatch, x0: int, y0: int, width: int, height: int) -> tuple[int, int, int, int]:
+    ex0, ey0, ex1, ey1 = patch.extent
+    return max(x0 + ex0, 0), max(y0 + ey0, 0), min(x0 + ex1, width), min(y0 + ey1, height)
+
+
+def _intersection(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
+    box = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+    return box if box[0] < box[2] and box[1] < box[3] else None
+
+
+def _area(box: tuple[int, int, int, int]) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
@@ -126,20 +148,28 @@ class Compositor:
             ext_w, ext_h = rotated_extent(box_w, box_h, degrees)
             shrink = min(1.0, (cfg.width - 1) / ext_w, (cfg.height - 1) / ext_h)
             box_w, box_h = box_w * shrink, box_h * shrink
+        photometry = draw_photometry(rng, cfg)
+        recolour_first = photometry.recolours and rgba.shape[0] * rgba.shape[1] < box_w * box_h
+        if recolour_first:  # fewer pixels to recolour in the cut-out than in the pasted object
+            rgba = recolour(rgba, rgba[..., 3] >= MASK_THRESHOLD, photometry)
         patch = transform_geometry(rgba, box_w, box_h, flip, degrees)
-        if patch is not None:
-            jitter_photometry(patch, rng, cfg)
+        if patch is None:
+            return None
+        if photometry.recolours and not recolour_first:
+            recolour(patch.rgba, patch.mask, photometry, out=patch.rgba)
+        add_texture(patch, photometry, rng)
         return patch
 
     def _place(self, patch: ObjectPatch, owner: np.ndarray, placed: Sequence[_Placed], rng: np.random.Generator):
         """Draw positions until one keeps every object (old and new) visible enough.
 
         Returns ``(x0, y0, pixels of the new mask inside the image)`` or None after
-        ``max_tries`` failures. Exactly ``2 * max_tries`` numbers are drawn either way.
+        ``max_tries`` failures. Pixels are only looked at where a bound cannot decide: the
+        common cases (no overlap; a small overlap; fully inside the image) cost no pixel work.
         """
         cfg = self.config
         height, width = owner.shape
-        full_area = int(patch.mask.sum())
+        full_area = patch.area
         # Allow the patch to stick out by the truncation fraction of its size on each side.
         slack_x = int(math.floor(patch.width * cfg.truncation))
         slack_y = int(math.floor(patch.height * cfg.truncation))
@@ -149,40 +179,53 @@ class Compositor:
         if x_hi < x_lo or y_hi < y_lo:
             return None
         required_own = max(cfg.min_visible, 1.0 - cfg.truncation) * full_area
-        visible = np.array([p.visible_area for p in placed], dtype=np.int64)
-        required_old = np.array([cfg.min_visible * p.full_area for p in placed])
+        ex0, ey0, ex1, ey1 = patch.extent
         for fx, fy in draws:
             x0 = x_lo + int(fx * (x_hi - x_lo + 1))
             y0 = y_lo + int(fy * (y_hi - y_lo + 1))
-            clipped = clip_to_canvas(x0, y0, patch.width, patch.height, width, height)
-            if clipped is None:
+            box = _mask_box(patch, x0, y0, width, height)
+            if box[0] >= box[2] or box[1] >= box[3]:
                 continue
-            canvas_sl, patch_sl = clipped
-            mask_inside = patch.mask[patch_sl]
-            inside = int(mask_inside.sum())
-            if inside < required_own - 1e-6 or inside == 0:
-                continue
-            if placed:
-                covered = owner[canvas_sl][mask_inside]
-                lost = np.bincount(covered[covered >= 0], minlength=len(placed))
-                if np.any(visible - lost < required_old - 1e-6):
+            if box == (x0 + ex0, y0 + ey0, x0 + ex1, y0 + ey1):
+                inside = full_area
+            else:
+                inside = int(np.count_nonzero(patch.mask[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0]))
+                if inside == 0 or inside < required_own - 1e-6:
                     continue
-            return x0, y0, inside
+            if all(self._keeps_visible(k, p, patch, x0, y0, box, owner) for k, p in enumerate(placed)):
+                return x0, y0, inside
         return None
+
+    def _keeps_visible(self, k: int, p: _Placed, patch: ObjectPatch, x0: int, y0: int, box, owner: np.ndarray) -> bool:
+        """Whether object ``k`` stays visible enough if ``patch`` is pasted at (x0, y0)."""
+        overlap = _intersection(box, p.box)
+        if overlap is None:
+            return True
+        need = self.config.min_visible * p.full_area - 1e-6
+        if p.visible - _area(overlap) >= need:
+            return True
+        if not p.exact:
+            bx0, by0, bx1, by1 = p.box
+            p.visible, p.exact = int(np.count_nonzero(owner[by0:by1, bx0:bx1] == k)), True
+            if p.visible - _area(overlap) >= need:
+                return True
+        ox0, oy0, ox1, oy1 = overlap
+        covered = (owner[oy0:oy1, ox0:ox1] == k) & patch.mask[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0]
+        return p.visible - int(np.count_nonzero(covered)) >= need
 
     @staticmethod
     def _commit(owner, placed: list[_Placed], patch: ObjectPatch, x0: int, y0: int, inside: int, class_id: int) -> None:
         height, width = owner.shape
-        canvas_sl, patch_sl = clip_to_canvas(x0, y0, patch.width, patch.height, width, height)
-        mask_inside = patch.mask[patch_sl]
-        region = owner[canvas_sl]
-        covered = region[mask_inside]
-        if placed:
-            lost = np.bincount(covered[covered >= 0], minlength=len(placed))
-            for k, n in enumerate(lost):
-                placed[k].visible_area -= int(n)
-        region[mask_inside] = len(placed)
-        placed.append(_Placed(patch, x0, y0, class_id, int(patch.mask.sum()), inside))
+        box = _mask_box(patch, x0, y0, width, height)
+        for p in placed:
+            overlap = _intersection(box, p.box)
+            if overlap is not None:
+                p.visible -= _area(overlap)
+                p.exact = False
+        bx0, by0, bx1, by1 = box
+        region = owner[by0:by1, bx0:bx1]
+        region[patch.mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]] = len(placed)
+        placed.append(_Placed(patch, x0, y0, class_id, box, inside))
 
     def _blend(self, canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int, mode: str, params) -> None:
         angle, length = params
@@ -193,28 +236,30 @@ class Compositor:
         elif mode == "motion":
             blend_motion(canvas, patch, x0, y0, length, angle)
         else:
-            blend_alpha(canvas, patch, x0, y0)
+            blend_alpha(canvas, patch.rgba, x0, y0)
 
     @staticmethod
     def _annotation(owner: np.ndarray, k: int, p: _Placed, keep_mask: bool) -> Annotation | None:
         height, width = owner.shape
-        canvas_sl, _ = clip_to_canvas(p.x0, p.y0, p.patch.width, p.patch.height, width, height)
-        visible = owner[canvas_sl] == k
-        rows = np.flatnonzero(visible.any(axis=1))
-        if rows.size == 0:
-            return None
-        cols = np.flatnonzero(visible.any(axis=0))
-        x = canvas_sl[1].start + int(cols[0])
-        y = canvas_sl[0].start + int(rows[0])
-        w = int(cols[-1]) - int(cols[0]) + 1
-        h = int(rows[-1]) - int(rows[0]) + 1
-        area = int(visible.sum())
+        bx0, by0, bx1, by1 = p.box
+        area = p.visible
+        visible = None
+        if keep_mask or not (p.exact and p.visible == p.full_area):  # touched: look at the pixels
+            visible = owner[by0:by1, bx0:bx1] == k
+            rows = np.flatnonzero(visible.any(axis=1))
+            if rows.size == 0:
+                return None
+            cols = np.flatnonzero(visible.any(axis=0))
+            visible = visible[int(rows[0]) : int(rows[-1]) + 1, int(cols[0]) : int(cols[-1]) + 1]
+            bx0, bx1 = bx0 + int(cols[0]), bx0 + int(cols[-1]) + 1
+            by0, by1 = by0 + int(rows[0]), by0 + int(rows[-1]) + 1
+            area = int(np.count_nonzero(visible))
         mask = None
         if keep_mask:
             mask = np.zeros((height, width), dtype=bool)
-            mask[canvas_sl] = visible
+            mask[by0:by1, bx0:bx1] = visible
         return Annotation(
-            bbox=(float(x), float(y), float(w), float(h)),
+            bbox=(float(bx0), float(by0), float(bx1 - bx0), float(by1 - by0)),
             category_id=p.class_id + 1,
             area=float(area),
             mask=mask,

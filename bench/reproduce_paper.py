@@ -1,0 +1,418 @@
+"""The paper's result on real held-out images: does pretraining on pasted cut-outs improve a
+few-shot SSD-MobileNetV2, and does segmented pasting beat naive pasting?
+
+Two tasks, each a set of *conditions* trained with the same finetune schedule:
+
+* ``faces``: finetune on ``--n-real`` images drawn from ``wider_face/train``; test on
+  ``wider_face/val``. Conditions: ``none`` (ImageNet backbone, finetune only), ``naive``
+  (pretrain on ``faces_caltech`` crops pasted as whole squares, ``--segmenter none``, over
+  ``scenes``, then finetune), ``grabcut`` (the same crops cut out by GrabCut), ``mixed``
+  (real and GrabCut-pasted samples interleaved 1:1 for the same number of steps, no finetune).
+* ``pedestrians``: finetune on ``--n-real`` Penn-Fudan images; test on held-out Penn-Fudan
+  images. Conditions: ``none`` and ``polygon`` (pretrain on COCO128 person cut-outs, their
+  polygon masks as alpha, pasted over COCO128 images that show no person, then finetune).
+
+Splits (written as COCO files with absolute file names under ``OUT/splits``, so the
+``synthgen`` CLI reads them as well):
+
+* faces: ``val`` = 50 ``wider_face/train`` images drawn with split seed 0; ``pool`` = the other
+  250; a run of seed ``s`` trains on ``real_subset(pool, n, s)`` (the CLI's ``--n-real n --seed
+  s``). Validation (checkpoint selection) never sees a test image or a training image.
+* pedestrians: Penn-Fudan shuffled with split seed 0: 50 ``pool``, 10 ``val``, 40 ``test``.
+
+Pretraining draws samples live from :func:`synthgen.engine.iter_samples` through
+:class:`synthgen.training.data.IteratorSource` (no files in between) and keeps its best
+checkpoint by VOC AP@0.5 on the real validation split; the finetune starts from it. Test
+scores come from :func:`synthgen.evaluation.evaluate` (COCO AP/AP50 and VOC AP@0.5, score
+threshold 0.001).
+
+Stages, so that independent runs can go to different cores::
+
+    python bench/reproduce_paper.py prepare  --out /tmp/repro
+    python bench/reproduce_paper.py pretrain --out /tmp/repro --task faces --condition grabcut --steps 300
+    python bench/reproduce_paper.py finetune --out /tmp/repro --task faces --condition grabcut --n-real 100 --seed 0 --steps 300
+    python bench/reproduce_paper.py report   --out /tmp/repro --markdown docs/results-detection-table.md --plot docs/img/x.png
+
+Every finetune writes ``OUT/runs/<task>/<condition>/n<N>-s<seed>/result.json`` (test metrics,
+settings, wall time); ``report`` collects them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not DATA.is_dir():
+    DATA = Path("/work/shared/data")
+
+SPLIT_SEED = 0
+FACE_VAL_IMAGES = 50
+PED_SPLIT = (50, 10, 40)  # pool, val, test
+
+FACE_CONDITIONS = ("none", "naive", "grabcut", "mixed")
+PED_CONDITIONS = ("none", "polygon")
+
+
+# -- splits and cut-outs ----------------------------------------------------------------------
+
+
+def _subset_coco(src: Path, image_ids: list[int], dst: Path) -> None:
+    """A COCO file with only ``image_ids`` of ``src``, file names made absolute."""
+    data = json.loads(src.read_text())
+    keep = set(image_ids)
+    images = [dict(im, file_name=str((src.parent / im["file_name"]).resolve())) for im in data["images"] if im["id"] in keep]
+    anns = [a for a in data["annotations"] if a["image_id"] in keep]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(json.dumps({"images": images, "annotations": anns, "categories": data["categories"]}))
+
+
+def prepare_faces(out: Path) -> None:
+    src = DATA / "wider_face" / "train" / "annotations.json"
+    ids = sorted(im["id"] for im in json.loads(src.read_text())["images"])
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(ids))
+    val = [ids[i] for i in order[:FACE_VAL_IMAGES]]
+    pool = [ids[i] for i in order[FACE_VAL_IMAGES:]]
+    splits = out / "splits" / "faces"
+    _subset_coco(src, val, splits / "val.json")
+    _subset_coco(src, pool, splits / "pool.json")
+    test = DATA / "wider_face" / "val" / "annotations.json"
+    _subset_coco(test, [im["id"] for im in json.loads(test.read_text())["images"]], splits / "test.json")
+
+
+def prepare_pedestrians(out: Path) -> None:
+    src = DATA / "pennfudan" / "annotations.json"
+    ids = sorted(im["id"] for im in json.loads(src.read_text())["images"])
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(ids))
+    n_pool, n_val, n_test = PED_SPLIT
+    splits = out / "splits" / "pedestrians"
+    _subset_coco(src, [ids[i] for i in order[:n_pool]], splits / "pool.json")
+    _subset_coco(src, [ids[i] for i in order[n_pool : n_pool + n_val]], splits / "val.json")
+    _subset_coco(src, [ids[i] for i in order[n_pool + n_val : n_pool + n_val + n_test]], splits / "test.json")
+    write_person_cutouts(out / "persons" / "person")
+    write_person_free_backgrounds(out / "person_free")
+
+
+def write_person_cutouts(dst: Path, min_height: int = 64, min_fill: float = 0.2, min_tallness: float = 1.2) -> int:
+    """COCO128 persons as RGBA PNGs cropped to their polygon's box, the filled polygon as alpha.
+    Left out: persons shorter than ``min_height`` px, covering less than ``min_fill`` of their
+    box (mostly hidden ones), or whose box is less than ``min_tallness`` times as high as wide
+    (crowd regions, sitting or lying people: pedestrians stand upright)."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    root = DATA / "coco128"
+    written = 0
+    for split in ("train2017", "val2017"):
+        for label in sorted((root / "instance_segmentation" / "labels" / split).glob("*.txt")):
+            image = cv2.imread(str(root / "images" / split / f"{label.stem}.jpg"), cv2.IMREAD_COLOR)
+            if image is None:
+                continue
+            h, w = image.shape[:2]
+            for k, line in enumerate(label.read_text().splitlines()):
+                values = line.split()
+                if not values or values[0] != "1":  # panoptic "thing" id 1 = person
+                    continue
+                xy = (np.array(values[1:], dtype=np.float64).reshape(-1, 2) * [w, h]).round().astype(np.int32)
+                mask = np.zeros((h, w), np.uint8)
+                cv2.fillPoly(mask, [xy], 255)
+                ys, xs = np.nonzero(mask)
+                if len(ys) == 0:
+                    continue
+                y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+                if y1 - y0 < min_height or y1 - y0 < min_tallness * (x1 - x0) or mask[y0:y1, x0:x1].mean() / 255 < min_fill:
+                    continue
+                rgba = np.dstack([image[y0:y1, x0:x1], mask[y0:y1, x0:x1]])
+                cv2.imwrite(str(dst / f"{split}_{label.stem}_{k:02d}.png"), rgba)
+                written += 1
+    return written
+
+
+def write_person_free_backgrounds(dst: Path) -> int:
+    """Links to the COCO128 images (train and val) with no person box."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    n = 0
+    for split in ("train2017", "val2017"):
+        data = json.loads((DATA / "coco128" / f"{split}.json").read_text())
+        person_ids = {c["id"] for c in data["categories"] if c["name"] == "person"}
+        with_person = {a["image_id"] for a in data["annotations"] if a["category_id"] in person_ids}
+        for im in data["images"]:
+            if im["id"] not in with_person:
+                (dst / f"{split}_{Path(im['file_name']).name}").symlink_to(DATA / "coco128" / im["file_name"])
+                n += 1
+    return n
+
+
+# -- paste specs --------------------------------------------------------------------------------
+
+
+def paste_spec(out: Path, task: str, condition: str, image_size: int, seed: int):
+    from synthgen.compositor.config import PRESETS
+    from synthgen.engine import PasteSpec
+
+    if task == "faces":
+        # The paper's face preset, with the object scale matched to the face sizes of the real
+        # training pool (5th-95th percentile 0.023-0.33 of the image side), not the test set.
+        composite = PRESETS.get("faces").config(width=image_size, height=image_size, scale=(0.03, 0.4))
+        segmenter = "none" if condition == "naive" else "grabcut"
+        return PasteSpec(
+            objects=str(DATA / "faces_caltech"), backgrounds=str(DATA / "scenes"), segmenter=segmenter,
+            composite=composite, seed=seed,
+        )
+    from synthgen.compositor import CompositeConfig
+
+    composite = CompositeConfig(
+        width=image_size, height=image_size, objects_per_image=(1, 5), scale=(0.12, 0.55), rotation=5.0,
+        blend=("alpha", "gaussian"), min_visible=0.6,
+    )
+    return PasteSpec(
+        objects=str(out / "persons"), backgrounds=str(out / "person_free"), segmenter="alpha",
+        composite=composite, seed=seed,
+    )
+
+
+def synthetic_source(spec) -> Any:
+    from synthgen.engine import iter_samples, prepare
+    from synthgen.training.data import IteratorSource
+
+    scene = prepare(spec, progress=False)  # builds (or loads) the cached pools once, here
+    categories = [{"id": k, "name": n} for k, n in enumerate(scene.compositor.categories, start=1)]
+    return IteratorSource(partial(iter_samples, spec), categories), scene.notes
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace, out: Path, steps: int, eval_every: int):
+    from synthgen.training.loop import TrainConfig
+
+    return TrainConfig(
+        out=out, detector="ssd-mobilenet", steps=steps, batch_size=args.batch_size, lr=args.lr,
+        warmup_steps=min(50, steps // 10), image_size=args.image_size, eval_every=eval_every,
+        log_every=10, num_workers=args.num_workers, seed=args.seed, device="cpu", progress=False,
+    )
+
+
+def _fresh(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    return path
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from synthgen.training.coco import load_coco
+    from synthgen.training.loop import pretrain
+
+    out = _fresh(args.out / "pretrain" / args.task / args.condition / f"s{args.seed}")
+    spec = paste_spec(args.out, args.task, args.condition, args.image_size, args.seed)
+    source, notes = synthetic_source(spec)
+    print("\n".join(notes), flush=True)
+    val = load_coco(args.out / "splits" / args.task / "val.json")
+    started = time.perf_counter()
+    result = pretrain(_config(args, out, args.steps, args.eval_every), source, val)
+    _write_json(out / "result.json", {
+        "task": args.task, "condition": args.condition, "seed": args.seed, "steps": args.steps,
+        "batch_size": args.batch_size, "image_size": args.image_size, "lr": args.lr,
+        "best_val_voc_ap50": result.best_metric, "seconds": time.perf_counter() - started,
+        "paste_spec": spec.to_dict(), "notes": notes,
+    })
+    print(f"pretrain {args.task}/{args.condition}: best val VOC AP50 {result.best_metric}", flush=True)
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from synthgen.evaluation import evaluate
+    from synthgen.training.coco import load_coco
+    from synthgen.training.data import CocoSource, real_subset
+    from synthgen.training.loop import finetune, pretrain, train
+
+    splits = args.out / "splits" / args.task
+    run = _fresh(args.out / "runs" / args.task / args.condition / f"n{args.n_real}-s{args.seed}")
+    pool = load_coco(splits / "pool.json")
+    real_ids = real_subset(pool.image_ids, args.n_real, args.seed)
+    real = CocoSource(pool, real_ids, augment=True)
+    val = load_coco(splits / "val.json")
+    config = _config(args, run / "train", args.steps, args.eval_every)
+    started = time.perf_counter()
+    init = None
+    pretrain_seconds = 0.0
+    if args.condition == "none":
+        result = train(config, real, val)
+    elif args.condition == "mixed":
+        spec = paste_spec(args.out, args.task, "grabcut", args.image_size, args.seed)
+        synthetic, _ = synthetic_source(spec)
+        result = pretrain(config, synthetic, val, real=real, synthetic_fraction=0.5)
+    else:
+        pre = args.out / "pretrain" / args.task / args.condition / f"s{args.seed}"
+        init = pre / "best.pt"
+        if not init.is_file():
+            raise SystemExit(f"no pretrained checkpoint {init}: run the pretrain stage first")
+        pretrain_seconds = float(json.loads((pre / "result.json").read_text())["seconds"])
+        result = finetune(config, init, real, val)
+    finetune_seconds = time.perf_counter() - started
+    ckpt = result.best_checkpoint or result.last_checkpoint
+    metrics = evaluate(ckpt, splits / "test.json", out_dir=run / "test", device="cpu", batch_size=8)
+    summary = {
+        "task": args.task, "condition": args.condition, "n_real": args.n_real, "seed": args.seed,
+        "steps": args.steps, "batch_size": args.batch_size, "image_size": args.image_size, "lr": args.lr,
+        "init": None if init is None else str(init), "best_val_voc_ap50": result.best_metric,
+        "selected_step": _selected_step(result), "test": metrics.to_dict(),
+        "finetune_seconds": finetune_seconds, "pretrain_seconds": pretrain_seconds,
+        "real_image_ids": real_ids,
+    }
+    _write_json(run / "result.json", summary)
+    t = summary["test"]
+    print(f"{args.task}/{args.condition} n={args.n_real} seed={args.seed}: test AP50 {t['ap50']:.4f} "
+          f"VOC AP50 {t['voc_ap50']:.4f} AP {t['ap']:.4f}", flush=True)
+
+
+def _selected_step(result) -> int | None:
+    best = result.best_metric
+    for row in result.history:
+        value = row.get("val_voc_ap50")
+        if best is not None and value not in (None, "") and float(value) == best:
+            return int(row["step"])
+    return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+LABELS = {
+    ("faces", "none"): "no pretraining (ImageNet backbone)",
+    ("faces", "naive"): "pretrain: naive pasting (whole crops)",
+    ("faces", "grabcut"): "pretrain: segmented pasting (GrabCut)",
+    ("faces", "mixed"): "mixed: real + GrabCut pasting 1:1",
+    ("pedestrians", "none"): "no pretraining (ImageNet backbone)",
+    ("pedestrians", "polygon"): "pretrain: COCO128 person polygons",
+}
+
+
+def collect(out: Path) -> list[dict]:
+    rows = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/*/*/result.json"))]
+    order = {key: i for i, key in enumerate(LABELS)}
+    return sorted(rows, key=lambda r: (r["task"], r["n_real"], order.get((r["task"], r["condition"]), 99), r["seed"]))
+
+
+def _fmt(values: list[float]) -> str:
+    pct = [100 * v for v in values]
+    if len(pct) == 1:
+        return f"{pct[0]:.1f}"
+    return f"{np.mean(pct):.1f} ± {np.std(pct, ddof=1):.1f}"
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    rows = collect(args.out)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["n_real"], r["condition"]), []).append(r)
+    lines = [
+        "| task | real images | condition | seeds | test AP50 (COCO) | test VOC AP@0.5 | test AP | val VOC AP@0.5 (selection) | finetune steps | wall time (pretrain + finetune) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (task, n, cond), rs in groups.items():
+        seeds = ",".join(str(r["seed"]) for r in rs)
+        wall = np.mean([r["pretrain_seconds"] + r["finetune_seconds"] for r in rs]) / 60
+        lines.append(
+            f"| {task} | {n} | {LABELS.get((task, cond), cond)} | {seeds} | {_fmt([r['test']['ap50'] for r in rs])} "
+            f"| {_fmt([r['test']['voc_ap50'] for r in rs])} | {_fmt([r['test']['ap'] for r in rs])} "
+            f"| {_fmt([r['best_val_voc_ap50'] or 0.0 for r in rs])} | {rs[0]['steps']} | {wall:.0f} min |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    if args.plot:
+        plot(groups, Path(args.plot))
+
+
+def plot(groups: dict[tuple, list[dict]], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    tasks = sorted({k[0] for k in groups})
+    fig = Figure(figsize=(5 * len(tasks), 4), dpi=100)
+    for i, task in enumerate(tasks):
+        ax = fig.add_subplot(1, len(tasks), i + 1)
+        keys = [k for k in groups if k[0] == task]
+        names, means, errs, points = [], [], [], []
+        for key in keys:
+            values = [100 * r["test"]["ap50"] for r in groups[key]]
+            names.append(f"{LABELS.get((task, key[2]), key[2])}\n(n={key[1]})".replace(": ", ":\n"))
+            means.append(np.mean(values))
+            errs.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+            points.append(values)
+        x = np.arange(len(keys))
+        ax.bar(x, means, yerr=errs, capsize=4, color=["#999999", "#e49b3c", "#3c7ee4", "#5aae61"][: len(keys)])
+        for xi, vals in zip(x, points):
+            ax.scatter([xi] * len(vals), vals, color="black", s=12, zorder=3)
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, fontsize=7)
+        ax.set_ylabel("test AP50 (COCO, %)")
+        ax.set_title(task)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+    for name in ("prepare", "pretrain", "finetune", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--out", type=Path, required=True)
+        if name in ("pretrain", "finetune"):
+            p.add_argument("--task", choices=("faces", "pedestrians"), required=True)
+            p.add_argument("--condition", required=True)
+            p.add_argument("--steps", type=int, required=True)
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--batch-size", type=int, default=8)
+            p.add_argument("--image-size", type=int, default=320)
+            p.add_argument("--lr", type=float, default=1e-3)
+            p.add_argument("--eval-every", type=int, default=50)
+            p.add_argument("--num-workers", type=int, default=0)
+            p.add_argument("--threads", type=int, default=1)
+        if name == "finetune":
+            p.add_argument("--n-real", type=int, required=True)
+        if name == "report":
+            p.add_argument("--markdown")
+            p.add_argument("--plot")
+    args = parser.parse_args()
+    if hasattr(args, "threads"):
+        import torch
+
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(1)
+    if args.stage == "prepare":
+        prepare_faces(args.out)
+        prepare_pedestrians(args.out)
+        print(f"splits, person cut-outs and backgrounds in {args.out}")
+    elif args.stage == "pretrain":
+        cmd_pretrain(args)
+    elif args.stage == "finetune":
+        cmd_finetune(args)
+    else:
+        cmd_report(args)
+
+
+if __name__ == "__main__":
+    main()
