@@ -5,9 +5,10 @@ workers, at least 1.8x our own one-worker rate. The bare loop is measured in the
 interleaved with ours, so machine noise hits both alike.
 
 The bare loop is what a user would write by hand: backgrounds already decoded at the output
-size, objects already cut out and resized to the sizes our run pastes, a numpy alpha blend at a
-random place, and the same libjpeg-turbo encoder (OpenCV) at the same quality. No
-augmentation, no occlusion bookkeeping, no writer.
+size, objects already cut out (the same pool), each resized to a random size from the same
+scale range (a paste loop has to scale objects), a numpy alpha blend at a random place, and the
+same libjpeg-turbo encoder (OpenCV) at the same quality. No augmentation (flip, colour jitter),
+no occlusion rule or box bookkeeping, no writer.
 
 Run (needs ../shared/data):
     .venv/bin/python bench/paste_throughput.py --objects ../shared/data/faces_caltech --backgrounds ../shared/data/scenes
@@ -32,43 +33,36 @@ from synthgen.engine import PasteSpec, RunOptions, prepare, run_paste
 cv2.setNumThreads(1)
 
 
-def bare_loop(backgrounds: list[np.ndarray], objects: list[np.ndarray], n_objects: int, n: int, quality: int) -> float:
+def bare_loop(backgrounds: list[np.ndarray], objects: list[np.ndarray], spec: PasteSpec, n: int) -> float:
     """Samples per second of the hand-written baseline."""
+    cfg = spec.composite
+    count = cfg.objects_per_image[0]
     rng = np.random.default_rng(0)
     started = time.perf_counter()
     for i in range(n):
         canvas = backgrounds[i % len(backgrounds)].copy()
         h, w = canvas.shape[:2]
-        for _ in range(n_objects):
-            obj = objects[int(rng.integers(len(objects)))]
-            oh, ow = obj.shape[:2]
+        for _ in range(count):
+            cut = objects[int(rng.integers(len(objects)))]
+            side = rng.uniform(*cfg.scale) * min(w, h)
+            aspect = cut.shape[1] / cut.shape[0]
+            ow, oh = min(w - 1, max(1, int(side * np.sqrt(aspect)))), min(h - 1, max(1, int(side / np.sqrt(aspect))))
+            obj = cv2.resize(cut, (ow, oh), interpolation=cv2.INTER_AREA if ow < cut.shape[1] else cv2.INTER_LINEAR)
             y, x = int(rng.integers(0, h - oh + 1)), int(rng.integers(0, w - ow + 1))
             alpha = obj[..., 3:4].astype(np.float32) / 255.0
             region = canvas[y : y + oh, x : x + ow].astype(np.float32)
             canvas[y : y + oh, x : x + ow] = (obj[..., :3] * alpha + region * (1.0 - alpha)).astype(np.uint8)
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, spec.jpeg_quality])
         assert ok and len(buf) > 0
     return n / (time.perf_counter() - started)
 
 
-def baseline_inputs(spec: PasteSpec, count: int = 200) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Backgrounds cropped to the output size and cut-outs pre-resized to the sizes the
-    compositor draws, from the same pools our run uses."""
-    scene = prepare(spec, progress=False)
-    comp = scene.compositor
+def baseline_inputs(spec: PasteSpec, count: int = 300) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Backgrounds cropped to the output size and cut-outs, from the same pools our run uses."""
+    comp = prepare(spec, progress=False).compositor
     cfg = spec.composite
-    rng = np.random.default_rng(1)
-    backgrounds = []
-    for k in range(min(count, len(comp.backgrounds))):
-        bg = comp.backgrounds[k]
-        backgrounds.append(np.ascontiguousarray(bg[: cfg.height, : cfg.width]))
-    objects = []
-    for _ in range(count):
-        cut = comp.objects[int(rng.integers(len(comp.objects)))].rgba
-        side = rng.uniform(*cfg.scale) * min(cfg.width, cfg.height)
-        aspect = cut.shape[1] / cut.shape[0]
-        w, h = max(1, int(side * np.sqrt(aspect))), max(1, int(side / np.sqrt(aspect)))
-        objects.append(cv2.resize(np.ascontiguousarray(cut), (min(w, cfg.width - 1), min(h, cfg.height - 1)), interpolation=cv2.INTER_AREA))
+    backgrounds = [np.ascontiguousarray(comp.backgrounds[k][: cfg.height, : cfg.width]) for k in range(min(count, len(comp.backgrounds)))]
+    objects = [np.array(comp.objects[k].rgba) for k in range(min(count, len(comp.objects)))]
     return backgrounds, objects
 
 
@@ -104,7 +98,7 @@ def main() -> None:
             for fmt in args.formats.split(","):
                 bare, one, two = [], [], []
                 for _ in range(args.repeats):
-                    bare.append(bare_loop(backgrounds, objects, count, args.n, 90))
+                    bare.append(bare_loop(backgrounds, objects, spec, args.n))
                     one.append(ours(spec, fmt, 1, args.n))
                     two.append(ours(spec, fmt, 2, 2 * args.n))
                 row = {

@@ -44,7 +44,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ SPLIT_SEED = 0
 FACE_VAL_IMAGES = 50
 PED_SPLIT = (50, 10, 40)  # pool, val, test
 
+LARGE_SIDE = 32.0  # COCO's medium/large boundary (32x32 px)
 FACE_CONDITIONS = ("none", "naive", "grabcut", "mixed")
 PED_CONDITIONS = ("none", "polygon")
 
@@ -183,12 +184,18 @@ def paste_spec(out: Path, task: str, condition: str, image_size: int, seed: int)
     )
 
 
-def synthetic_source(spec) -> Any:
+CLASS_NAMES = {"faces": "face", "pedestrians": "person"}  # the real data's class names
+
+
+def synthetic_source(spec, task: str) -> Any:
     from synthgen.engine import iter_samples, prepare
     from synthgen.training.data import IteratorSource
 
     scene = prepare(spec, progress=False)  # builds (or loads) the cached pools once, here
-    categories = [{"id": k, "name": n} for k, n in enumerate(scene.compositor.categories, start=1)]
+    # One object class, named after its folder (faces_caltech); it is the real data's class,
+    # and a real + synthetic mix matches classes by name.
+    assert len(scene.compositor.categories) == 1
+    categories = [{"id": 1, "name": CLASS_NAMES[task]}]
     return IteratorSource(partial(iter_samples, spec), categories), scene.notes
 
 
@@ -217,7 +224,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     out = _fresh(args.out / "pretrain" / args.task / args.condition / f"s{args.seed}")
     spec = paste_spec(args.out, args.task, args.condition, args.image_size, args.seed)
-    source, notes = synthetic_source(spec)
+    source, notes = synthetic_source(spec, args.task)
     print("\n".join(notes), flush=True)
     val = load_coco(args.out / "splits" / args.task / "val.json")
     started = time.perf_counter()
@@ -232,7 +239,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from synthgen.evaluation import evaluate
+    from synthgen.evaluation import evaluate, evaluate_detections
     from synthgen.training.coco import load_coco
     from synthgen.training.data import CocoSource, real_subset
     from synthgen.training.loop import finetune, pretrain, train
@@ -251,10 +258,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         result = train(config, real, val)
     elif args.condition == "mixed":
         spec = paste_spec(args.out, args.task, "grabcut", args.image_size, args.seed)
-        synthetic, _ = synthetic_source(spec)
+        synthetic, _ = synthetic_source(spec, args.task)
         result = pretrain(config, synthetic, val, real=real, synthetic_fraction=0.5)
     else:
-        pre = args.out / "pretrain" / args.task / args.condition / f"s{args.seed}"
+        pre = args.out / "pretrain" / args.task / args.condition / f"s{args.pretrain_seed}"
         init = pre / "best.pt"
         if not init.is_file():
             raise SystemExit(f"no pretrained checkpoint {init}: run the pretrain stage first")
@@ -263,11 +270,14 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     finetune_seconds = time.perf_counter() - started
     ckpt = result.best_checkpoint or result.last_checkpoint
     metrics = evaluate(ckpt, splits / "test.json", out_dir=run / "test", device="cpu", batch_size=8)
+    detections = json.loads((run / "test" / "detections.json").read_text())
+    large = evaluate_detections(ignore_small(splits / "test.json", LARGE_SIDE), detections)
     summary = {
         "task": args.task, "condition": args.condition, "n_real": args.n_real, "seed": args.seed,
         "steps": args.steps, "batch_size": args.batch_size, "image_size": args.image_size, "lr": args.lr,
-        "init": None if init is None else str(init), "best_val_voc_ap50": result.best_metric,
-        "selected_step": _selected_step(result), "test": metrics.to_dict(),
+        "init": None if init is None else str(init), "pretrain_seed": None if init is None else args.pretrain_seed,
+        "best_val_voc_ap50": result.best_metric,
+        "selected_step": _selected_step(result), "test": metrics.to_dict(), "test_large": large.to_dict(),
         "finetune_seconds": finetune_seconds, "pretrain_seconds": pretrain_seconds,
         "real_image_ids": real_ids,
     }
@@ -275,6 +285,17 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     t = summary["test"]
     print(f"{args.task}/{args.condition} n={args.n_real} seed={args.seed}: test AP50 {t['ap50']:.4f} "
           f"VOC AP50 {t['voc_ap50']:.4f} AP {t['ap']:.4f}", flush=True)
+
+
+def ignore_small(path: Path, side: float) -> dict:
+    """The ground truth of ``path`` with objects smaller than ``side``x``side`` px (box area,
+    original image pixels) turned into ignore regions: a secondary score on the objects an
+    SSD at 320 px can resolve. A detection on an ignored object is neither hit nor miss."""
+    data = json.loads(path.read_text())
+    for ann in data["annotations"]:
+        if ann["bbox"][2] * ann["bbox"][3] < side * side:
+            ann["iscrowd"] = 1
+    return data
 
 
 def _selected_step(result) -> int | None:
@@ -304,6 +325,11 @@ LABELS = {
 }
 
 
+SHORT = {"none": "no pretraining", "naive": "naive paste", "grabcut": "GrabCut paste", "mixed": "mixed 1:1",
+         "polygon": "polygon paste"}
+COLOURS = {"none": "#999999", "naive": "#e49b3c", "grabcut": "#3c7ee4", "mixed": "#5aae61", "polygon": "#3c7ee4"}
+
+
 def collect(out: Path) -> list[dict]:
     rows = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/*/*/result.json"))]
     order = {key: i for i, key in enumerate(LABELS)}
@@ -317,14 +343,21 @@ def _fmt(values: list[float]) -> str:
     return f"{np.mean(pct):.1f} ± {np.std(pct, ddof=1):.1f}"
 
 
+def _steps(row: dict) -> str:
+    if row["init"] is None:
+        return f"0 + {row['steps']}" if row["condition"] == "none" else f"{row['steps']} (mixed)"
+    pre = json.loads((Path(row["init"]).parent / "result.json").read_text())
+    return f"{pre['steps']} + {row['steps']}"
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     rows = collect(args.out)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["n_real"], r["condition"]), []).append(r)
     lines = [
-        "| task | real images | condition | seeds | test AP50 (COCO) | test VOC AP@0.5 | test AP | val VOC AP@0.5 (selection) | finetune steps | wall time (pretrain + finetune) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | real images | condition | seeds | test AP50 (COCO) | test VOC AP@0.5 | test AP | test AP50, objects >= 32 px | val VOC AP@0.5 (selection) | steps (pretrain + finetune) | wall time (pretrain + finetune) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (task, n, cond), rs in groups.items():
         seeds = ",".join(str(r["seed"]) for r in rs)
@@ -332,7 +365,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         lines.append(
             f"| {task} | {n} | {LABELS.get((task, cond), cond)} | {seeds} | {_fmt([r['test']['ap50'] for r in rs])} "
             f"| {_fmt([r['test']['voc_ap50'] for r in rs])} | {_fmt([r['test']['ap'] for r in rs])} "
-            f"| {_fmt([r['best_val_voc_ap50'] or 0.0 for r in rs])} | {rs[0]['steps']} | {wall:.0f} min |"
+            f"| {_fmt([r['test_large']['ap50'] for r in rs])} "
+            f"| {_fmt([r['best_val_voc_ap50'] or 0.0 for r in rs])} | {_steps(rs[0])} | {wall:.0f} min |"
         )
     table = "\n".join(lines) + "\n"
     print(table)
@@ -353,22 +387,120 @@ def plot(groups: dict[tuple, list[dict]], path: Path) -> None:
         names, means, errs, points = [], [], [], []
         for key in keys:
             values = [100 * r["test"]["ap50"] for r in groups[key]]
-            names.append(f"{LABELS.get((task, key[2]), key[2])}\n(n={key[1]})".replace(": ", ":\n"))
+            names.append(f"{SHORT.get(key[2], key[2])}\n{key[1]} real")
             means.append(np.mean(values))
             errs.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
             points.append(values)
         x = np.arange(len(keys))
-        ax.bar(x, means, yerr=errs, capsize=4, color=["#999999", "#e49b3c", "#3c7ee4", "#5aae61"][: len(keys)])
+        ax.bar(x, means, yerr=errs, capsize=4, color=[COLOURS.get(k[2], "#777777") for k in keys])
         for xi, vals in zip(x, points):
             ax.scatter([xi] * len(vals), vals, color="black", s=12, zorder=3)
         ax.set_xticks(x)
-        ax.set_xticklabels(names, fontsize=7)
-        ax.set_ylabel("test AP50 (COCO, %)")
+        ax.set_xticklabels(names, fontsize=8)
+        ax.set_ylabel("test AP50 (COCO, %); dots: seeds")
         ax.set_title(task)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
+
+
+# -- the whole protocol on parallel lanes ---------------------------------------------------------
+
+
+@dataclass
+class Job:
+    name: str
+    argv: list[str]
+    done: Path  # exists when the job has finished
+    deps: list[str] = field(default_factory=list)
+
+
+def plan_jobs(args: argparse.Namespace) -> list[Job]:
+    """Every stage of the protocol, most important first: seed 0 of all conditions at the
+    smallest real-set sizes, then further seeds and sizes, then mixed training."""
+    out = args.out
+    common = ["--out", str(out), "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
+              "--lr", str(args.lr), "--threads", "1"]
+    tasks = {
+        "faces": (args.face_sizes, args.face_conditions, args.pretrain_steps, args.finetune_steps),
+        "pedestrians": (args.ped_sizes, args.ped_conditions, args.ped_pretrain_steps, args.ped_finetune_steps),
+    }
+    jobs: list[Job] = []
+
+    def pretrain(task: str, condition: str, steps: int) -> str:
+        name = f"pre-{task}-{condition}"
+        jobs.append(Job(name, ["pretrain", "--task", task, "--condition", condition, "--steps", str(steps),
+                               "--eval-every", str(max(1, steps // 4)), *common],
+                        out / "pretrain" / task / condition / "s0" / "result.json"))
+        return name
+
+    def finetune(task: str, condition: str, n: int, seed: int, steps: int, deps: list[str]) -> None:
+        jobs.append(Job(f"ft-{task}-{condition}-n{n}-s{seed}",
+                        ["finetune", "--task", task, "--condition", condition, "--n-real", str(n), "--seed", str(seed),
+                         "--steps", str(steps), "--eval-every", str(max(1, steps // 4)), *common],
+                        out / "runs" / task / condition / f"n{n}-s{seed}" / "result.json", deps))
+
+    pretrained = {}
+    for seed_index, seed in enumerate(args.seeds):
+        for size_index, _ in enumerate(max(tasks["faces"][0], tasks["pedestrians"][0], key=len)):
+            for task, (sizes, conditions, pre_steps, ft_steps) in tasks.items():
+                if size_index >= len(sizes):
+                    continue
+                n = sizes[size_index]
+                for condition in conditions:
+                    if condition == "mixed":
+                        continue
+                    deps = []
+                    if condition != "none":
+                        if (task, condition) not in pretrained:
+                            pretrained[task, condition] = pretrain(task, condition, pre_steps)
+                        deps = [pretrained[task, condition]]
+                    finetune(task, condition, n, seed, ft_steps, deps)
+    for seed in args.seeds:
+        for n in args.face_sizes:
+            if "mixed" in args.face_conditions:
+                finetune("faces", "mixed", n, seed, args.finetune_steps, [])
+    # Pretraining first: it is the long end of every dependency chain.
+    return sorted(jobs, key=lambda job: not job.name.startswith("pre-"))
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    """Run the jobs of :func:`plan_jobs` on ``--jobs`` lanes (one torch thread each); finished
+    jobs (their result file exists) are skipped, so an interrupted plan resumes."""
+    import subprocess
+    import sys
+
+    jobs = plan_jobs(args)
+    logs = args.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    state = {j.name: ("done" if j.done.is_file() else "todo") for j in jobs}
+    running: dict[str, subprocess.Popen] = {}
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    print(f"{len(jobs)} jobs, {sum(v == 'done' for v in state.values())} already done", flush=True)
+    while any(v in ("todo", "running") for v in state.values()):
+        for name, proc in list(running.items()):
+            code = proc.poll()
+            if code is not None:
+                del running[name]
+                state[name] = "done" if code == 0 else "failed"
+                print(f"{time.strftime('%H:%M:%S')} {name}: {state[name]}", flush=True)
+        for job in jobs:
+            if len(running) >= args.jobs:
+                break
+            if state[job.name] != "todo":
+                continue
+            if any(state[d] == "failed" for d in job.deps):
+                state[job.name] = "failed"
+                print(f"{job.name}: skipped, a dependency failed", flush=True)
+            elif all(state[d] == "done" for d in job.deps):
+                log = (logs / f"{job.name}.log").open("w")
+                running[job.name] = subprocess.Popen(
+                    [sys.executable, __file__, *job.argv], stdout=log, stderr=subprocess.STDOUT, env=env
+                )
+                state[job.name] = "running"
+                print(f"{time.strftime('%H:%M:%S')} {job.name}: started", flush=True)
+        time.sleep(2)
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -377,7 +509,7 @@ def plot(groups: dict[tuple, list[dict]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
-    for name in ("prepare", "pretrain", "finetune", "report"):
+    for name in ("prepare", "pretrain", "finetune", "report", "plan"):
         p = sub.add_parser(name)
         p.add_argument("--out", type=Path, required=True)
         if name in ("pretrain", "finetune"):
@@ -393,6 +525,23 @@ def main() -> None:
             p.add_argument("--threads", type=int, default=1)
         if name == "finetune":
             p.add_argument("--n-real", type=int, required=True)
+            p.add_argument("--pretrain-seed", type=int, default=0, help="Start from this pretraining run.")
+        if name == "plan":
+            ints = lambda text: [int(v) for v in text.split(",") if v]  # noqa: E731
+            words = lambda text: [v for v in text.split(",") if v]  # noqa: E731
+            p.add_argument("--jobs", type=int, default=2, help="Parallel lanes (one CPU thread each).")
+            p.add_argument("--seeds", type=ints, default=[0, 1])
+            p.add_argument("--face-sizes", type=ints, default=[100])
+            p.add_argument("--ped-sizes", type=ints, default=[25])
+            p.add_argument("--face-conditions", type=words, default=list(FACE_CONDITIONS))
+            p.add_argument("--ped-conditions", type=words, default=list(PED_CONDITIONS))
+            p.add_argument("--pretrain-steps", type=int, default=400)
+            p.add_argument("--finetune-steps", type=int, default=200)
+            p.add_argument("--ped-pretrain-steps", type=int, default=300)
+            p.add_argument("--ped-finetune-steps", type=int, default=150)
+            p.add_argument("--batch-size", type=int, default=8)
+            p.add_argument("--image-size", type=int, default=320)
+            p.add_argument("--lr", type=float, default=1e-3)
         if name == "report":
             p.add_argument("--markdown")
             p.add_argument("--plot")
@@ -410,6 +559,8 @@ def main() -> None:
         cmd_pretrain(args)
     elif args.stage == "finetune":
         cmd_finetune(args)
+    elif args.stage == "plan":
+        cmd_plan(args)
     else:
         cmd_report(args)
 

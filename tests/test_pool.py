@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from synthgen.errors import InputError, OutputExistsError
-from synthgen.pool import ObjectPool, build_pool, cached_pool, format_summary
+from synthgen.pool import POOL_VERSION, ObjectPool, build_pool, cached_pool, format_summary
 from synthgen.segmenters import GrabCutSegmenter, MaskQuality, make_segmenter
 from synthgen.sources import FolderSource
 
@@ -74,7 +74,12 @@ def test_cutout_is_the_masked_crop_pixel_for_pixel(paired: Path, tmp_path: Path)
     cols = np.flatnonzero(expected_mask.any(axis=0))
     crop = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     assert cut.rgba.shape == (rows.size, cols.size, 4)
-    assert np.array_equal(cut.rgba[..., :3], noise_image(1)[crop])
+    solid = expected_mask[crop] >= 128
+    # The object's pixels are the source's; under the transparent ones the pool bleeds the
+    # nearest object colour (see bleed_colours), never the source background.
+    assert np.array_equal(cut.rgba[..., :3][solid], noise_image(1)[crop][solid])
+    object_colours = {tuple(c) for c in noise_image(1)[crop][solid]}
+    assert all(tuple(c) in object_colours for c in cut.rgba[..., :3][~solid])
     assert np.array_equal(cut.rgba[..., 3], expected_mask[crop])
     assert tuple(pool.shapes[1]) == cut.rgba.shape[:2]
     assert not cut.rgba.flags.writeable
@@ -148,7 +153,7 @@ def test_load_rejects_folders_that_are_not_pools(tmp_path: Path, paired: Path) -
     index_path.write_text(json.dumps(index))
     with pytest.raises(InputError, match="format version 999"):
         ObjectPool.load(tmp_path / "pool")
-    index["version"] = 1
+    index["version"] = POOL_VERSION
     del index["objects"]["offset"]
     index_path.write_text(json.dumps(index))
     with pytest.raises(InputError, match="damaged"):

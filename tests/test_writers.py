@@ -567,3 +567,26 @@ def test_reader_reports_a_damaged_shard(tmp_path):
     shard.write_bytes(shard.read_bytes()[:3000])
     with pytest.raises(InputError, match="shard-000001.tar is damaged"):
         list(iter_dataset(tmp_path))
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 513, 30000])
+def test_shard_bytes_are_what_tarfile_writes(size):
+    """The fast ustar writer produces exactly the bytes of Python's tarfile for our members."""
+    import io
+    import tarfile
+
+    from synthgen.writers.wds import _TarStream
+
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    reference = io.BytesIO()
+    with tarfile.open(fileobj=reference, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        for name in ("0000000007.jpg", "0000000007.json"):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uname, info.gname = size, 0, 0o444, "synthgen", "synthgen"
+            tar.addfile(info, io.BytesIO(payload))
+    ours = io.BytesIO()
+    stream = _TarStream(ours)
+    for name in ("0000000007.jpg", "0000000007.json"):
+        stream.add(name, payload)
+    stream.close()
+    assert ours.getvalue() == reference.getvalue()

@@ -91,10 +91,12 @@ class Compositor:
     def categories(self) -> list[str]:
         return list(self.objects.classes)
 
-    def render(self, seed: int, index: int, keep_masks: bool = False) -> Sample:
+    def render(self, seed: int, index: int, keep_masks: bool = False, out: np.ndarray | None = None) -> Sample:
+        """Sample ``index`` of the run seeded ``seed``. ``out``, a (height, width, 3) uint8 array,
+        receives the image instead of a new array (the caller then owns reusing it)."""
         cfg = self.config
         rng = sample_rng(seed, index)
-        canvas = self._background(rng)
+        canvas = self._background(rng, out)
         height, width = canvas.shape[:2]
         # Which object is on top at each pixel (-1: background), for the occlusion rule and boxes.
         owner = np.full((height, width), -1, dtype=np.int16)
@@ -118,7 +120,7 @@ class Compositor:
 
     # -- steps -------------------------------------------------------------------------------
 
-    def _background(self, rng: np.random.Generator) -> np.ndarray:
+    def _background(self, rng: np.random.Generator, out: np.ndarray | None) -> np.ndarray:
         cfg = self.config
         bg = self.backgrounds[int(rng.integers(len(self.backgrounds)))]
         h, w = bg.shape[:2]
@@ -129,7 +131,11 @@ class Compositor:
             )
         y0 = int(rng.integers(h - cfg.height + 1))
         x0 = int(rng.integers(w - cfg.width + 1))
-        return np.array(bg[y0 : y0 + cfg.height, x0 : x0 + cfg.width], dtype=np.uint8, copy=True)
+        crop = bg[y0 : y0 + cfg.height, x0 : x0 + cfg.width]
+        if out is None:
+            return np.array(crop, dtype=np.uint8, copy=True)
+        np.copyto(out, crop)
+        return out
 
     def _augmented(self, rgba: np.ndarray, rng: np.random.Generator) -> ObjectPatch | None:
         cfg = self.config

@@ -151,7 +151,11 @@ def deferred_interrupts() -> Iterator[None]:
     torch's or multiprocessing's would bypass) is what makes this reliable. Off the main
     thread, where handlers cannot be changed, the block runs unprotected.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or all(
+        getattr(signal.getsignal(sig), "never_raises", False) for sig in (signal.SIGINT, signal.SIGTERM)
+    ):
+        # Off the main thread nothing can be swapped; and handlers marked ``never_raises``
+        # (synthgen.engine's stop flag) already wait for the write to end.
         yield
         return
     caught: list[tuple[int, object]] = []
