@@ -17,7 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from synthgen.detectors import DETECTORS
+# The CLI imports this module at start-up: it must not import torch (via synthgen.detectors), or
+# every `synthgen paste` would pay seconds and hundreds of MB for it. tests/test_cli.py checks
+# that this list matches the detector registry.
+DETECTOR_NAMES = ("ssd-mobilenet", "ssdlite-mbv3", "retinanet-r50", "fasterrcnn-mbv3")
 
 out_console = Console()
 
@@ -34,7 +37,7 @@ Detector = Annotated[
     Optional[str],
     typer.Option(
         "--detector",
-        help=f"One of: {', '.join(DETECTORS.names())} (default: ssd-mobilenet, or the --init checkpoint's).",
+        help=f"One of: {', '.join(DETECTOR_NAMES)} (default: ssd-mobilenet, or the --init checkpoint's).",
     ),
 ]
 Steps = Annotated[int, typer.Option("--steps", help="Optimizer steps.")]

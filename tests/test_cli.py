@@ -153,3 +153,22 @@ def test_config_file_gives_defaults_and_flags_override(tmp_path, objects_dir, ba
     (tmp_path / "synthgen.toml").write_text("[paste]\nobjcts = 'typo'\n")
     code, text = run("paste", "--out", "x", cwd=tmp_path, monkeypatch=monkeypatch)
     assert code == 2 and "objcts" in text
+
+
+def test_paste_path_does_not_import_torch():
+    """`synthgen paste` must start fast and stay small: no torch in the CLI or the paste path."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, synthgen.cli, synthgen.engine, synthgen.writers.wds, synthgen.writers.coco, "
+        "synthgen.writers.yolo, synthgen.pool, synthgen.backgrounds; print('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_detector_names_in_the_help_match_the_registry():
+    from synthgen.detectors import DETECTORS
+    from synthgen.train_cli import DETECTOR_NAMES
+
+    assert list(DETECTOR_NAMES) == DETECTORS.names()

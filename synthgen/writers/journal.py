@@ -102,23 +102,11 @@ def _read_good_lines(data: bytes) -> tuple[list[dict], list[int]]:
 
 
 def place_file(final: Path, data: bytes) -> None:
-    """Write ``data`` to a hidden temporary name beside ``final`` and rename it into place, so
-    that ``final`` either does not exist or is complete. (No fsync: the journal line written
-    after this is what marks the file as done, and a resume checks the file still exists.)"""
-    tmp = final.with_name(f".{final.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def remove_temporaries(folder: Path) -> None:
-    """Delete the ``.<name>.tmp`` files that an interrupted :func:`place_file` left in ``folder``."""
-    for path in folder.glob(".*.tmp"):
-        path.unlink(missing_ok=True)
+    """Write ``data`` to ``final``. No temporary name and no fsync: the journal line written
+    after this is what marks the file as done; a file cut short by a kill has no journal line,
+    so it is in no annotation file and a resume deletes it (and checks journaled files exist)."""
+    with open(final, "wb") as f:
+        f.write(data)
 
 
 def resume_sample_journal(journal: Journal, entries: list[dict], files_of: Callable[[str], list[Path]]) -> list[dict]:
@@ -133,8 +121,7 @@ def resume_sample_journal(journal: Journal, entries: list[dict], files_of: Calla
 
 def remove_unjournaled(folder: Path, suffix: str, keep: set[str]) -> None:
     """Delete files ``<key><suffix>`` in ``folder`` that the journal does not list (written by a
-    run that was stopped before journaling them) and temporary files."""
-    remove_temporaries(folder)
+    run that was stopped before journaling them, possibly cut short)."""
     for path in folder.glob(f"*{suffix}"):
         if path.stem not in keep:
             path.unlink()
