@@ -22,6 +22,15 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+def _file_bytes(path: str | Path) -> np.ndarray | None:
+    """The file's bytes, or None when it is missing, unreadable or empty."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError:
+        return None
+    return data if data.size else None
+
+
 def read_image(path: str | Path, *, keep_alpha: bool = False) -> np.ndarray | None:
     """Decode an image file to ``uint8`` RGB ``(H, W, 3)``, or RGBA ``(H, W, 4)`` when
     ``keep_alpha`` and the file has an alpha channel.
@@ -29,11 +38,8 @@ def read_image(path: str | Path, *, keep_alpha: bool = False) -> np.ndarray | No
     Grey images become 3-channel, 16-bit images are scaled to 8 bits. Returns ``None`` when the
     file is missing, empty, truncated or not an image: callers skip it and count it.
     """
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    if data.size == 0:
+    data = _file_bytes(path)
+    if data is None:
         return None
     flag = cv2.IMREAD_UNCHANGED if keep_alpha else cv2.IMREAD_COLOR
     image = cv2.imdecode(data, flag)
@@ -55,11 +61,8 @@ def read_image(path: str | Path, *, keep_alpha: bool = False) -> np.ndarray | No
 def read_mask(path: str | Path) -> np.ndarray | None:
     """Decode a mask file to ``float32`` ``(H, W)`` in [0, 1] (any non-zero grey is foreground
     weight: 255 is 1.0). Returns ``None`` when unreadable."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    if data.size == 0:
+    data = _file_bytes(path)
+    if data is None:
         return None
     mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
     if mask is None or mask.size == 0:

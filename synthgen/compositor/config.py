@@ -109,18 +109,6 @@ class CompositeConfig:
         """A copy with ``changes`` applied (None values are ignored), validated."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None}).validate()
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CompositeConfig":
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise InputError(f"unknown compositor settings: {', '.join(unknown)}")
-        converted = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**converted).validate()
-
 
 @dataclass(frozen=True)
 class Preset:
