@@ -26,12 +26,20 @@ checkpoint by VOC AP@0.5 on the real validation split; the finetune starts from 
 scores come from :func:`synthgen.evaluation.evaluate` (COCO AP/AP50 and VOC AP@0.5, score
 threshold 0.001).
 
-Stages, so that independent runs can go to different cores::
+Stages, so that independent runs can go to different cores (``plan`` runs them all, in order
+of importance, on ``--jobs`` lanes of one thread each, and resumes by skipping finished jobs)::
 
     python bench/reproduce_paper.py prepare  --out /tmp/repro
+    python bench/reproduce_paper.py plan     --out /tmp/repro --jobs 2 --seeds 0,1
+    python bench/reproduce_paper.py report   --out /tmp/repro --plot docs/img/detection_ap50.png
+
+or one stage at a time::
+
     python bench/reproduce_paper.py pretrain --out /tmp/repro --task faces --condition grabcut --steps 300
-    python bench/reproduce_paper.py finetune --out /tmp/repro --task faces --condition grabcut --n-real 100 --seed 0 --steps 300
-    python bench/reproduce_paper.py report   --out /tmp/repro --markdown docs/results-detection-table.md --plot docs/img/x.png
+    python bench/reproduce_paper.py finetune --out /tmp/repro --task faces --condition grabcut --n-real 100 --seed 0 --steps 150
+
+Results and the commands of the reported run: ``docs/results-detection.md``. Needs
+``../shared/data`` and the ImageNet MobileNetV2 file in torch's hub cache.
 
 Every finetune writes ``OUT/runs/<task>/<condition>/n<N>-s<seed>/result.json`` (test metrics,
 settings, wall time); ``report`` collects them.
