@@ -213,18 +213,24 @@ def encode_sample(sample: Sample, jpeg_quality: int, masks: bool) -> EncodedSamp
     )
 
 
-def iter_samples(spec: PasteSpec, start: int = 0, step: int = 1, progress: bool = False) -> Iterator[Sample]:
-    """An endless in-process stream of samples ``start, start+step, ...`` (for training without
-    writing anything to disk)."""
+def iter_samples(spec: PasteSpec, start: int = 0, step: int = 1, workers: int = 0, progress: bool = False) -> Iterator[Sample]:
+    """An endless stream of samples ``start, start+step, ...``, in order, for training without
+    writing anything to disk: rendered in this process (``workers=0``) or by that many paste
+    worker processes feeding the caller. The same samples ``synthgen paste`` would write."""
     scene = prepare(spec, progress=progress)
-    for index in itertools.count(start, step):
-        yield scene.compositor.render(spec.seed, index, keep_masks=spec.masks)
+    indices = itertools.count(start, step)
+    if workers <= 0:
+        for index in indices:
+            yield scene.compositor.render(spec.seed, index, keep_masks=spec.masks)
+    else:
+        yield from _render_in_workers(scene.compositor, spec, indices, workers, encode=False, should_stop=lambda: False)
 
 
 # -- workers ----------------------------------------------------------------------------------
 
-def _worker_main(tasks, results, compositor: Compositor, spec: PasteSpec) -> None:
-    """Render batches from ``tasks`` into ``results`` until told to stop or orphaned.
+def _worker_main(tasks, results, compositor: Compositor, spec: PasteSpec, encode: bool) -> None:
+    """Render batches from ``tasks`` into ``results`` (encoded for a writer, or raw samples)
+    until told to stop or orphaned.
 
     Workers ignore SIGINT and SIGTERM: a signal to the whole process group (Ctrl-C in a
     terminal, ``kill -TERM -PGID``) must not kill a worker half-way through a queue operation,
@@ -246,7 +252,10 @@ def _worker_main(tasks, results, compositor: Compositor, spec: PasteSpec) -> Non
             return
         batch_id, indices = task
         try:
-            rendered = [render_encoded(compositor, spec, i, canvas) for i in indices]
+            if encode:
+                rendered = [render_encoded(compositor, spec, i, canvas) for i in indices]
+            else:
+                rendered = [compositor.render(spec.seed, i, keep_masks=spec.masks) for i in indices]
             results.put((batch_id, rendered, None))
         except BaseException:  # report, so the main process can fail with the real cause
             results.put((batch_id, None, traceback.format_exc()))
@@ -256,7 +265,7 @@ class _WorkerPool:
     """Worker processes fed through two queues; batches come back in any order and are
     re-ordered by the caller. Used as a context manager: exit kills the workers."""
 
-    def __init__(self, workers: int, compositor: Compositor, spec: PasteSpec) -> None:
+    def __init__(self, workers: int, compositor: Compositor, spec: PasteSpec, encode: bool) -> None:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         ctx = multiprocessing.get_context(method)
         self.tasks = ctx.Queue()
@@ -264,7 +273,7 @@ class _WorkerPool:
         self.processes = [
             ctx.Process(
                 target=_worker_main,
-                args=(self.tasks, self.results, compositor, spec),
+                args=(self.tasks, self.results, compositor, spec, encode),
                 daemon=True,
             )
             for _ in range(workers)
@@ -342,19 +351,25 @@ def _produce(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], wo
                 return
             yield render_encoded(compositor, spec, index, canvas)
         return
+    yield from _render_in_workers(compositor, spec, indices, workers, encode=True, should_stop=lambda: stop.requested)
+
+
+def _render_in_workers(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], workers: int, encode: bool, should_stop) -> Iterator:
+    """Samples for ``indices`` rendered by ``workers`` processes, yielded in index order; stops
+    (and kills the workers) as soon as ``should_stop()`` or the consumer stops iterating."""
     batch_size = 8
-    window = 4 * workers  # batches in flight: keeps workers busy, bounds memory for --n inf
+    window = 4 * workers  # batches in flight: keeps workers busy, bounds memory for endless runs
     batches = _batched(indices, batch_size)
-    with _WorkerPool(workers, compositor, spec) as pool:
+    with _WorkerPool(workers, compositor, spec, encode) as pool:
         submitted = 0
         for batch in itertools.islice(batches, window):
             pool.submit(submitted, batch)
             submitted += 1
-        finished: dict[int, list[EncodedSample]] = {}
+        finished: dict[int, list] = {}
         next_id = 0
         while next_id < submitted:
             while next_id not in finished:
-                if stop.requested:
+                if should_stop():
                     return
                 result = pool.next_result(timeout=0.2)
                 if result is not None:
@@ -365,7 +380,7 @@ def _produce(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], wo
                 pool.submit(submitted, batch)
                 submitted += 1
             for sample in samples:
-                if stop.requested:
+                if should_stop():
                     return
                 yield sample
 

@@ -132,6 +132,17 @@ def test_inf_needs_wds_and_other_impossible_options(tmp_path, objects_dir, backg
         run_paste(spec_for(objects_dir, backgrounds_dir, jpeg_quality=0), RunOptions(out=tmp_path / "o", n=5, progress=False))
 
 
+def test_stream_from_paste_workers_is_the_in_process_stream(objects_dir, backgrounds_dir):
+    spec = spec_for(objects_dir, backgrounds_dir, seed=4)
+    local = iter_samples(spec, start=1, step=3)
+    fed = iter_samples(spec, start=1, step=3, workers=2)
+    for _ in range(20):
+        a, b = next(local), next(fed)
+        assert a.index == b.index and np.array_equal(a.image, b.image)
+        assert [x.bbox for x in a.annotations] == [x.bbox for x in b.annotations]
+    fed.close()  # stopping the consumer stops the workers
+
+
 def test_iter_samples_streams_the_same_samples_as_the_files(tmp_path, objects_dir, backgrounds_dir):
     spec = spec_for(objects_dir, backgrounds_dir, seed=2)
     stream = iter_samples(spec, start=3, step=2)
