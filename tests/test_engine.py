@@ -186,3 +186,19 @@ def test_signal_during_endless_run_leaves_only_valid_tars(tmp_path, objects_dir,
     assert keys == sorted(set(keys)) and len(keys) >= 15
     # The stream resumes where it stopped.
     assert int(keys[-1]) == len(keys) - 1
+
+
+def test_masks_on_request_are_the_visible_masks_of_the_boxes(tmp_path, objects_dir, backgrounds_dir):
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    composite = CompositeConfig(width=96, height=80, objects_per_image=(3, 6), scale=(0.3, 0.6), min_visible=0.3)
+    spec = PasteSpec(objects=str(objects_dir), backgrounds=str(backgrounds_dir), composite=composite, masks=True)
+    run_paste(spec, RunOptions(out=tmp_path / "c", format="coco", n=8, progress=False))
+    coco = COCO(str(tmp_path / "c" / "annotations.json"))
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        mask = mask_utils.decode(ann["segmentation"]).astype(bool)
+        ys, xs = np.nonzero(mask)
+        assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        assert ann["area"] == mask.sum()
+    assert len(coco.getAnnIds()) > 8
