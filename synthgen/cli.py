@@ -199,67 +199,95 @@ def paste(
 
     Example: synthgen paste --objects faces/ --backgrounds voc --exclude-classes person --format wds --n inf
     """
-    from synthgen.compositor import PRESETS, CompositeConfig
-    from synthgen.engine import PasteSpec, RunOptions, run_paste
+    spec, options = paste_settings(**locals())
+    from synthgen.engine import run_paste
 
-    width, height = parse_size(size) if size else (None, None)
-    base = PRESETS.get(preset).config() if preset else CompositeConfig()
-    composite = base.replace(
-        width=width,
-        height=height,
-        background_fit=background_fit,
-        objects_per_image=parse_range(objects_per_image, "objects-per-image", int),
-        scale=parse_range(scale, "scale"),
-        aspect=aspect,
-        aspect_range=parse_range(aspect_range, "aspect-range"),
-        flip=flip,
-        rotation=rotation,
-        brightness=parse_range(brightness, "brightness"),
-        contrast=parse_range(contrast, "contrast"),
-        saturation=parse_range(saturation, "saturation"),
-        blur=blur,
-        blur_sigma=parse_range(blur_sigma, "blur-sigma"),
-        noise=noise,
-        noise_std=parse_range(noise_std, "noise-std"),
-        blend=parse_list(blend) or None,
-        feather=feather,
-        motion_length=parse_range(motion_length, "motion-length", int),
-        min_visible=min_visible,
-        truncation=truncation,
-        max_tries=max_tries,
-    )
-    spec = PasteSpec(
-        objects=objects,
-        backgrounds=backgrounds,
-        exclude_classes=parse_list(exclude_classes),
-        segmenter=segmenter,
-        segmenter_options=parse_options(segmenter_options),
-        min_mask_area=min_mask_area,
-        max_mask_area=max_mask_area,
-        max_border=max_border,
-        composite=composite,
-        seed=seed,
-        jpeg_quality=jpeg_quality,
-        masks=masks,
-    )
-    options = RunOptions(
-        out=out,
-        format=format,
-        n=parse_count(n),
-        workers=workers,
-        shard_index=shard_index,
-        num_shards=num_shards,
-        resume=resume,
-        overwrite=overwrite,
-        shard_size=shard_size,
-        shard_max_bytes=shard_max_bytes,
-        progress=not quiet,
-    )
     summary = run_paste(spec, options, console=console)
     _print_paste_summary(summary)
     if summary.interrupted and options.n is not None:
         console.print(f"[yellow]interrupted[/]: {summary.total:,} samples are complete; run the same command with --resume to finish.")
         raise typer.Exit(130)
+
+
+def paste_settings(**values: Any):
+    """``(PasteSpec, RunOptions)`` from the options of ``synthgen paste`` (all of them, by
+    parameter name): the one place where command-line values become library settings."""
+    from synthgen.compositor import PRESETS, CompositeConfig
+    from synthgen.engine import PasteSpec, RunOptions
+
+    v = values
+    width, height = parse_size(v["size"]) if v["size"] else (None, None)
+    base = PRESETS.get(v["preset"]).config() if v["preset"] else CompositeConfig()
+    composite = base.replace(
+        width=width,
+        height=height,
+        background_fit=v["background_fit"],
+        objects_per_image=parse_range(v["objects_per_image"], "objects-per-image", int),
+        scale=parse_range(v["scale"], "scale"),
+        aspect=v["aspect"],
+        aspect_range=parse_range(v["aspect_range"], "aspect-range"),
+        flip=v["flip"],
+        rotation=v["rotation"],
+        brightness=parse_range(v["brightness"], "brightness"),
+        contrast=parse_range(v["contrast"], "contrast"),
+        saturation=parse_range(v["saturation"], "saturation"),
+        blur=v["blur"],
+        blur_sigma=parse_range(v["blur_sigma"], "blur-sigma"),
+        noise=v["noise"],
+        noise_std=parse_range(v["noise_std"], "noise-std"),
+        blend=parse_list(v["blend"]) or None,
+        feather=v["feather"],
+        motion_length=parse_range(v["motion_length"], "motion-length", int),
+        min_visible=v["min_visible"],
+        truncation=v["truncation"],
+        max_tries=v["max_tries"],
+    )
+    spec = PasteSpec(
+        objects=v["objects"],
+        backgrounds=v["backgrounds"],
+        exclude_classes=parse_list(v["exclude_classes"]),
+        segmenter=v["segmenter"],
+        segmenter_options=parse_options(v["segmenter_options"]),
+        min_mask_area=v["min_mask_area"],
+        max_mask_area=v["max_mask_area"],
+        max_border=v["max_border"],
+        composite=composite,
+        seed=v["seed"],
+        jpeg_quality=v["jpeg_quality"],
+        masks=v["masks"],
+    )
+    options = RunOptions(
+        out=Path(v["out"]),
+        format=v["format"],
+        n=parse_count(v["n"]),
+        workers=v["workers"],
+        shard_index=v["shard_index"],
+        num_shards=v["num_shards"],
+        resume=v["resume"],
+        overwrite=v["overwrite"],
+        shard_size=v["shard_size"],
+        shard_max_bytes=v["shard_max_bytes"],
+        progress=not v["quiet"],
+    )
+    return spec, options
+
+
+def paste_spec_from_config(path: Path | None = None):
+    """The PasteSpec that ``synthgen paste`` would run with the ``[paste]`` table of a config
+    file (``path``, or ./synthgen.toml): how training streams samples live, with no disk in
+    between."""
+    import typer.main
+
+    from synthgen.config import default_map, load_config
+
+    sections, source = load_config(path)
+    if "paste" not in sections:
+        where = source or Path.cwd() / "synthgen.toml"
+        raise InputError(f"a live paste stream needs a [paste] table in {where}, describing what `synthgen paste` would make")
+    command = typer.main.get_command(app).commands["paste"]
+    values = {param.name: param.default for param in command.params}
+    values.update(default_map({"paste": sections["paste"]}, {"paste": set(values)}, {}, source)["paste"])
+    return paste_settings(**values)[0]
 
 
 def _print_paste_summary(summary) -> None:

@@ -107,7 +107,10 @@ def pretrain(
     data: Annotated[
         str,
         typer.Option(
-            "--data", help="Synthetic data: WebDataset shards (folder, glob, {000000..000009} or URL) or a COCO file/folder."
+            "--data",
+            help="Synthetic data: WebDataset shards (folder, glob, {000000..000009} or URL), a COCO file/folder, "
+            "or `paste` / `paste:FILE.toml`: a live stream of what the [paste] table of synthgen.toml (or FILE) "
+            "describes, rendered by the loader workers with nothing written to disk.",
         ),
     ],
     out: Out,
@@ -148,7 +151,13 @@ def pretrain(
 
     if real is None and n_real is not None:
         raise InputError("--n-real selects real images for --real; give --real too")
-    synthetic = open_source(data, real=False, categories=categories)
+    if data == "paste" or data.startswith("paste:"):
+        from synthgen.cli import paste_spec_from_config
+        from synthgen.training.data import live_paste_source
+
+        synthetic = live_paste_source(paste_spec_from_config(Path(data[len("paste:"):]) if data.startswith("paste:") else None))
+    else:
+        synthetic = open_source(data, real=False, categories=categories)
     real_source = None
     if real is not None:
         real_source = open_source(str(real), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed)

@@ -172,3 +172,25 @@ def test_detector_names_in_the_help_match_the_registry():
     from synthgen.train_cli import DETECTOR_NAMES
 
     assert list(DETECTOR_NAMES) == DETECTORS.names()
+
+
+def test_pretrain_on_a_live_paste_stream(tmp_path, objects_dir, backgrounds_dir, monkeypatch):
+    """`synthgen pretrain --data paste`: the [paste] table of synthgen.toml streams straight
+    into training, nothing written in between."""
+    (tmp_path / "synthgen.toml").write_text(
+        f'[paste]\nobjects = "{objects_dir}"\nbackgrounds = "{backgrounds_dir}"\nsize = "96x96"\nquiet = true\n'
+        'objects-per-image = "1,2"\nout = "val"\nn = "2"\n'
+        '[pretrain]\ndata = "paste"\nval = "val/annotations.json"\nout = "run"\nsteps = 2\nbatch-size = 2\n'
+        'image-size = 96\neval-every = 2\nnum-workers = 0\ndevice = "cpu"\npretrained-backbone = false\nprogress = false\n'
+    )
+    code, text = run("paste", cwd=tmp_path, monkeypatch=monkeypatch)  # a small real-format val set
+    assert code == 0, text
+    code, text = run("pretrain", cwd=tmp_path, monkeypatch=monkeypatch)
+    assert code == 0, text
+    from synthgen.detectors import read_checkpoint
+
+    checkpoint = read_checkpoint(tmp_path / "run" / "best.pt")
+    assert [c["name"] for c in checkpoint["categories"]] == ["cat", "dog"]
+    assert not (tmp_path / "synthgen_out").exists()
+    code, text = run("pretrain", "--data", "paste:missing.toml", "--out", "run2", cwd=tmp_path, monkeypatch=monkeypatch)
+    assert code == 2 and "missing.toml" in text

@@ -32,6 +32,7 @@ import glob
 import json
 import random
 from dataclasses import dataclass
+from functools import partial
 from itertools import count
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -380,6 +381,16 @@ def make_loader(
         # Seeds each worker's torch generator (augmentation) from the run's seed.
         generator=torch.Generator().manual_seed(seed * 1000 + rank),
     )
+
+
+def live_paste_source(spec) -> IteratorSource:
+    """A live stream of ``synthgen paste`` samples for ``spec`` (a :class:`synthgen.engine.PasteSpec`),
+    rendered in the training process and its loader workers: each loader worker is a paste
+    worker taking its own residue class of sample indices, and nothing touches the disk."""
+    from synthgen.engine import iter_samples, prepare
+
+    classes = prepare(spec).compositor.categories
+    return IteratorSource(partial(iter_samples, spec), [{"id": i + 1, "name": name} for i, name in enumerate(classes)])
 
 
 def open_source(
