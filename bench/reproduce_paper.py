@@ -422,6 +422,7 @@ class Job:
     argv: list[str]
     done: Path  # exists when the job has finished
     deps: list[str] = field(default_factory=list)
+    rank: tuple = ()  # jobs run in rank order, as soon as their dependencies are done
 
 
 def plan_jobs(args: argparse.Namespace) -> list[Job]:
@@ -440,14 +441,15 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
         name = f"pre-{task}-{condition}"
         jobs.append(Job(name, ["pretrain", "--task", task, "--condition", condition, "--steps", str(steps),
                                "--eval-every", str(max(1, steps // 4)), *common],
-                        out / "pretrain" / task / condition / "s0" / "result.json"))
+                        out / "pretrain" / task / condition / "s0" / "result.json", rank=(0,)))
         return name
 
     def finetune(task: str, condition: str, n: int, seed: int, steps: int, deps: list[str]) -> None:
         jobs.append(Job(f"ft-{task}-{condition}-n{n}-s{seed}",
                         ["finetune", "--task", task, "--condition", condition, "--n-real", str(n), "--seed", str(seed),
                          "--steps", str(steps), "--eval-every", str(max(1, steps // 4)), *common],
-                        out / "runs" / task / condition / f"n{n}-s{seed}" / "result.json", deps))
+                        out / "runs" / task / condition / f"n{n}-s{seed}" / "result.json", deps,
+                        rank=(1, condition == "mixed", args.seeds.index(seed), steps)))
 
     pretrained = {}
     for seed_index, seed in enumerate(args.seeds):
@@ -469,8 +471,9 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
         for n in args.face_sizes:
             if "mixed" in args.face_conditions:
                 finetune("faces", "mixed", n, seed, args.finetune_steps, [])
-    # Pretraining first: it is the long end of every dependency chain.
-    return sorted(jobs, key=lambda job: not job.name.startswith("pre-"))
+    # Pretraining first (the long end of every dependency chain), then seed by seed, the
+    # cheaper runs first, so that an interrupted plan leaves whole seeds behind; mixed last.
+    return sorted(jobs, key=lambda job: job.rank)
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
@@ -482,11 +485,15 @@ def cmd_plan(args: argparse.Namespace) -> None:
     jobs = plan_jobs(args)
     logs = args.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    state = {j.name: ("done" if j.done.is_file() else "todo") for j in jobs}
+    state = {j.name: ("done" if j.done.is_file() else "external" if j.name in args.external else "todo") for j in jobs}
     running: dict[str, subprocess.Popen] = {}
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     print(f"{len(jobs)} jobs, {sum(v == 'done' for v in state.values())} already done", flush=True)
-    while any(v in ("todo", "running") for v in state.values()):
+    while any(v in ("todo", "running", "external") for v in state.values()):
+        for job in jobs:  # a job another process runs counts as done once its result exists
+            if state[job.name] == "external" and job.done.is_file():
+                state[job.name] = "done"
+                print(f"{time.strftime('%H:%M:%S')} {job.name}: done (external)", flush=True)
         for name, proc in list(running.items()):
             code = proc.poll()
             if code is not None:
@@ -494,7 +501,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
                 state[name] = "done" if code == 0 else "failed"
                 print(f"{time.strftime('%H:%M:%S')} {name}: {state[name]}", flush=True)
         for job in jobs:
-            if len(running) >= args.jobs:
+            if len(running) + sum(v == "external" for v in state.values()) >= args.jobs:
                 break
             if state[job.name] != "todo":
                 continue
@@ -538,6 +545,7 @@ def main() -> None:
             ints = lambda text: [int(v) for v in text.split(",") if v]  # noqa: E731
             words = lambda text: [v for v in text.split(",") if v]  # noqa: E731
             p.add_argument("--jobs", type=int, default=2, help="Parallel lanes (one CPU thread each).")
+            p.add_argument("--external", type=words, default=[], help="Jobs already running in another process: wait for them.")
             p.add_argument("--seeds", type=ints, default=[0, 1])
             p.add_argument("--face-sizes", type=ints, default=[100])
             p.add_argument("--ped-sizes", type=ints, default=[25])

@@ -187,3 +187,16 @@ def test_presets_and_impossible_ranges():
         CompositeConfig(blend=("glow",)).validate()
     with pytest.raises(InputError, match="preset"):
         PRESETS.get("boats")
+
+
+def test_alpha_blend_is_the_alpha_weighted_mean_also_when_clipped():
+    from synthgen.compositor.blend import blend_alpha
+
+    rng = np.random.default_rng(0)
+    canvas = rng.integers(0, 255, (100, 120, 3), dtype=np.uint8)
+    expected = canvas.astype(np.float32)
+    rgba = rng.integers(0, 255, (30, 40, 4), dtype=np.uint8)
+    blend_alpha(canvas, rgba, 95, 80)  # sticks out at the right and the bottom
+    alpha = rgba[:20, :25, 3:4] / 255.0
+    expected[80:, 95:] = rgba[:20, :25, :3] * alpha + expected[80:, 95:] * (1 - alpha)
+    assert np.abs(canvas.astype(int) - np.rint(expected).astype(int)).max() <= 1

@@ -22,6 +22,7 @@ MASK_THRESHOLD = 128
 
 _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 _GREY_ROWS = np.tile(_GREY_WEIGHTS, (3, 1))  # each row turns a colour into its grey
+_IDENTITY = np.eye(3)
 
 
 @dataclass
@@ -58,12 +59,10 @@ def rotated_extent(width: float, height: float, degrees: float) -> tuple[float, 
 
 def _with_mask(rgba: np.ndarray) -> ObjectPatch | None:
     mask = rgba[..., 3] >= MASK_THRESHOLD
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+    if w == 0:
         return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    extent = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-    return ObjectPatch(rgba=rgba, mask=mask, extent=extent, area=int(np.count_nonzero(mask)))
+    return ObjectPatch(rgba=rgba, mask=mask, extent=(x, y, x + w, y + h), area=cv2.countNonZero(mask.view(np.uint8)))
 
 
 def transform_geometry(rgba: np.ndarray, box_w: float, box_h: float, flip: bool, degrees: float) -> ObjectPatch | None:
@@ -138,7 +137,7 @@ def recolour(rgba: np.ndarray, mask: np.ndarray, photometry: Photometry, out: np
     b, c, sat = photometry.brightness, photometry.contrast, photometry.saturation
     mean_grey = float(np.dot(_GREY_WEIGHTS, cv2.mean(rgba, mask=mask.view(np.uint8))[:3]))
     matrix = np.zeros((4, 5))
-    matrix[:3, :3] = b * c * (sat * np.eye(3) + (1.0 - sat) * _GREY_ROWS)
+    matrix[:3, :3] = b * c * (sat * _IDENTITY + (1.0 - sat) * _GREY_ROWS)
     matrix[:3, 4] = b * (1.0 - c) * mean_grey
     matrix[3, 3] = 1.0
     return cv2.transform(rgba, matrix, dst=out)

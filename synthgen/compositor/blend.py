@@ -37,8 +37,9 @@ def blend_alpha(canvas: np.ndarray, rgba: np.ndarray, x0: int, y0: int) -> None:
     weights = part[..., 3].astype(np.float32)
     weights *= 1.0 / 255.0
     colour = cv2.cvtColor(part, cv2.COLOR_RGBA2RGB)
-    # blendLinear: (colour * w + background * (1 - w)) / 1, in one pass.
-    canvas[canvas_sl] = cv2.blendLinear(colour, np.ascontiguousarray(canvas[canvas_sl]), weights, 1.0 - weights)
+    # (colour * w + background * (1 - w)) in one pass, written straight into the canvas view.
+    region = canvas[canvas_sl]
+    cv2.blendLinear(colour, region, weights, 1.0 - weights, dst=region)
 
 
 def blend_gaussian(canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int, feather: float) -> None:

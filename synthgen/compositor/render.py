@@ -229,8 +229,7 @@ class Compositor:
                 p.visible -= _area(overlap)
                 p.exact = False
         bx0, by0, bx1, by1 = box
-        region = owner[by0:by1, bx0:bx1]
-        region[patch.mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]] = len(placed)
+        np.copyto(owner[by0:by1, bx0:bx1], len(placed), where=patch.mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0])
         placed.append(_Placed(patch, x0, y0, class_id, box, inside))
 
     def _blend(self, canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int, mode: str, params) -> None:
