@@ -198,7 +198,14 @@ class Compositor:
                 inside = int(np.count_nonzero(patch.mask[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0]))
                 if inside == 0 or inside < required_own - 1e-6:
                     continue
-            if all(self._keeps_visible(k, p, patch, x0, y0, box, owner) for k, p in enumerate(placed)):
+            bx0, by0, bx1, by1 = box
+            for k, p in enumerate(placed):
+                px0, py0, px1, py1 = p.box
+                if bx0 >= px1 or px0 >= bx1 or by0 >= py1 or py0 >= by1:
+                    continue  # boxes apart: nothing of k can be covered (the common case, inlined)
+                if not self._keeps_visible(k, p, patch, x0, y0, box, owner):
+                    break
+            else:
                 return x0, y0, inside
         return None
 
@@ -223,12 +230,12 @@ class Compositor:
     def _commit(owner, placed: list[_Placed], patch: ObjectPatch, x0: int, y0: int, inside: int, class_id: int) -> None:
         height, width = owner.shape
         box = _mask_box(patch, x0, y0, width, height)
-        for p in placed:
-            overlap = _intersection(box, p.box)
-            if overlap is not None:
-                p.visible -= _area(overlap)
-                p.exact = False
         bx0, by0, bx1, by1 = box
+        for p in placed:
+            px0, py0, px1, py1 = p.box
+            if bx0 < px1 and px0 < bx1 and by0 < py1 and py0 < by1:
+                p.visible -= (min(bx1, px1) - max(bx0, px0)) * (min(by1, py1) - max(by0, py0))
+                p.exact = False
         np.copyto(owner[by0:by1, bx0:bx1], len(placed), where=patch.mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0])
         placed.append(_Placed(patch, x0, y0, class_id, box, inside))
 
