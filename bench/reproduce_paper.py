@@ -60,15 +60,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout
 
 SPLIT_SEED = 0
 FACE_VAL_IMAGES = 50
 PED_SPLIT = (50, 10, 40)  # pool, val, test
 
-LARGE_SIDE = 32.0  # COCO's medium/large boundary (32x32 px)
+LARGE_SIDE = 32.0  # COCO's small/medium boundary (32x32 px)
 FACE_CONDITIONS = ("none", "naive", "grabcut", "mixed")
 PED_CONDITIONS = ("none", "polygon")
 
@@ -253,7 +251,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from synthgen.training.loop import finetune, pretrain, train
 
     splits = args.out / "splits" / args.task
-    run = _fresh(args.out / "runs" / args.task / args.condition / f"n{args.n_real}-s{args.seed}")
+    label = args.label or args.condition
+    run = _fresh(args.out / "runs" / args.task / label / f"n{args.n_real}-s{args.seed}")
     pool = load_coco(splits / "pool.json")
     real_ids = real_subset(pool.image_ids, args.n_real, args.seed)
     real = CocoSource(pool, real_ids, augment=True)
@@ -281,7 +280,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     detections = json.loads((run / "test" / "detections.json").read_text())
     large = evaluate_detections(ignore_small(splits / "test.json", LARGE_SIDE), detections)
     summary = {
-        "task": args.task, "condition": args.condition, "n_real": args.n_real, "seed": args.seed,
+        "task": args.task, "condition": label, "n_real": args.n_real, "seed": args.seed,
         "steps": args.steps, "batch_size": args.batch_size, "image_size": args.image_size, "lr": args.lr,
         "init": None if init is None else str(init), "pretrain_seed": None if init is None else args.pretrain_seed,
         "best_val_voc_ap50": result.best_metric,
@@ -325,17 +324,19 @@ def _write_json(path: Path, data: dict) -> None:
 
 LABELS = {
     ("faces", "none"): "no pretraining (ImageNet backbone)",
+    ("faces", "none-long"): "no pretraining, finetune steps = pretrain + finetune (control)",
     ("faces", "naive"): "pretrain: naive pasting (whole crops)",
     ("faces", "grabcut"): "pretrain: segmented pasting (GrabCut)",
     ("faces", "mixed"): "mixed: real + GrabCut pasting 1:1",
     ("pedestrians", "none"): "no pretraining (ImageNet backbone)",
+    ("pedestrians", "none-long"): "no pretraining, finetune steps = pretrain + finetune (control)",
     ("pedestrians", "polygon"): "pretrain: COCO128 person polygons",
 }
 
 
-SHORT = {"none": "no pretraining", "naive": "naive paste", "grabcut": "GrabCut paste", "mixed": "mixed 1:1",
+SHORT = {"none": "no pretraining", "none-long": "no pretraining,\nlonger finetune", "naive": "naive paste", "grabcut": "GrabCut paste", "mixed": "mixed 1:1",
          "polygon": "polygon paste"}
-COLOURS = {"none": "#999999", "naive": "#e49b3c", "grabcut": "#3c7ee4", "mixed": "#5aae61", "polygon": "#3c7ee4"}
+COLOURS = {"none": "#999999", "none-long": "#cccccc", "naive": "#e49b3c", "grabcut": "#3c7ee4", "mixed": "#5aae61", "polygon": "#3c7ee4"}
 
 
 def collect(out: Path) -> list[dict]:
@@ -353,7 +354,7 @@ def _fmt(values: list[float]) -> str:
 
 def _steps(row: dict) -> str:
     if row["init"] is None:
-        return f"0 + {row['steps']}" if row["condition"] == "none" else f"{row['steps']} (mixed)"
+        return f"0 + {row['steps']}" if row["condition"].startswith("none") else f"{row['steps']} (mixed)"
     pre = json.loads((Path(row["init"]).parent / "result.json").read_text())
     return f"{pre['steps']} + {row['steps']}"
 
@@ -541,6 +542,7 @@ def main() -> None:
         if name == "finetune":
             p.add_argument("--n-real", type=int, required=True)
             p.add_argument("--pretrain-seed", type=int, default=0, help="Start from this pretraining run.")
+            p.add_argument("--label", help="Name of the run in the results instead of the condition (e.g. none-long).")
         if name == "plan":
             ints = lambda text: [int(v) for v in text.split(",") if v]  # noqa: E731
             words = lambda text: [v for v in text.split(",") if v]  # noqa: E731
