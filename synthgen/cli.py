@@ -322,8 +322,8 @@ def segment(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Segment object images once into a reusable object pool (cut-outs with masks)."""
-    from synthgen.pool import MaskQuality, build_pool, format_summary
-    from synthgen.segmenters import make_segmenter
+    from synthgen.pool import build_pool, format_summary
+    from synthgen.segmenters import MaskQuality, make_segmenter
     from synthgen.sources import FolderSource, resolve_objects
 
     resolved = resolve_objects(objects)

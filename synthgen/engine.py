@@ -135,7 +135,8 @@ def prepare(spec: PasteSpec, progress: bool = True) -> Scene:
     """Resolve objects and backgrounds, building (or loading cached) object and background pools."""
     from synthgen.backgrounds import cached_background_pool, resolve_backgrounds
     from synthgen.demo import ensure_demo_data
-    from synthgen.pool import MaskQuality, ObjectPool, cached_pool, format_summary
+    from synthgen.pool import ObjectPool, cached_pool, format_summary
+    from synthgen.segmenters import MaskQuality
     from synthgen.sources import resolve_objects
 
     spec.validate()
@@ -169,14 +170,10 @@ def prepare(spec: PasteSpec, progress: bool = True) -> Scene:
 
 
 def _background_note(summary: dict) -> str:
-    used = summary.get("accepted", summary.get("images", "?"))
-    line = f"{used:,} images" if isinstance(used, int) else f"{used} images"
-    unreadable = summary.get("unreadable", 0)
-    if unreadable:
-        line += f"; {unreadable:,} unreadable files skipped"
-        examples = summary.get("unreadable_examples") or []
-        if examples:
-            line += f" (e.g. {examples[0]})"
+    """One line from a BackgroundPool summary (keys images, unreadable, unreadable_examples)."""
+    line = f"{summary['images']:,} images"
+    if summary["unreadable"]:
+        line += f"; {summary['unreadable']:,} unreadable files skipped (e.g. {summary['unreadable_examples'][0]})"
     return line
 
 
@@ -217,13 +214,17 @@ def iter_samples(spec: PasteSpec, start: int = 0, step: int = 1, workers: int = 
     """An endless stream of samples ``start, start+step, ...``, in order, for training without
     writing anything to disk: rendered in this process (``workers=0``) or by that many paste
     worker processes feeding the caller. The same samples ``synthgen paste`` would write."""
-    scene = prepare(spec, progress=progress)
+    yield from render_stream(prepare(spec, progress=progress).compositor, spec, start, step, workers)
+
+
+def render_stream(compositor: Compositor, spec: PasteSpec, start: int = 0, step: int = 1, workers: int = 0) -> Iterator[Sample]:
+    """:func:`iter_samples` from an already prepared compositor (no inputs resolved again)."""
     indices = itertools.count(start, step)
     if workers <= 0:
         for index in indices:
-            yield scene.compositor.render(spec.seed, index, keep_masks=spec.masks)
+            yield compositor.render(spec.seed, index, keep_masks=spec.masks)
     else:
-        yield from _render_in_workers(scene.compositor, spec, indices, workers, encode=False, should_stop=lambda: False)
+        yield from _render_in_workers(compositor, spec, indices, workers, encode=False, should_stop=lambda: False)
 
 
 # -- workers ----------------------------------------------------------------------------------
@@ -400,14 +401,14 @@ def _run_settings(spec: PasteSpec, options: RunOptions) -> dict:
     }
 
 
-def _flatten(settings: dict, prefix: str = "") -> dict:
+def _flatten(settings: dict) -> dict:
     """{"spec": {"seed": 1}} -> {"seed": 1}: setting names as a user knows them."""
     flat = {}
     for key, value in settings.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, prefix))
+            flat.update(_flatten(value))
         else:
-            flat[prefix + key] = value
+            flat[key] = value
     return flat
 
 

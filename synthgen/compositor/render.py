@@ -36,8 +36,6 @@ class BackgroundPoolLike(Protocol):
 @dataclass
 class _Placed:
     patch: ObjectPatch
-    x0: int
-    y0: int
     class_id: int
     box: tuple[int, int, int, int]  # the mask's extent on the canvas (x0, y0, x1, y1), clipped
     #: A lower bound on the mask pixels still visible (inside the image, not covered by later
@@ -212,7 +210,7 @@ class Compositor:
     def _keeps_visible(self, k: int, p: _Placed, patch: ObjectPatch, x0: int, y0: int, box, owner: np.ndarray) -> bool:
         """Whether object ``k`` stays visible enough if ``patch`` is pasted at (x0, y0)."""
         overlap = _intersection(box, p.box)
-        if overlap is None:
+        if overlap is None:  # callers test box overlap first; kept so the contract holds alone
             return True
         need = self.config.min_visible * p.full_area - 1e-6
         if p.visible - _area(overlap) >= need:
@@ -237,7 +235,7 @@ class Compositor:
                 p.visible -= (min(bx1, px1) - max(bx0, px0)) * (min(by1, py1) - max(by0, py0))
                 p.exact = False
         np.copyto(owner[by0:by1, bx0:bx1], len(placed), where=patch.mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0])
-        placed.append(_Placed(patch, x0, y0, class_id, box, inside))
+        placed.append(_Placed(patch, class_id, box, inside))
 
     def _blend(self, canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int, mode: str, params) -> None:
         angle, length = params

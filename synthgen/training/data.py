@@ -387,10 +387,11 @@ def live_paste_source(spec) -> IteratorSource:
     """A live stream of ``synthgen paste`` samples for ``spec`` (a :class:`synthgen.engine.PasteSpec`),
     rendered in the training process and its loader workers: each loader worker is a paste
     worker taking its own residue class of sample indices, and nothing touches the disk."""
-    from synthgen.engine import iter_samples, prepare
+    from synthgen.engine import prepare, render_stream
 
-    classes = prepare(spec).compositor.categories
-    return IteratorSource(partial(iter_samples, spec), [{"id": i + 1, "name": name} for i, name in enumerate(classes)])
+    compositor = prepare(spec).compositor  # resolve inputs and build pools once, not per stream
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(compositor.categories)]
+    return IteratorSource(partial(render_stream, compositor, spec), categories)
 
 
 def open_source(

@@ -100,7 +100,7 @@ class _TarStream:
         self.file.write(data)
         if padding:
             self.file.write(bytes(padding))
-        self.written += _BLOCK + len(data) + padding
+        self.written += _member_bytes(len(data))
 
     def close(self) -> None:
         end = self.written + 2 * _BLOCK
