@@ -9,8 +9,9 @@ Two tasks, each a set of *conditions* trained with the same finetune schedule:
   ``scenes``, then finetune), ``grabcut`` (the same crops cut out by GrabCut), ``mixed``
   (real and GrabCut-pasted samples interleaved 1:1 for the same number of steps, no finetune).
 * ``pedestrians``: finetune on ``--n-real`` Penn-Fudan images; test on held-out Penn-Fudan
-  images. Conditions: ``none`` and ``polygon`` (pretrain on COCO128 person cut-outs, their
-  polygon masks as alpha, pasted over COCO128 images that show no person, then finetune).
+  images. Conditions: ``none``, ``polygon`` (pretrain on COCO128 person cut-outs, their
+  polygon masks as alpha, pasted over COCO128 images that show no person, then finetune) and
+  ``grabcut`` (the same persons as plain box crops, cut out by GrabCut).
 
 Splits (written as COCO files with absolute file names under ``OUT/splits``, so the
 ``synthgen`` CLI reads them as well):
@@ -68,7 +69,11 @@ PED_SPLIT = (50, 10, 40)  # pool, val, test
 
 LARGE_SIDE = 32.0  # COCO's small/medium boundary (32x32 px)
 FACE_CONDITIONS = ("none", "naive", "grabcut", "mixed")
-PED_CONDITIONS = ("none", "polygon")
+PED_CONDITIONS = ("none", "polygon", "grabcut")
+#: Person box crops for GrabCut are the box grown by this fraction of its size on each side;
+#: GrabCut's rectangle is then inset by about the same (GRABCUT_MARGIN of the crop's side).
+CROP_PAD = 0.1
+GRABCUT_MARGIN = 0.08
 
 
 # -- splits and cut-outs ----------------------------------------------------------------------
@@ -106,18 +111,21 @@ def prepare_pedestrians(out: Path) -> None:
     _subset_coco(src, [ids[i] for i in order[:n_pool]], splits / "pool.json")
     _subset_coco(src, [ids[i] for i in order[n_pool : n_pool + n_val]], splits / "val.json")
     _subset_coco(src, [ids[i] for i in order[n_pool + n_val : n_pool + n_val + n_test]], splits / "test.json")
-    write_person_cutouts(out / "persons" / "person")
+    write_person_cutouts(out / "persons" / "person", out / "person_crops" / "person")
     write_person_free_backgrounds(out / "person_free")
 
 
-def write_person_cutouts(dst: Path, min_height: int = 64, min_fill: float = 0.2, min_tallness: float = 1.2) -> int:
-    """COCO128 persons as RGBA PNGs cropped to their polygon's box, the filled polygon as alpha.
+def write_person_cutouts(dst: Path, crops_dst: Path, min_height: int = 64, min_fill: float = 0.2, min_tallness: float = 1.2) -> int:
+    """COCO128 persons as RGBA PNGs cropped to their polygon's box, the filled polygon as alpha,
+    in ``dst``; and the same persons as plain box crops (the polygon's box grown by
+    ``CROP_PAD`` of its size on each side, no mask: classification-level images) in ``crops_dst``.
     Left out: persons shorter than ``min_height`` px, covering less than ``min_fill`` of their
     box (mostly hidden ones), or whose box is less than ``min_tallness`` times as high as wide
     (crowd regions, sitting or lying people: pedestrians stand upright)."""
-    if dst.exists():
-        shutil.rmtree(dst)
-    dst.mkdir(parents=True)
+    for folder in (dst, crops_dst):
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
     root = DATA / "coco128"
     written = 0
     for split in ("train2017", "val2017"):
@@ -141,6 +149,9 @@ def write_person_cutouts(dst: Path, min_height: int = 64, min_fill: float = 0.2,
                     continue
                 rgba = np.dstack([image[y0:y1, x0:x1], mask[y0:y1, x0:x1]])
                 cv2.imwrite(str(dst / f"{split}_{label.stem}_{k:02d}.png"), rgba)
+                pad_x, pad_y = round(CROP_PAD * (x1 - x0)), round(CROP_PAD * (y1 - y0))
+                crop = image[max(0, y0 - pad_y) : y1 + pad_y, max(0, x0 - pad_x) : x1 + pad_x]
+                cv2.imwrite(str(crops_dst / f"{split}_{label.stem}_{k:02d}.jpg"), crop, [cv2.IMWRITE_JPEG_QUALITY, 95])
                 written += 1
     return written
 
@@ -184,6 +195,11 @@ def paste_spec(out: Path, task: str, condition: str, image_size: int, seed: int)
         width=image_size, height=image_size, objects_per_image=(1, 5), scale=(0.12, 0.55), rotation=5.0,
         blend=("alpha", "gaussian"), min_visible=0.6,
     )
+    if condition == "grabcut":  # box crops, cut out by GrabCut
+        return PasteSpec(
+            objects=str(out / "person_crops"), backgrounds=str(out / "person_free"), segmenter="grabcut",
+            segmenter_options={"margin": str(GRABCUT_MARGIN)}, composite=composite, seed=seed,
+        )
     return PasteSpec(
         objects=str(out / "persons"), backgrounds=str(out / "person_free"), segmenter="alpha",
         composite=composite, seed=seed,
@@ -331,12 +347,13 @@ LABELS = {
     ("pedestrians", "none"): "no pretraining (ImageNet backbone)",
     ("pedestrians", "none-long"): "no pretraining, finetune steps = pretrain + finetune (control)",
     ("pedestrians", "polygon"): "pretrain: COCO128 person polygons",
+    ("pedestrians", "grabcut"): "pretrain: COCO128 person box crops, GrabCut",
 }
 
 
 SHORT = {"none": "no pretraining", "none-long": "no pretraining,\nlonger finetune", "naive": "naive paste", "grabcut": "GrabCut paste", "mixed": "mixed 1:1",
          "polygon": "polygon paste"}
-COLOURS = {"none": "#999999", "none-long": "#cccccc", "naive": "#e49b3c", "grabcut": "#3c7ee4", "mixed": "#5aae61", "polygon": "#3c7ee4"}
+COLOURS = {"none": "#999999", "none-long": "#cccccc", "naive": "#e49b3c", "grabcut": "#3c7ee4", "mixed": "#5aae61", "polygon": "#8e5ae4"}
 
 
 def collect(out: Path) -> list[dict]:

@@ -21,16 +21,19 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from synthgen import __version__
 from synthgen.compositor import CompositeConfig, Compositor
-from synthgen.errors import InputError, OutputExistsError, WriteError
+from synthgen.errors import InputError, OutputExistsError, SynthgenError, WriteError
 from synthgen.imageio import encode_jpeg
 from synthgen.progress import progress_bar
 from synthgen.sample import EncodedAnnotation, EncodedSample, Sample, sample_key
+
+if TYPE_CHECKING:
+    from synthgen.writers import StagedSample
 
 RUN_DIR = ".synthgen"
 RUN_FILE = "run.json"
@@ -224,14 +227,15 @@ def render_stream(compositor: Compositor, spec: PasteSpec, start: int = 0, step:
         for index in indices:
             yield compositor.render(spec.seed, index, keep_masks=spec.masks)
     else:
-        yield from _render_in_workers(compositor, spec, indices, workers, encode=False, should_stop=lambda: False)
+        yield from _render_in_workers(compositor, spec, indices, workers, stage=None, should_stop=lambda: False)
 
 
 # -- workers ----------------------------------------------------------------------------------
 
-def _worker_main(tasks, results, compositor: Compositor, spec: PasteSpec, encode: bool) -> None:
-    """Render batches from ``tasks`` into ``results`` (encoded for a writer, or raw samples)
-    until told to stop or orphaned.
+def _worker_main(tasks, results, compositor: Compositor, spec: PasteSpec, stage) -> None:
+    """Render batches from ``tasks`` into ``results`` until told to stop or orphaned: raw
+    samples, or (given a writer's ``stage``) encoded and staged samples, the sample's files
+    already written where the format has them.
 
     Workers ignore SIGINT and SIGTERM: a signal to the whole process group (Ctrl-C in a
     terminal, ``kill -TERM -PGID``) must not kill a worker half-way through a queue operation,
@@ -253,12 +257,14 @@ def _worker_main(tasks, results, compositor: Compositor, spec: PasteSpec, encode
             return
         batch_id, indices = task
         try:
-            if encode:
-                rendered = [render_encoded(compositor, spec, i, canvas) for i in indices]
+            if stage is not None:
+                rendered = [stage(render_encoded(compositor, spec, i, canvas)) for i in indices]
             else:
                 rendered = [compositor.render(spec.seed, i, keep_masks=spec.masks) for i in indices]
             results.put((batch_id, rendered, None))
-        except BaseException:  # report, so the main process can fail with the real cause
+        except (SynthgenError, OSError) as err:  # the user's problem (disk full): re-raised as is
+            results.put((batch_id, None, err))
+        except BaseException:  # a bug: report it, so the main process fails with the real cause
             results.put((batch_id, None, traceback.format_exc()))
 
 
@@ -266,7 +272,7 @@ class _WorkerPool:
     """Worker processes fed through two queues; batches come back in any order and are
     re-ordered by the caller. Used as a context manager: exit kills the workers."""
 
-    def __init__(self, workers: int, compositor: Compositor, spec: PasteSpec, encode: bool) -> None:
+    def __init__(self, workers: int, compositor: Compositor, spec: PasteSpec, stage) -> None:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         ctx = multiprocessing.get_context(method)
         self.tasks = ctx.Queue()
@@ -274,7 +280,7 @@ class _WorkerPool:
         self.processes = [
             ctx.Process(
                 target=_worker_main,
-                args=(self.tasks, self.results, compositor, spec, encode),
+                args=(self.tasks, self.results, compositor, spec, stage),
                 daemon=True,
             )
             for _ in range(workers)
@@ -296,6 +302,8 @@ class _WorkerPool:
             if not all(p.is_alive() for p in self.processes):
                 raise RuntimeError("a paste worker process died unexpectedly (out of memory?)") from None
             return None
+        if isinstance(error, BaseException):
+            raise error
         if error is not None:
             raise RuntimeError(f"a paste worker failed:\n{error}")
         return batch_id, samples
@@ -343,25 +351,27 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _produce(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], workers: int, stop: _StopFlag) -> Iterator[EncodedSample]:
-    """Encoded samples for ``indices``, in order, rendered in ``workers`` processes."""
+def _produce(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], workers: int, stop: _StopFlag, stage) -> Iterator[StagedSample]:
+    """Staged samples for ``indices``, in order, rendered, encoded and staged (``stage``, a
+    writer's stager) in this process or, with several ``workers``, in worker processes."""
     if workers <= 1:
         canvas = new_canvas(compositor)
         for index in indices:
             if stop.requested:
                 return
-            yield render_encoded(compositor, spec, index, canvas)
+            yield stage(render_encoded(compositor, spec, index, canvas))
         return
-    yield from _render_in_workers(compositor, spec, indices, workers, encode=True, should_stop=lambda: stop.requested)
+    yield from _render_in_workers(compositor, spec, indices, workers, stage=stage, should_stop=lambda: stop.requested)
 
 
-def _render_in_workers(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], workers: int, encode: bool, should_stop) -> Iterator:
-    """Samples for ``indices`` rendered by ``workers`` processes, yielded in index order; stops
-    (and kills the workers) as soon as ``should_stop()`` or the consumer stops iterating."""
+def _render_in_workers(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], workers: int, stage, should_stop) -> Iterator:
+    """Samples for ``indices`` rendered by ``workers`` processes (and staged, given ``stage``),
+    yielded in index order; stops (and kills the workers) as soon as ``should_stop()`` or the
+    consumer stops iterating."""
     batch_size = 8
     window = 4 * workers  # batches in flight: keeps workers busy, bounds memory for endless runs
     batches = _batched(indices, batch_size)
-    with _WorkerPool(workers, compositor, spec, encode) as pool:
+    with _WorkerPool(workers, compositor, spec, stage) as pool:
         submitted = 0
         for batch in itertools.islice(batches, window):
             pool.submit(submitted, batch)
@@ -521,12 +531,12 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
     try:
         with stop, progress:
             task = progress.add_task("pasting", total=total, completed=done)
-            for sample in _produce(scene.compositor, spec, indices, options.workers, stop):
-                writer.write(sample)
+            for staged in _produce(scene.compositor, spec, indices, options.workers, stop, writer.stager()):
+                writer.commit(staged)
                 written += 1
-                objects += len(sample.annotations)
-                skipped += sample.skipped_objects
-                empty += not sample.annotations
+                objects += staged.objects
+                skipped += staged.skipped_objects
+                empty += not staged.objects
                 progress.advance(task)
     except WriteError:
         _close_after_failure(writer)

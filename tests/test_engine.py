@@ -48,38 +48,46 @@ def test_same_seed_same_bytes_for_one_and_two_workers(tmp_path, objects_dir, bac
     assert other_seed.written == 30 and tree_digest(tmp_path / "three") != digest
 
 
-def test_resume_after_interrupt_has_no_duplicate_and_no_gap(tmp_path, objects_dir, backgrounds_dir, monkeypatch):
+@pytest.mark.parametrize(("fmt", "workers"), [("wds", 1), ("wds", 2), ("coco", 2)])
+def test_resume_after_interrupt_has_no_duplicate_and_no_gap(tmp_path, objects_dir, backgrounds_dir, monkeypatch, fmt, workers):
     spec = spec_for(objects_dir, backgrounds_dir)
     full = tmp_path / "full"
-    run_paste(spec, RunOptions(out=full, format="wds", n=40, shard_size=7, progress=False))
+    run_paste(spec, RunOptions(out=full, format=fmt, n=40, shard_size=7, progress=False))
 
-    # Interrupt a run after 17 samples, as a SIGTERM would.
+    # Interrupt a run after 17 samples, as a SIGTERM would. With two workers, samples after the
+    # 17th are already rendered (and, for COCO, their images written) when the run stops.
     import synthgen.engine as engine
 
     real_produce = engine._produce
 
-    def produce_then_stop(compositor, spec_, indices, workers, stop):
-        for k, sample in enumerate(real_produce(compositor, spec_, indices, workers, stop)):
+    def produce_then_stop(compositor, spec_, indices, workers_, stop, stage):
+        for k, sample in enumerate(real_produce(compositor, spec_, indices, workers_, stop, stage)):
             yield sample
             if k == 16:
                 stop.requested = True
 
     part = tmp_path / "part"
     monkeypatch.setattr(engine, "_produce", produce_then_stop)
-    first = run_paste(spec, RunOptions(out=part, format="wds", n=40, shard_size=7, progress=False))
+    first = run_paste(spec, RunOptions(out=part, format=fmt, n=40, shard_size=7, workers=workers, progress=False))
     assert first.interrupted and first.written == 17
+    if fmt == "coco":  # a valid dataset of exactly the written samples: no image without annotations
+        assert len(json.loads((part / "annotations.json").read_text())["images"]) == 17
+        assert len(list((part / "images").iterdir())) == 17
     monkeypatch.setattr(engine, "_produce", real_produce)
-    second = run_paste(spec, RunOptions(out=part, format="wds", n=40, shard_size=7, resume=True, progress=False))
+    second = run_paste(spec, RunOptions(out=part, format=fmt, n=40, shard_size=7, resume=True, workers=workers, progress=False))
     assert second.written == 23 and second.total == 40
+    if fmt == "coco":
+        assert tree_digest(part) == tree_digest(full)  # no gap, no duplicate, the same bytes
+        return
 
-    def samples(folder: Path) -> dict[str, bytes]:
+    # The stopped run closed a short shard, so shard boundaries differ; the samples do not.
+    def samples(folder: Path) -> list[tuple[str, bytes, bytes]]:
         urls = [str(p) for p in sorted(folder.glob("shard-*.tar"))]
-        return {s["__key__"]: s["jpg"] for s in wds.WebDataset(urls, shardshuffle=False)}
+        return [(s["__key__"], s["jpg"], s["json"]) for s in wds.WebDataset(urls, shardshuffle=False)]
 
-    resumed, reference = samples(part), samples(full)
-    assert sorted(resumed) == sorted(reference)  # no gap, no duplicate key
-    assert sum(1 for _ in wds.WebDataset([str(p) for p in sorted(part.glob("*.tar"))], shardshuffle=False)) == 40
-    assert resumed == reference  # and the very same samples
+    resumed = samples(part)
+    assert [key for key, *_ in resumed] == [f"{i:010d}" for i in range(40)]  # in order, no gap, no duplicate
+    assert resumed == samples(full)
 
 
 def test_resume_refuses_other_settings_and_empty_folders(tmp_path, objects_dir, backgrounds_dir):

@@ -415,7 +415,7 @@ def test_full_disk_is_a_write_error_and_the_journaled_part_survives(tmp_path, mo
 
 def test_full_disk_while_writing_annotations_json_is_a_write_error(tmp_path, monkeypatch):
     writer, _ = write("coco", tmp_path, samples(range(3)), close=False)
-    monkeypatch.setattr(coco_module, "atomic_write_json", disk_full)
+    monkeypatch.setattr(coco_module, "atomic_write_bytes", disk_full)
     with pytest.raises(WriteError, match="annotations.json.*disk is full.*--resume"):
         writer.close()
     monkeypatch.undo()
@@ -575,7 +575,7 @@ def test_shard_bytes_are_what_tarfile_writes(size):
     import io
     import tarfile
 
-    from synthgen.writers.wds import _TarStream
+    from synthgen.writers.wds import tar_end, tar_members
 
     payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
     reference = io.BytesIO()
@@ -584,9 +584,5 @@ def test_shard_bytes_are_what_tarfile_writes(size):
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode, info.uname, info.gname = size, 0, 0o444, "synthgen", "synthgen"
             tar.addfile(info, io.BytesIO(payload))
-    ours = io.BytesIO()
-    stream = _TarStream(ours)
-    for name in ("0000000007.jpg", "0000000007.json"):
-        stream.add(name, payload)
-    stream.close()
-    assert ours.getvalue() == reference.getvalue()
+    members = tar_members("0000000007", (("jpg", payload), ("json", payload)))
+    assert members + tar_end(len(members)) == reference.getvalue()

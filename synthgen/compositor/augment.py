@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -20,9 +21,8 @@ from synthgen.compositor.config import CompositeConfig
 #: Alpha at or above this (of 255) is the object, for masks, boxes and the occlusion rule.
 MASK_THRESHOLD = 128
 
-_GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
-_GREY_ROWS = np.tile(_GREY_WEIGHTS, (3, 1))  # each row turns a colour into its grey
-_IDENTITY = np.eye(3)
+_GREY_LIST = [0.299, 0.587, 0.114]
+_GREY_WEIGHTS = np.array(_GREY_LIST, dtype=np.float64)
 
 
 @dataclass
@@ -114,33 +114,39 @@ class Photometry:
         return self.brightness != 1.0 or self.contrast != 1.0 or self.saturation != 1.0
 
 
-def draw_photometry(rng: np.random.Generator, config: CompositeConfig) -> Photometry:
-    """All of one object's photometric random numbers, drawn at once."""
-    u_bright, u_contrast, u_sat, u_blur, u_sigma, u_noise, u_std = rng.random(7)
-    sigma = _lerp(config.blur_sigma, u_sigma) if u_blur < config.blur else 0.0
+def draw_photometry(uniforms: Sequence[float], config: CompositeConfig) -> Photometry:
+    """One object's photometric draws from seven uniform numbers in [0, 1)."""
+    u_bright, u_contrast, u_sat, u_blur, u_sigma, u_noise, u_std = uniforms
+    sigma = lerp(config.blur_sigma, u_sigma) if u_blur < config.blur else 0.0
     return Photometry(
-        brightness=_lerp(config.brightness, u_bright),
-        contrast=_lerp(config.contrast, u_contrast),
-        saturation=_lerp(config.saturation, u_sat),
+        brightness=lerp(config.brightness, u_bright),
+        contrast=lerp(config.contrast, u_contrast),
+        saturation=lerp(config.saturation, u_sat),
         blur_sigma=sigma if sigma > 0.05 else 0.0,
-        noise_std=_lerp(config.noise_std, u_std) if u_noise < config.noise else 0.0,
+        noise_std=lerp(config.noise_std, u_std) if u_noise < config.noise else 0.0,
     )
 
 
-def recolour(rgba: np.ndarray, mask: np.ndarray, photometry: Photometry, out: np.ndarray | None = None) -> np.ndarray:
-    """Brightness, contrast (around the mean grey of the ``mask`` pixels) and saturation as one
-    colour matrix, applied by a single saturating ``cv2.transform`` (alpha passes through).
+def mean_grey(rgba: np.ndarray) -> float:
+    """The mean grey level of an object's pixels (alpha >= MASK_THRESHOLD), 0 if there are none."""
+    mask = (rgba[..., 3] >= MASK_THRESHOLD).view(np.uint8)
+    return float(np.dot(_GREY_WEIGHTS, cv2.mean(rgba, mask=mask)[:3]))
+
+
+def recolour(rgba: np.ndarray, photometry: Photometry, grey: float, out: np.ndarray | None = None) -> np.ndarray:
+    """Brightness, contrast (around the object's mean grey level ``grey``, see
+    :func:`mean_grey`) and saturation as one colour matrix, applied by a single saturating
+    ``cv2.transform`` (alpha passes through).
 
     The map is affine per pixel, so it commutes with resampling: the compositor applies it at
     whichever of the cut-out's and the pasted size is smaller.
     """
     b, c, sat = photometry.brightness, photometry.contrast, photometry.saturation
-    mean_grey = float(np.dot(_GREY_WEIGHTS, cv2.mean(rgba, mask=mask.view(np.uint8))[:3]))
-    matrix = np.zeros((4, 5))
-    matrix[:3, :3] = b * c * (sat * _IDENTITY + (1.0 - sat) * _GREY_ROWS)
-    matrix[:3, 4] = b * (1.0 - c) * mean_grey
-    matrix[3, 3] = 1.0
-    return cv2.transform(rgba, matrix, dst=out)
+    gain, offset = b * c, b * (1.0 - c) * grey
+    # Row i: gain * (sat * e_i + (1 - sat) * grey weights), then the offset; alpha row = identity.
+    rows = [[gain * ((sat if i == j else 0.0) + (1.0 - sat) * _GREY_LIST[j]) for j in range(3)] + [0.0, offset] for i in range(3)]
+    rows.append([0.0, 0.0, 0.0, 1.0, 0.0])
+    return cv2.transform(rgba, np.array(rows), dst=out)
 
 
 def add_texture(patch: ObjectPatch, photometry: Photometry, rng: np.random.Generator) -> None:
@@ -155,5 +161,6 @@ def add_texture(patch: ObjectPatch, photometry: Photometry, rng: np.random.Gener
         cv2.GaussianBlur(rgba, (0, 0), photometry.blur_sigma, dst=rgba)
 
 
-def _lerp(low_high: tuple[float, float], u: float) -> float:
+def lerp(low_high: tuple[float, float], u: float) -> float:
+    """The point ``u`` (in [0, 1)) of the way from low to high."""
     return low_high[0] + (low_high[1] - low_high[0]) * u

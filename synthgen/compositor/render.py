@@ -8,7 +8,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from synthgen.compositor.augment import MASK_THRESHOLD, ObjectPatch, add_texture, draw_photometry, recolour, rotated_extent, transform_geometry
+from synthgen.compositor.augment import ObjectPatch, add_texture, draw_photometry, lerp, mean_grey, recolour, rotated_extent, transform_geometry
 from synthgen.compositor.blend import blend_alpha, blend_gaussian, blend_motion, blend_poisson
 from synthgen.compositor.config import CompositeConfig
 from synthgen.sample import Annotation, Sample
@@ -42,6 +42,8 @@ class _Placed:
     #: objects), exact when ``exact``. Later objects subtract their box overlap (an upper bound
     #: on what they cover), so the occlusion rule needs pixel work only when the bound is tight.
     visible: int
+    #: Visible pixels the occlusion rule requires of this object (min_visible of its full area).
+    need: float
     exact: bool = True
 
     @property
@@ -61,6 +63,12 @@ def _intersection(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) ->
 
 def _area(box: tuple[int, int, int, int]) -> int:
     return (box[2] - box[0]) * (box[3] - box[1])
+
+
+#: Uniform numbers drawn per object before its placement draws, in this order: which cut-out,
+#: scale, aspect, flip, rotation, 7 photometric draws, blend mode, motion angle, motion length.
+#: One call into NumPy per object: a call costs about as much as drawing a hundred numbers.
+_OBJECT_DRAWS = 15
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
@@ -84,6 +92,7 @@ class Compositor:
             raise ValueError("the object pool is empty")
         if len(backgrounds) == 0:
             raise ValueError("the background pool is empty")
+        self._grey: dict[int, float] = {}  # mean grey level of each cut-out used so far
 
     @property
     def categories(self) -> list[str]:
@@ -94,19 +103,24 @@ class Compositor:
         receives the image instead of a new array (the caller then owns reusing it)."""
         cfg = self.config
         rng = sample_rng(seed, index)
-        canvas = self._background(rng, out)
+        u_background, u_y, u_x, u_count = rng.random(4).tolist()
+        canvas = self._background(u_background, u_y, u_x, out)
         height, width = canvas.shape[:2]
         # Which object is on top at each pixel (-1: background), for the occlusion rule and boxes.
         owner = np.full((height, width), -1, dtype=np.int16)
         placed: list[_Placed] = []
-        n_objects = int(rng.integers(cfg.objects_per_image[0], cfg.objects_per_image[1] + 1))
+        low, high = cfg.objects_per_image
+        n_objects = low + int(u_count * (high - low + 1))
         skipped = 0
+        motion_lo, motion_hi = cfg.motion_length
         for _ in range(n_objects):
-            cutout = self.objects[int(rng.integers(len(self.objects)))]
-            patch = self._augmented(cutout.rgba, rng)
-            blend_mode = cfg.blend[int(rng.integers(len(cfg.blend)))]
-            blend_params = (rng.uniform(0.0, 180.0), int(rng.integers(cfg.motion_length[0], cfg.motion_length[1] + 1)))
-            position = None if patch is None else self._place(patch, owner, placed, rng)
+            draws = rng.random(_OBJECT_DRAWS + 2 * cfg.max_tries).tolist()
+            choice = int(draws[0] * len(self.objects))
+            cutout = self.objects[choice]
+            patch = self._augmented(choice, cutout.rgba, draws, rng)
+            blend_mode = cfg.blend[int(draws[12] * len(cfg.blend))]
+            blend_params = (draws[13] * 180.0, motion_lo + int(draws[14] * (motion_hi - motion_lo + 1)))
+            position = None if patch is None else self._place(patch, owner, placed, draws[_OBJECT_DRAWS:])
             if position is None:
                 skipped += 1
                 continue
@@ -118,54 +132,64 @@ class Compositor:
 
     # -- steps -------------------------------------------------------------------------------
 
-    def _background(self, rng: np.random.Generator, out: np.ndarray | None) -> np.ndarray:
+    def _background(self, u_background: float, u_y: float, u_x: float, out: np.ndarray | None) -> np.ndarray:
+        """A crop of the output size from the background ``u_background`` picks, at the place
+        ``u_y``, ``u_x`` pick (uniform numbers in [0, 1))."""
         cfg = self.config
-        bg = self.backgrounds[int(rng.integers(len(self.backgrounds)))]
+        bg = self.backgrounds[int(u_background * len(self.backgrounds))]
         h, w = bg.shape[:2]
         if h < cfg.height or w < cfg.width:
             raise ValueError(
                 f"background of {w}x{h} is smaller than the output {cfg.width}x{cfg.height}: "
                 "the background pool was built for another output size"
             )
-        y0 = int(rng.integers(h - cfg.height + 1))
-        x0 = int(rng.integers(w - cfg.width + 1))
+        y0 = int(u_y * (h - cfg.height + 1))
+        x0 = int(u_x * (w - cfg.width + 1))
         crop = bg[y0 : y0 + cfg.height, x0 : x0 + cfg.width]
         if out is None:
             return np.array(crop, dtype=np.uint8, copy=True)
         np.copyto(out, crop)
         return out
 
-    def _augmented(self, rgba: np.ndarray, rng: np.random.Generator) -> ObjectPatch | None:
+    def _augmented(self, choice: int, rgba: np.ndarray, draws: list[float], rng: np.random.Generator) -> ObjectPatch | None:
+        """Cut-out ``choice`` (pixels ``rgba``) scaled, flipped, rotated and recoloured by
+        ``draws[1:12]``; ``rng`` draws the noise pixels."""
         cfg = self.config
-        side = rng.uniform(*cfg.scale) * min(cfg.width, cfg.height)
+        side = lerp(cfg.scale, draws[1]) * min(cfg.width, cfg.height)
         if cfg.aspect == "stretch":
             lo, hi = cfg.aspect_range
-            aspect = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+            aspect = math.exp(lerp((math.log(lo), math.log(hi)), draws[2]))
         else:
             aspect = rgba.shape[1] / rgba.shape[0]
         box_w, box_h = side * math.sqrt(aspect), side / math.sqrt(aspect)
-        flip = bool(rng.random() < cfg.flip)
-        degrees = float(rng.uniform(-cfg.rotation, cfg.rotation)) if cfg.rotation else 0.0
+        flip = draws[3] < cfg.flip
+        degrees = (2.0 * draws[4] - 1.0) * cfg.rotation
         # Without truncation the object must fit in the image: shrink it (keeping its shape) if the
         # drawn size and rotation would not.
         if cfg.truncation == 0.0:
             ext_w, ext_h = rotated_extent(box_w, box_h, degrees)
             shrink = min(1.0, (cfg.width - 1) / ext_w, (cfg.height - 1) / ext_h)
             box_w, box_h = box_w * shrink, box_h * shrink
-        photometry = draw_photometry(rng, cfg)
+        photometry = draw_photometry(draws[5:12], cfg)
+        grey = 0.0
+        if photometry.recolours:
+            grey = self._grey.get(choice)
+            if grey is None:
+                grey = self._grey[choice] = mean_grey(rgba)
         recolour_first = photometry.recolours and rgba.shape[0] * rgba.shape[1] < box_w * box_h
         if recolour_first:  # fewer pixels to recolour in the cut-out than in the pasted object
-            rgba = recolour(rgba, rgba[..., 3] >= MASK_THRESHOLD, photometry)
+            rgba = recolour(rgba, photometry, grey)
         patch = transform_geometry(rgba, box_w, box_h, flip, degrees)
         if patch is None:
             return None
         if photometry.recolours and not recolour_first:
-            recolour(patch.rgba, patch.mask, photometry, out=patch.rgba)
+            recolour(patch.rgba, photometry, grey, out=patch.rgba)
         add_texture(patch, photometry, rng)
         return patch
 
-    def _place(self, patch: ObjectPatch, owner: np.ndarray, placed: Sequence[_Placed], rng: np.random.Generator):
-        """Draw positions until one keeps every object (old and new) visible enough.
+    def _place(self, patch: ObjectPatch, owner: np.ndarray, placed: Sequence[_Placed], draws: Sequence[float]):
+        """Try the positions given by ``draws`` (pairs of uniform numbers, ``max_tries`` of
+        them) until one keeps every object (old and new) visible enough.
 
         Returns ``(x0, y0, pixels of the new mask inside the image)`` or None after
         ``max_tries`` failures. Pixels are only looked at where a bound cannot decide: the
@@ -179,12 +203,11 @@ class Compositor:
         slack_y = int(math.floor(patch.height * cfg.truncation))
         x_lo, x_hi = -slack_x, width - patch.width + slack_x
         y_lo, y_hi = -slack_y, height - patch.height + slack_y
-        draws = rng.random((cfg.max_tries, 2))
         if x_hi < x_lo or y_hi < y_lo:
             return None
         required_own = max(cfg.min_visible, 1.0 - cfg.truncation) * full_area
         ex0, ey0, ex1, ey1 = patch.extent
-        for fx, fy in draws:
+        for fx, fy in zip(draws[0::2], draws[1::2]):
             x0 = x_lo + int(fx * (x_hi - x_lo + 1))
             y0 = y_lo + int(fy * (y_hi - y_lo + 1))
             box = _mask_box(patch, x0, y0, width, height)
@@ -201,6 +224,8 @@ class Compositor:
                 px0, py0, px1, py1 = p.box
                 if bx0 >= px1 or px0 >= bx1 or by0 >= py1 or py0 >= by1:
                     continue  # boxes apart: nothing of k can be covered (the common case, inlined)
+                if p.visible - (min(bx1, px1) - max(bx0, px0)) * (min(by1, py1) - max(by0, py0)) >= p.need:
+                    continue  # even if the whole box overlap were covered, k stays visible enough
                 if not self._keeps_visible(k, p, patch, x0, y0, box, owner):
                     break
             else:
@@ -212,7 +237,7 @@ class Compositor:
         overlap = _intersection(box, p.box)
         if overlap is None:  # callers test box overlap first; kept so the contract holds alone
             return True
-        need = self.config.min_visible * p.full_area - 1e-6
+        need = p.need
         if p.visible - _area(overlap) >= need:
             return True
         if not p.exact:
@@ -224,8 +249,7 @@ class Compositor:
         covered = (owner[oy0:oy1, ox0:ox1] == k) & patch.mask[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0]
         return p.visible - int(np.count_nonzero(covered)) >= need
 
-    @staticmethod
-    def _commit(owner, placed: list[_Placed], patch: ObjectPatch, x0: int, y0: int, inside: int, class_id: int) -> None:
+    def _commit(self, owner, placed: list[_Placed], patch: ObjectPatch, x0: int, y0: int, inside: int, class_id: int) -> None:
         height, width = owner.shape
         box = _mask_box(patch, x0, y0, width, height)
         bx0, by0, bx1, by1 = box
@@ -235,7 +259,7 @@ class Compositor:
                 p.visible -= (min(bx1, px1) - max(bx0, px0)) * (min(by1, py1) - max(by0, py0))
                 p.exact = False
         np.copyto(owner[by0:by1, bx0:bx1], len(placed), where=patch.mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0])
-        placed.append(_Placed(patch, class_id, box, inside))
+        placed.append(_Placed(patch, class_id, box, inside, self.config.min_visible * patch.area - 1e-6))
 
     def _blend(self, canvas: np.ndarray, patch: ObjectPatch, x0: int, y0: int, mode: str, params) -> None:
         angle, length = params

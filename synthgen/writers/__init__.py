@@ -8,6 +8,13 @@ Every writer follows one life cycle, driven by the engine::
         writer.write(sample)
     writer.close()                     # also after Ctrl-C / SIGTERM: leaves a valid dataset
 
+``write`` is two steps, so that the per-sample work can run in the paste worker processes and
+the main process only appends bytes in index order: ``stage = writer.stager()`` is a small
+picklable callable that turns an encoded sample into a :class:`StagedSample` in any process (the
+COCO and YOLO stagers also write the sample's own image and label files there), and
+``writer.commit(staged)``, in the process that opened the writer, appends it (tar members,
+journal line) in index order.
+
 Durability contract: a sample (or, for WebDataset, a whole shard) is journaled in
 ``OUT/.synthgen/`` only once its files are in their final place, so after any interruption the
 journaled part is intact, ``open(resume=True)`` removes unjournaled leftovers, and
@@ -51,6 +58,21 @@ class WriterOptions:
             raise InputError(f"YOLO split must be a plain folder name like 'train', got {self.split!r}")
 
 
+@dataclass(frozen=True)
+class StagedSample:
+    """A sample made ready for its writer's ``commit``: everything but the ordered append."""
+
+    index: int
+    key: str
+    objects: int  # boxes in the sample
+    skipped_objects: int  # objects drawn that found no valid place
+    #: The bytes ``commit`` appends: WebDataset, the sample's tar members; COCO and YOLO, the
+    #: journal line (their files are already in place).
+    payload: bytes
+    #: COCO: the journal entry, kept in memory for annotations.json.
+    entry: dict | None = None
+
+
 class Writer(Protocol):
     format: ClassVar[str]  # "coco" | "wds" | "yolo"
     supports_infinite: ClassVar[bool]  # can stop at any sample and still be a complete dataset (only wds)
@@ -60,8 +82,16 @@ class Writer(Protocol):
         already completely written; 0 when fresh."""
         ...
 
+    def stager(self) -> Callable[[EncodedSample], StagedSample]:
+        """The per-sample step, callable in any process (picklable, holds no open file)."""
+        ...
+
+    def commit(self, staged: StagedSample) -> None:
+        """Append one staged sample; samples arrive in index order."""
+        ...
+
     def write(self, sample: EncodedSample) -> None:
-        """Store one sample; samples arrive in index order."""
+        """Store one sample (``commit(stager()(sample))``); samples arrive in index order."""
         ...
 
     def close(self) -> None:
@@ -91,4 +121,4 @@ WRITERS.register("coco", help="images/ + annotations.json (pycocotools, torchvis
 WRITERS.register("wds", help="WebDataset tar shards (streaming; supports endless runs)")(WdsWriter)
 WRITERS.register("yolo", help="Ultralytics YOLO folder: images/, labels/, data.yaml")(YoloWriter)
 
-__all__ = ["WRITERS", "CocoWriter", "WdsWriter", "Writer", "WriterOptions", "YoloWriter", "make_writer"]
+__all__ = ["WRITERS", "CocoWriter", "StagedSample", "WdsWriter", "Writer", "WriterOptions", "YoloWriter", "make_writer"]

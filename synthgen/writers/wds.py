@@ -2,9 +2,11 @@
 
 Each sample is ``<key>.jpg`` (the encoded JPEG, stored as is) and ``<key>.json``
 (``index, width, height, boxes`` (xyxy), ``labels`` (category ids), ``names``, ``areas``, and
-``segmentations`` (COCO RLE) when masks are kept). A shard is written with
-a small ustar writer (the format ``webdataset.TarWriter`` writes; importing webdataset would pull
-in torch, 1.5 s, and ``tarfile``'s headers cost a fifth of the hot path) under ``shard-XXXXXX.tar.partial`` and renamed to ``.tar`` once complete
+``segmentations`` (COCO RLE) when masks are kept). A sample's tar members are
+made by :class:`WdsStager` (in a paste worker when there are several) with a small ustar writer
+(the format ``webdataset.TarWriter`` writes; importing webdataset would pull in torch, 1.5 s, and
+``tarfile``'s headers cost a fifth of the hot path); the main process appends them to
+``shard-XXXXXX.tar.partial``, renamed to ``.tar`` once complete
 (shard_size samples, the byte limit reached, or ``close()``), then journaled in
 ``OUT/.synthgen/wds.jsonl``; so every ``.tar`` present is a complete, readable shard, and a run
 can be stopped at any sample (endless runs end with Ctrl-C). Tar headers are fixed (mtime 0,
@@ -19,13 +21,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
 from synthgen.cache import atomic_write_json
 from synthgen.errors import InputError, WriteError
 from synthgen.sample import EncodedSample
-from synthgen.writers import WriterOptions
+from synthgen.writers import StagedSample, WriterOptions
 from synthgen.writers.coco import json_rle
 from synthgen.writers.journal import Journal, deferred_interrupts, write_errors
 
@@ -55,11 +58,6 @@ def sample_json(sample: EncodedSample, categories: list[str]) -> dict:
     return record
 
 
-def _member_bytes(size: int) -> int:
-    """Bytes a tar member of ``size`` bytes takes: a header block plus the data padded to blocks."""
-    return _BLOCK + -(-size // _BLOCK) * _BLOCK
-
-
 def _file_bytes(members: int) -> int:
     """Size of a finished tar whose members take ``members`` bytes: two end blocks, padded to a record."""
     return -(-(members + 2 * _BLOCK) // _RECORD) * _RECORD
@@ -86,25 +84,32 @@ def ustar_header(name: str, size: int) -> bytes:
     return bytes(header)
 
 
-class _TarStream:
-    """Append-only ustar writer over an open binary file: members, then end blocks padded to a
-    whole record on close (what ``tarfile.open(mode="w|")`` produces, at a fraction of the cost)."""
+def tar_members(key: str, fields: tuple[tuple[str, bytes], ...]) -> bytes:
+    """The tar members ``<key>.<ext>`` of one sample, contiguous, each a fixed header (mtime 0,
+    owner synthgen, mode 0444) and its data padded to whole blocks: the same samples give the
+    same bytes, wherever they are placed in a shard."""
+    parts = []
+    for ext, data in fields:
+        parts += (ustar_header(f"{key}.{ext}", len(data)), data, bytes(-len(data) % _BLOCK))
+    return b"".join(parts)
 
-    def __init__(self, file: IO[bytes]) -> None:
-        self.file = file
-        self.written = 0
 
-    def add(self, name: str, data: bytes) -> None:
-        padding = -len(data) % _BLOCK
-        self.file.write(ustar_header(name, len(data)))
-        self.file.write(data)
-        if padding:
-            self.file.write(bytes(padding))
-        self.written += _member_bytes(len(data))
+def tar_end(members: int) -> bytes:
+    """What closes a tar whose members take ``members`` bytes: two zero blocks, padded to a whole
+    record (what ``tarfile.open(mode="w|")`` writes)."""
+    return bytes(_file_bytes(members) - members)
 
-    def close(self) -> None:
-        end = self.written + 2 * _BLOCK
-        self.file.write(bytes(2 * _BLOCK + (-end % _RECORD)))
+
+@dataclass(frozen=True)
+class WdsStager:
+    """Makes a sample's tar members (``<key>.jpg``, ``<key>.json``), in any process."""
+
+    categories: tuple[str, ...]
+
+    def __call__(self, sample: EncodedSample) -> StagedSample:
+        meta = json.dumps(sample_json(sample, list(self.categories)), separators=(",", ":")).encode()
+        members = tar_members(sample.key, (("jpg", sample.jpeg), ("json", meta)))
+        return StagedSample(sample.index, sample.key, len(sample.annotations), sample.skipped_objects, members)
 
 
 class WdsWriter:
@@ -122,7 +127,6 @@ class WdsWriter:
         self._failed = False
         # The shard being written:
         self._file: IO[bytes] | None = None
-        self._tar: _TarStream | None = None
         self._count = 0
         self._members = 0  # bytes of tar members so far
         self._first = -1
@@ -175,25 +179,30 @@ class WdsWriter:
                 path.unlink()
         return entries
 
+    def stager(self) -> WdsStager:
+        return WdsStager(tuple(self.categories))
+
     def write(self, sample: EncodedSample) -> None:
+        self.commit(self.stager()(sample))
+
+    def commit(self, staged: StagedSample) -> None:
         if self._failed:
             raise WriteError("the WebDataset writer already failed; rerun with --resume")
-        meta = json.dumps(sample_json(sample, self.categories), separators=(",", ":")).encode()
-        size = _member_bytes(len(sample.jpeg)) + _member_bytes(len(meta))
-        if self._tar is not None and _file_bytes(self._members + size) > self.options.shard_max_bytes:
+        size = len(staged.payload)
+        if self._file is not None and _file_bytes(self._members + size) > self.options.shard_max_bytes:
             self._finish_shard()
         try:
-            with deferred_interrupts(), write_errors(f"sample {sample.key}", self._partial_path(), intact=self._intact()):
-                if self._tar is None:
+            with deferred_interrupts(), write_errors(f"sample {staged.key}", self._partial_path(), intact=self._intact()):
+                if self._file is None:
                     self._start_shard()
                 self._torn = True
-                self._write_members(sample.key, (("jpg", sample.jpeg), ("json", meta)))
+                self._write_members(staged.key, staged.payload)
                 # Bookkeeping inside the block: a Ctrl-C held back by it is raised on leaving it.
                 self._torn = False
                 self._count += 1
                 self._members += size
-                self._first = sample.index if self._count == 1 else self._first
-                self._last = sample.index
+                self._first = staged.index if self._count == 1 else self._first
+                self._last = staged.index
         except WriteError:
             self._failed = True
             raise
@@ -202,14 +211,11 @@ class WdsWriter:
 
     def _start_shard(self) -> None:
         self._file = open(self._partial_path(), "wb")
-        self._tar = _TarStream(self._file)
         self._count = self._members = 0
 
-    def _write_members(self, key: str, fields: tuple[tuple[str, bytes], ...]) -> None:
-        """One sample: ``<key>.<ext>`` members, contiguous, with fixed headers (mtime 0, owner
-        synthgen, mode 0444) so that the same samples give the same bytes."""
-        for ext, data in fields:
-            self._tar.add(f"{key}.{ext}", data)
+    def _write_members(self, key: str, members: bytes) -> None:
+        """Append one sample's tar members (from :func:`tar_members`) to the shard."""
+        self._file.write(members)
 
     def _finish_shard(self) -> None:
         """Complete the current shard: close the tar, sync it, rename it to ``.tar``, journal it."""
@@ -219,11 +225,11 @@ class WdsWriter:
                  "first": self._first, "last": self._last}
         try:
             with deferred_interrupts(), write_errors(f"shard {final.name}", final, intact=self._intact()):
-                self._tar.close()
+                self._file.write(tar_end(self._members))
                 self._file.flush()
                 os.fsync(self._file.fileno())
                 self._file.close()
-                self._tar = self._file = None
+                self._file = None
                 os.replace(partial, final)
                 self.journal.append(entry)
                 self._shards_done += 1
@@ -236,11 +242,9 @@ class WdsWriter:
         """Drop a shard that cannot be completed (a write into it failed or was interrupted);
         its samples are not journaled, so a resume writes them again."""
         partial = self._partial_path()
-        with contextlib.suppress(OSError, ValueError):  # the file is thrown away: its state does not matter
-            self._tar.close()  # else the tar stream would try to flush into a closed file when collected
-        if self._file is not None:
+        with contextlib.suppress(OSError):  # the file is thrown away: its state does not matter
             self._file.close()
-        self._tar = self._file = None
+        self._file = None
         partial.unlink(missing_ok=True)
 
     def close(self) -> None:
@@ -249,14 +253,14 @@ class WdsWriter:
             return
         self._opened = False
         try:
-            if self._tar is not None:
+            if self._file is not None:
                 if self._torn or self._failed:
                     self._discard_shard()
                 else:
                     try:
                         self._finish_shard()
                     finally:
-                        if self._tar is not None:
+                        if self._file is not None:
                             self._discard_shard()
         finally:
             with write_errors("the journal", self.journal.path, intact=self._intact()):

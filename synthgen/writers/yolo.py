@@ -3,25 +3,28 @@ and ``OUT/data.yaml``.
 
 A label file has one line ``cls cx cy w h`` per box: ``cls`` = category id - 1, the rest
 normalised by the image size, 6 decimals; an image without boxes gets an empty label file (a
-background image, as Ultralytics expects). Label, then image, are placed atomically, then the
-sample is journaled in ``OUT/.synthgen/yolo.jsonl``; resume removes files the journal does not
-list. ``data.yaml`` is written at open (so the folder is usable while it grows) and at close.
+background image, as Ultralytics expects). Label, then image, are written (by
+:class:`YoloStager`, in a paste worker when there are several), then the main process journals
+the sample in ``OUT/.synthgen/yolo.jsonl``, in index order; resume and ``close()`` remove files the
+journal does not list. ``data.yaml`` is written at open (so the folder is usable while it grows) and at close.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from synthgen.cache import atomic_write_bytes
 from synthgen.errors import WriteError
 from synthgen.sample import EncodedSample
-from synthgen.writers import WriterOptions
+from synthgen.writers import StagedSample, WriterOptions
 from synthgen.writers.coco import journal_entry
 from synthgen.writers.journal import (
     Journal,
     deferred_interrupts,
+    journal_line,
     place_file,
     remove_unjournaled,
     resume_sample_journal,
@@ -58,6 +61,22 @@ def data_yaml(split: str, categories: list[str]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class YoloStager:
+    """Writes a sample's label and image files and makes its journal line (any process)."""
+
+    images_dir: Path
+    labels_dir: Path
+
+    def __call__(self, sample: EncodedSample) -> StagedSample:
+        image, label = self.images_dir / f"{sample.key}.jpg", self.labels_dir / f"{sample.key}.txt"
+        with deferred_interrupts(), write_errors(f"sample {sample.key}", image.parents[2], intact="everything already journaled"):
+            place_file(label, label_text(sample).encode())
+            place_file(image, sample.jpeg)
+        return StagedSample(sample.index, sample.key, len(sample.annotations), sample.skipped_objects,
+                            journal_line(journal_entry(sample)))
+
+
 class YoloWriter:
     format: ClassVar[str] = "yolo"
     supports_infinite: ClassVar[bool] = False
@@ -69,12 +88,16 @@ class YoloWriter:
         self.images_dir = out / "images" / options.split
         self.labels_dir = out / "labels" / options.split
         self.journal = Journal(out / ".synthgen" / "yolo.jsonl")
-        self._written = 0
+        self._keys: list[str] = []  # journaled samples
         self._opened = False
         self._failed = False
 
     def _files_of(self, key: str) -> list[Path]:
         return [self.images_dir / f"{key}.jpg", self.labels_dir / f"{key}.txt"]
+
+    def _remove_unjournaled(self, keys: set[str]) -> None:
+        remove_unjournaled(self.images_dir, ".jpg", keys)
+        remove_unjournaled(self.labels_dir, ".txt", keys)
 
     def _write_yaml(self) -> None:
         atomic_write_bytes(self.out / DATA_YAML, data_yaml(self.split, self.categories).encode())
@@ -87,26 +110,33 @@ class YoloWriter:
             with self.journal.closed_on_error():
                 if resume:
                     entries = resume_sample_journal(self.journal, entries, self._files_of)
-                    keys = {e["key"] for e in entries}
-                    remove_unjournaled(self.images_dir, ".jpg", keys)
-                    remove_unjournaled(self.labels_dir, ".txt", keys)
+                    self._remove_unjournaled({e["key"] for e in entries})
                 self._write_yaml()
-        self._written = len(entries)
+        self._keys = [e["key"] for e in entries]
         self._opened = True
-        return self._written
+        return len(entries)
+
+    def stager(self) -> YoloStager:
+        return YoloStager(self.images_dir, self.labels_dir)
 
     def write(self, sample: EncodedSample) -> None:
         if self._failed:
             raise WriteError("the YOLO writer already failed; rerun with --resume")
-        image, label = self._files_of(sample.key)
-        entry = journal_entry(sample)
-        intact = f"everything already journaled ({self._written} samples)"
         try:
-            with deferred_interrupts(), write_errors(f"sample {sample.key}", self.out, intact=intact):
-                place_file(label, label_text(sample).encode())
-                place_file(image, sample.jpeg)
-                self.journal.append(entry)
-                self._written += 1
+            staged = self.stager()(sample)
+        except WriteError:
+            self._failed = True
+            raise
+        self.commit(staged)
+
+    def commit(self, staged: StagedSample) -> None:
+        if self._failed:
+            raise WriteError("the YOLO writer already failed; rerun with --resume")
+        intact = f"everything already journaled ({len(self._keys)} samples)"
+        try:
+            with deferred_interrupts(), write_errors(f"sample {staged.key}", self.journal.path, intact=intact):
+                self.journal.append_line(staged.payload)
+                self._keys.append(staged.key)
         except WriteError:
             self._failed = True  # the journal may end in a torn line now: only a resume may go on
             raise
@@ -115,8 +145,9 @@ class YoloWriter:
         if not self._opened:
             return
         self._opened = False
-        with write_errors(DATA_YAML, self.out / DATA_YAML, intact=f"everything journaled ({self._written} samples)"):
+        with write_errors(DATA_YAML, self.out / DATA_YAML, intact=f"everything journaled ({len(self._keys)} samples)"):
             try:
                 self.journal.close()
             finally:
+                self._remove_unjournaled(set(self._keys))
                 self._write_yaml()
