@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+# One compute thread for torch (read when torch is first imported). The test models are tiny, so a
+# second thread buys little; and on a machine whose cores are busy, OpenMP threads that wait for
+# each other made the training tests 30x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

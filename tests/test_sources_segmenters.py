@@ -172,15 +172,18 @@ def test_grabcut_retries_with_a_centre_prior_on_tight_crops() -> None:
     assert iou(clean_mask(make_segmenter("grabcut").segment(image, None)), truth) > 0.85
 
 
-def test_grabcut_is_deterministic_and_survives_flat_images() -> None:
+def test_grabcut_is_deterministic_and_rejects_flat_images() -> None:
     image, _ = disk_image(64)
     grabcut = make_segmenter("grabcut")
     assert np.array_equal(grabcut.segment(image, None), grabcut.segment(image, None))
-    flat = np.full((40, 40, 3), 128, np.uint8)
-    try:
-        assert grabcut.segment(flat, None).shape == (40, 40)
-    except Unsegmentable as err:
-        assert err.reason
+    # Blank, and blank with sensor/JPEG-like noise: the centre prior must not invent an object.
+    rng = np.random.default_rng(0)
+    for flat in (np.full((40, 40, 3), 128, np.uint8), (128 + rng.integers(-2, 3, (40, 40, 3))).astype(np.uint8)):
+        with pytest.raises(Unsegmentable) as caught:
+            grabcut.segment(flat, None)
+        assert caught.value.reason == "flat image"
+        with pytest.raises(Unsegmentable, match="flat image"):
+            make_segmenter("auto").segment(flat, None)
 
 
 def test_none_alpha_and_mask_segmenters() -> None:

@@ -254,11 +254,15 @@ def test_yolo_labels_round_trip_and_data_yaml(tmp_path):
 
 
 def kill_while_writing(fmt: str, out: Path, items: list[EncodedSample], options: WriterOptions) -> None:
-    """Write ``items`` in a forked child that then dies by SIGKILL (no close, no cleanup)."""
+    """Write ``items`` in a forked child that then dies by SIGKILL (no close, no cleanup), at a
+    moment when the WebDataset writer's finished shards are published (a kill before that loses
+    them too: they are rewritten on resume)."""
     pid = os.fork()
     if pid == 0:  # the child
         try:
-            write(fmt, out, items, options, close=False)
+            writer, _ = write(fmt, out, items, options, close=False)
+            if fmt == "wds":
+                writer._publisher.drain()
         finally:
             os.kill(os.getpid(), signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
@@ -411,6 +415,23 @@ def test_full_disk_is_a_write_error_and_the_journaled_part_survives(tmp_path, mo
     _, done = write(fmt, tmp_path, samples(range(4, 6)), WriterOptions(shard_size=2), resume=True)
     assert done == 4
     assert_dataset_equals(tmp_path, samples(range(6)))
+
+
+def test_wds_shard_that_cannot_be_synced_is_a_write_error_and_not_published(tmp_path, monkeypatch):
+    """Shards are synced, renamed and journaled in a background thread; its failure reaches
+    the caller, and neither that shard nor any later one is published."""
+    writer, _ = write("wds", tmp_path, samples(range(2)), WriterOptions(shard_size=2), close=False)
+    writer._publisher.drain()  # shard 0 is published
+    monkeypatch.setattr(os, "fsync", disk_full)
+    for sample in samples(range(2, 4)):  # shard 1 is finished, then fails to sync
+        writer.write(sample)
+    with pytest.raises(WriteError, match="shard-000001.tar.*disk is full.*--resume"):
+        writer.close()
+    monkeypatch.undo()
+    assert_dataset_equals(tmp_path, samples(range(2)))
+    _, done = write("wds", tmp_path, samples(range(2, 5)), WriterOptions(shard_size=2), resume=True)
+    assert done == 2
+    assert_dataset_equals(tmp_path, samples(range(5)))
 
 
 def test_full_disk_while_writing_annotations_json_is_a_write_error(tmp_path, monkeypatch):

@@ -55,6 +55,10 @@ class GrabCutSegmenter(LoopBatch):
     ones, so the image is resized for segmentation to have its short side at least
     ``min_side`` and its long side at most ``max_side``; the mask is resized back, which gives
     it soft edges. Deterministic: OpenCV's random generator is reseeded for every image.
+
+    An image whose colours vary less than ``min_contrast`` (the standard deviation of its most
+    varied channel, of 255) is rejected as flat: there is nothing to cut out, and the centre prior would otherwise
+    turn a blank image into an ellipse-shaped "object".
     """
 
     margin: float = 0.05
@@ -62,6 +66,7 @@ class GrabCutSegmenter(LoopBatch):
     core: float = 0.25
     min_side: int = 64
     max_side: int = 256
+    min_contrast: float = 4.0
 
     name: ClassVar[str] = "grabcut"
     threshold: ClassVar[float] = 0.5
@@ -72,10 +77,11 @@ class GrabCutSegmenter(LoopBatch):
         object.__setattr__(self, "core", _option(self.core, "core", float, 0.0, 0.45))
         object.__setattr__(self, "min_side", _option(self.min_side, "min_side", int, 8, 4096))
         object.__setattr__(self, "max_side", _option(self.max_side, "max_side", int, self.min_side, 8192))
+        object.__setattr__(self, "min_contrast", _option(self.min_contrast, "min_contrast", float, 0.0, 128.0))
 
     def settings(self) -> dict[str, Any]:
         return {"margin": self.margin, "iterations": self.iterations, "core": self.core,
-                "min_side": self.min_side, "max_side": self.max_side}
+                "min_side": self.min_side, "max_side": self.max_side, "min_contrast": self.min_contrast}
 
     def _work_scale(self, h: int, w: int) -> float:
         if max(h, w) > self.max_side:
@@ -87,6 +93,8 @@ class GrabCutSegmenter(LoopBatch):
     def segment(self, image: np.ndarray, given_mask: np.ndarray | None) -> np.ndarray:
         # GrabCut's colour models are invariant to the channel order, so RGB needs no BGR swap.
         rgb = np.ascontiguousarray(image[..., :3])
+        if cv2.meanStdDev(rgb)[1].max() < self.min_contrast:
+            raise Unsegmentable("flat image")
         h, w = rgb.shape[:2]
         scale = self._work_scale(h, w)
         if scale != 1.0:
@@ -122,13 +130,14 @@ class AutoSegmenter(LoopBatch):
     core: float = 0.25
     min_side: int = 64
     max_side: int = 256
+    min_contrast: float = 4.0
     grabcut: GrabCutSegmenter = field(init=False, repr=False, compare=False)
 
     name: ClassVar[str] = "auto"
     threshold: ClassVar[float] = 0.5
 
     def __post_init__(self) -> None:
-        grabcut = GrabCutSegmenter(self.margin, self.iterations, self.core, self.min_side, self.max_side)
+        grabcut = GrabCutSegmenter(self.margin, self.iterations, self.core, self.min_side, self.max_side, self.min_contrast)
         object.__setattr__(self, "grabcut", grabcut)
 
     def settings(self) -> dict[str, Any]:

@@ -8,7 +8,8 @@ made by :class:`WdsStager` (in a paste worker when there are several) with a sma
 ``tarfile``'s headers cost a fifth of the hot path); the main process appends them to
 ``shard-XXXXXX.tar.partial``, renamed to ``.tar`` once complete
 (shard_size samples, the byte limit reached, or ``close()``), then journaled in
-``OUT/.synthgen/wds.jsonl``; so every ``.tar`` present is a complete, readable shard, and a run
+``OUT/.synthgen/wds.jsonl`` (by a background thread: the fsync is mostly waiting for the disk);
+so every ``.tar`` present is a complete, readable shard, and a run
 can be stopped at any sample (endless runs end with Ctrl-C). Tar headers are fixed (mtime 0,
 fixed owner and mode): the same samples give byte-identical shards.
 
@@ -21,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -112,6 +115,61 @@ class WdsStager:
         return StagedSample(sample.index, sample.key, len(sample.annotations), sample.skipped_objects, members)
 
 
+class _Publisher:
+    """Publishes finished shards in a background thread, in order: fsync, close, rename
+    ``.partial`` to ``.tar``, journal. A failure stops all later publishing (the journal must
+    stay gap-free) and is raised in the writer's thread by ``check()`` or ``drain()``; shards
+    left as ``.partial`` are removed by a resume."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.shards = self.samples = 0  # journaled so far (set by the writer's open)
+        self._queue: queue.Queue = queue.Queue(maxsize=2)  # at most two shards wait for the disk
+        self._thread: threading.Thread | None = None
+        self._error: WriteError | None = None
+
+    def intact(self) -> str:
+        return f"every .tar shard already journaled ({self.shards} shards, {self.samples} samples)"
+
+    def submit(self, file: IO[bytes], partial: Path, final: Path, entry: dict) -> None:
+        self.check()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="synthgen-shard-publisher", daemon=True)
+            self._thread.start()
+        self._queue.put((file, partial, final, entry))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            file, partial, final, entry = item
+            if self._error is not None:
+                file.close()
+                continue
+            try:
+                with write_errors(f"shard {final.name}", final, intact=self.intact()):
+                    os.fsync(file.fileno())
+                    file.close()
+                    os.replace(partial, final)
+                    self.journal.append(entry)
+                    self.shards += 1
+                    self.samples += int(entry["count"])
+            except WriteError as err:
+                self._error = err
+                with contextlib.suppress(OSError):
+                    file.close()
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def drain(self) -> None:
+        """Wait until every submitted shard is published; raise the first failure."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self.check()
+
+
 class WdsWriter:
     format: ClassVar[str] = "wds"
     supports_infinite: ClassVar[bool] = True
@@ -121,8 +179,8 @@ class WdsWriter:
         self.categories = categories
         self.options = options
         self.journal = Journal(out / ".synthgen" / "wds.jsonl")
-        self._shards_done = 0  # journaled shards of this machine (j of the next shard)
-        self._samples_done = 0  # samples in journaled shards
+        self._shards_done = 0  # finished shards of this machine (j of the next shard)
+        self._publisher = _Publisher(self.journal)
         self._opened = False
         self._failed = False
         # The shard being written:
@@ -140,7 +198,7 @@ class WdsWriter:
         return self.out / (shard_name(self.shard_number(self._shards_done)) + ".partial")
 
     def _intact(self) -> str:
-        return f"every .tar shard already written ({self._shards_done} shards, {self._samples_done} samples)"
+        return self._publisher.intact()
 
     def open(self, *, resume: bool) -> int:
         with write_errors("the WebDataset folder", self.out, intact="every .tar shard already written"):
@@ -151,9 +209,9 @@ class WdsWriter:
                 if resume:
                     entries = self._resume(entries)
         self._shards_done = len(entries)
-        self._samples_done = sum(int(e["count"]) for e in entries)
+        self._publisher.shards, self._publisher.samples = len(entries), sum(int(e["count"]) for e in entries)
         self._opened = True
-        return self._samples_done
+        return self._publisher.samples
 
     def _resume(self, entries: list[dict]) -> list[dict]:
         """Keep the journaled shards that still exist (up to the first missing one), and delete
@@ -188,6 +246,11 @@ class WdsWriter:
     def commit(self, staged: StagedSample) -> None:
         if self._failed:
             raise WriteError("the WebDataset writer already failed; rerun with --resume")
+        try:
+            self._publisher.check()
+        except WriteError:
+            self._failed = True
+            raise
         size = len(staged.payload)
         if self._file is not None and _file_bytes(self._members + size) > self.options.shard_max_bytes:
             self._finish_shard()
@@ -218,7 +281,9 @@ class WdsWriter:
         self._file.write(members)
 
     def _finish_shard(self) -> None:
-        """Complete the current shard: close the tar, sync it, rename it to ``.tar``, journal it."""
+        """Complete the current shard's bytes and hand it to the publisher, which syncs it,
+        renames it to ``.tar`` and journals it in the background (waiting for the disk is most
+        of a shard's cost; rendering goes on meanwhile)."""
         partial = self._partial_path()
         final = partial.with_suffix("")  # drop ".partial"
         entry = {"shard": final.name, "number": self.shard_number(self._shards_done), "count": self._count,
@@ -227,13 +292,9 @@ class WdsWriter:
             with deferred_interrupts(), write_errors(f"shard {final.name}", final, intact=self._intact()):
                 self._file.write(tar_end(self._members))
                 self._file.flush()
-                os.fsync(self._file.fileno())
-                self._file.close()
+                self._publisher.submit(self._file, partial, final, entry)
                 self._file = None
-                os.replace(partial, final)
-                self.journal.append(entry)
                 self._shards_done += 1
-                self._samples_done += self._count
         except WriteError:
             self._failed = True
             raise
@@ -263,5 +324,16 @@ class WdsWriter:
                         if self._file is not None:
                             self._discard_shard()
         finally:
-            with write_errors("the journal", self.journal.path, intact=self._intact()):
-                self.journal.close()
+            publish_error = None
+            try:
+                self._publisher.drain()
+            except WriteError as err:  # raised after the journal is closed: it is the first cause
+                publish_error = err
+            try:
+                with write_errors("the journal", self.journal.path, intact=self._intact()):
+                    self.journal.close()
+            except WriteError:
+                if publish_error is None:
+                    raise
+            if publish_error is not None:
+                raise publish_error
