@@ -353,7 +353,7 @@ LABELS = {
 
 SHORT = {"none": "no pretraining", "none-long": "no pretraining,\nlonger finetune", "naive": "naive paste", "grabcut": "GrabCut paste", "mixed": "mixed 1:1",
          "polygon": "polygon paste"}
-COLOURS = {"none": "#999999", "none-long": "#cccccc", "naive": "#e49b3c", "grabcut": "#3c7ee4", "mixed": "#5aae61", "polygon": "#8e5ae4"}
+COLOURS = {"none": "#999999", "none-long": "#444444", "naive": "#e49b3c", "grabcut": "#3c7ee4", "mixed": "#5aae61", "polygon": "#8e5ae4"}
 
 
 def collect(out: Path) -> list[dict]:
@@ -403,29 +403,37 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def plot(groups: dict[tuple, list[dict]], path: Path) -> None:
+    """Test AP50 against the number of real images, one line per condition (mean over seeds,
+    error bar = sample sd, dots = seeds); a condition run at one size only is a lone marker."""
     from matplotlib.figure import Figure
 
     tasks = sorted({k[0] for k in groups})
-    fig = Figure(figsize=(5 * len(tasks), 4), dpi=100)
+    fig = Figure(figsize=(6 * len(tasks), 4.5), dpi=100)
     for i, task in enumerate(tasks):
         ax = fig.add_subplot(1, len(tasks), i + 1)
-        keys = [k for k in groups if k[0] == task]
-        names, means, errs, points = [], [], [], []
-        for key in keys:
-            values = [100 * r["test"]["ap50"] for r in groups[key]]
-            names.append(f"{SHORT.get(key[2], key[2])}\n{key[1]} real")
-            means.append(np.mean(values))
-            errs.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
-            points.append(values)
-        x = np.arange(len(keys))
-        ax.bar(x, means, yerr=errs, capsize=4, color=[COLOURS.get(k[2], "#777777") for k in keys])
-        for xi, vals in zip(x, points):
-            ax.scatter([xi] * len(vals), vals, color="black", s=12, zorder=3)
-        ax.set_xticks(x)
-        ax.set_xticklabels(names, fontsize=8)
-        ax.set_ylabel("test AP50 (COCO, %); dots: seeds")
+        conditions = [c for t, c in LABELS if t == task and any(k[0] == task and k[2] == c for k in groups)]
+        for offset, condition in enumerate(conditions):
+            keys = sorted((k for k in groups if k[0] == task and k[2] == condition), key=lambda k: k[1])
+            sizes = np.array([k[1] for k in keys], dtype=float)
+            shift = 1.0 + 0.025 * (offset - (len(conditions) - 1) / 2)  # keep the markers apart
+            values = [[100 * r["test"]["ap50"] for r in groups[k]] for k in keys]
+            means = [np.mean(v) for v in values]
+            errs = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values]
+            colour = COLOURS.get(condition, "#777777")
+            ax.errorbar(sizes * shift, means, yerr=errs, color=colour, marker="o", capsize=3,
+                        label=SHORT.get(condition, condition).replace("\n", " "))
+            for size, vals in zip(sizes, values):
+                ax.scatter([size * shift] * len(vals), vals, color="black", s=8, zorder=3)
+        ax.set_xscale("log")
+        all_sizes = sorted({k[1] for k in groups if k[0] == task})
+        ax.minorticks_off()
+        ax.set_xticks(all_sizes)
+        ax.set_xticklabels([str(n) for n in all_sizes])
+        ax.set_xlabel("real training images")
+        ax.set_ylabel("test AP50 (COCO, %)")
         ax.set_title(task)
-        ax.grid(axis="y", alpha=0.3)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

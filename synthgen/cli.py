@@ -343,7 +343,7 @@ def segment(
 @friendly_errors
 def preview(
     dataset: Path = typer.Argument(..., help="An output folder (coco, wds or yolo), a COCO json or shards."),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write [DATASET/preview.png]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Image to write, .png or .jpg [DATASET/preview.png]."),
     n: int = typer.Option(16, "--n", help="Samples on the sheet."),
     columns: int = typer.Option(4, help="Tiles per row."),
     tile: int = typer.Option(256, help="Tile size in px."),

@@ -54,13 +54,20 @@ def draw_tile(sample: ReadSample, tile: int, font: ImageFont.ImageFont | ImageFo
     return canvas
 
 
+_SHEET_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
 def make_contact_sheet(
-    path: str | Path, out_png: str | Path, n: int = 16, columns: int = 4, tile: int = 256, seed: int | None = None
+    path: str | Path, out_image: str | Path, n: int = 16, columns: int = 4, tile: int = 256, seed: int | None = None
 ) -> Path:
     """Draw the first ``n`` samples of the dataset at ``path`` (with ``seed``: a seeded random
     ``n`` for COCO and YOLO; WebDataset shards are streamed, so always their first ``n``) into
-    one PNG grid of ``columns`` tiles of ``tile`` pixels, each with its sample key underneath.
-    Returns the PNG path."""
+    one grid of ``columns`` tiles of ``tile`` pixels, each with its sample key underneath,
+    saved as PNG or JPEG by the extension of ``out_image``. Returns that path."""
+    out = Path(out_image)
+    image_format = _SHEET_FORMATS.get(out.suffix.lower())
+    if image_format is None:
+        raise InputError(f"contact sheet {out}: name it .png or .jpg")
     if n < 1 or columns < 1:
         raise InputError(f"a contact sheet needs at least 1 sample and 1 column, got n={n}, columns={columns}")
     if tile < 32:
@@ -82,10 +89,9 @@ def make_contact_sheet(
         sheet.paste(draw_tile(sample, tile, font), (x, y))
         caption = f"{sample.key}  ({len(sample.labels)} obj)"
         draw.text((x + tile // 2, y + tile + _CAPTION // 2), caption, fill=(230, 230, 230), font=caption_font, anchor="mm")
-    out = Path(out_png)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        sheet.save(out, format="PNG")
+        sheet.save(out, format=image_format, **({"quality": 90} if image_format == "JPEG" else {}))
     except OSError as err:
         raise WriteError(f"could not write the contact sheet {out}: {err.strerror or err}") from err
     return out

@@ -62,6 +62,10 @@ def test_contact_sheet_rejects_bad_arguments_and_empty_datasets(tmp_path):
         make_contact_sheet(tmp_path / "data", tmp_path / "x.png", n=0)
     with pytest.raises(InputError):
         make_contact_sheet(tmp_path / "data", tmp_path / "x.png", tile=8)
+    with pytest.raises(InputError, match=r"\.png or \.jpg"):
+        make_contact_sheet(tmp_path / "data", tmp_path / "x.tiff")
+    jpeg = make_contact_sheet(tmp_path / "data", tmp_path / "x.jpg", tile=64)
+    assert jpeg.read_bytes()[:3] == b"\xff\xd8\xff"  # the extension decides the format
     write("coco", tmp_path / "empty", [])
     with pytest.raises(InputError, match="no samples"):
         make_contact_sheet(tmp_path / "empty", tmp_path / "x.png")
