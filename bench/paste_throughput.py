@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--formats", default="coco,wds")
     parser.add_argument("--out-dir", type=Path, default=Path("."), help="where the runs write (its file system matters for coco)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--markdown", type=Path, help="also write the results as a markdown table here")
     args = parser.parse_args()
     one_core = {min(os.sched_getaffinity(0))}
     bare_on_one_core, ours_on_one_core = pinned(one_core)(bare_loop), pinned(one_core)(ours)
@@ -155,6 +156,22 @@ def main() -> None:
           f"min 2w/1w {min(r['two_vs_one'] for r in rows):.2f} (target >= 1.8)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if args.markdown:
+        args.markdown.write_text(markdown_table(rows))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| size | objects | format | bare loop (samples/s) | synthgen, 1 worker | ratio to bare (target >= 0.8) "
+        "| synthgen, 2 workers | 2 workers / 1 worker (target >= 1.8) | creating one file (us) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['size']} | {r['objects']} | {r['format']} | {r['bare']:.0f} | {r['one_worker']:.0f} | "
+            f"{r['ours_vs_bare']:.2f} | {r['two_workers']:.0f} | {r['two_vs_one']:.2f} | {r['file_create_us']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -118,7 +118,7 @@ class CocoWriter:
         if self._failed:
             raise WriteError("the COCO writer already failed; rerun with --resume")
         try:
-            with deferred_interrupts(), write_errors(f"sample {staged.key}", self.journal.path, intact=self._intact()):
+            with deferred_interrupts(), write_errors(f"sample {staged.key}", self.journal.path, intact=self._intact):
                 self.journal.append_line(staged.payload)
                 self._entries.append(staged.entry)
         except WriteError:

@@ -9,6 +9,7 @@ exactly the intact part of the output, and resume continues from there.
 
 from __future__ import annotations
 
+import _signal
 import errno
 import json
 import os
@@ -154,8 +155,8 @@ def deferred_interrupts() -> Iterator[None]:
     torch's or multiprocessing's would bypass) is what makes this reliable. Off the main
     thread, where handlers cannot be changed, the block runs unprotected.
     """
-    if threading.current_thread() is not threading.main_thread() or all(
-        _never_raises(signal.getsignal(sig)) for sig in (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or (
+        _never_raises(_signal.getsignal(signal.SIGINT)) and _never_raises(_signal.getsignal(signal.SIGTERM))
     ):
         # Off the main thread nothing can be swapped; and ignored signals, or handlers marked
         # ``never_raises`` (synthgen.engine's stop flag), already wait for the write to end.
@@ -179,17 +180,27 @@ def deferred_interrupts() -> Iterator[None]:
 
 
 def _never_raises(handler: object) -> bool:
-    return handler is signal.SIG_IGN or getattr(handler, "never_raises", False)
+    """``handler`` as ``_signal.getsignal`` returns it (SIG_IGN as the plain int) ignores the
+    signal or is marked ``never_raises``. (``signal.getsignal`` wraps the same call in an enum
+    lookup that costs 3 us; this check runs for every sample written.)"""
+    return handler == signal.SIG_IGN or getattr(handler, "never_raises", False)
 
 
-@contextmanager
-def write_errors(what: str, target: Path, *, intact: str) -> Iterator[None]:
+class write_errors:  # noqa: N801 - used like the context-manager functions beside it
     """Turn an ``OSError`` raised in the block into a :class:`WriteError` saying what was being
     written (``what`` to ``target``), that ``intact`` (the journaled part) is safe, and how to
-    carry on."""
-    try:
-        yield
-    except OSError as err:
+    carry on. ``intact`` may be a callable giving that text, called only on failure. A class, not
+    a generator: it wraps every sample on the hot path."""
+
+    def __init__(self, what: str, target: Path | str, *, intact: str | Callable[[], str]) -> None:
+        self.what, self.target, self.intact = what, target, intact
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if not isinstance(err, OSError):
+            return False
         if err.errno == errno.ENOSPC:
             cause = "the disk is full"
             fix = "free some space"
@@ -199,7 +210,8 @@ def write_errors(what: str, target: Path, *, intact: str) -> Iterator[None]:
         else:
             cause = err.strerror or str(err)
             fix = "fix the problem"
+        intact = self.intact() if callable(self.intact) else self.intact
         raise WriteError(
-            f"could not write {what} to {target}: {cause}. {intact} is intact; "
+            f"could not write {self.what} to {self.target}: {cause}. {intact} is intact; "
             f"{fix} and rerun the same command with --resume to continue where it stopped."
         ) from err

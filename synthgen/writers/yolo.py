@@ -116,6 +116,9 @@ class YoloWriter:
         self._opened = True
         return len(entries)
 
+    def _intact(self) -> str:
+        return f"everything already journaled ({len(self._keys)} samples)"
+
     def stager(self) -> YoloStager:
         return YoloStager(self.images_dir, self.labels_dir)
 
@@ -132,9 +135,8 @@ class YoloWriter:
     def commit(self, staged: StagedSample) -> None:
         if self._failed:
             raise WriteError("the YOLO writer already failed; rerun with --resume")
-        intact = f"everything already journaled ({len(self._keys)} samples)"
         try:
-            with deferred_interrupts(), write_errors(f"sample {staged.key}", self.journal.path, intact=intact):
+            with deferred_interrupts(), write_errors(f"sample {staged.key}", self.journal.path, intact=self._intact):
                 self.journal.append_line(staged.payload)
                 self._keys.append(staged.key)
         except WriteError:
