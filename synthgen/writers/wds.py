@@ -38,6 +38,8 @@ from synthgen.writers.journal import Journal, deferred_interrupts, write_errors
 CATEGORIES = "categories.json"
 _BLOCK = 512  # tar block
 _RECORD = 20 * _BLOCK  # tar files are padded to whole records
+#: Shard files buffer this much: a sample's 30 KB no longer costs a write system call of its own.
+_WRITE_BUFFER = 1 << 20
 
 
 def shard_name(number: int) -> str:
@@ -289,7 +291,7 @@ class WdsWriter:
             self._finish_shard()
 
     def _start_shard(self) -> None:
-        self._file = open(self._partial, "wb")
+        self._file = open(self._partial, "wb", buffering=_WRITE_BUFFER)
         self._count = self._members = 0
 
     def _write_members(self, key: str, members: bytes) -> None:
