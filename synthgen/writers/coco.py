@@ -19,11 +19,11 @@ from typing import ClassVar
 
 from synthgen import __version__
 from synthgen.cache import atomic_write_bytes
-from synthgen.errors import WriteError
 from synthgen.sample import EncodedSample
 from synthgen.writers import StagedSample, WriterOptions
 from synthgen.writers.journal import (
     Journal,
+    SampleJournalWriter,
     deferred_interrupts,
     journal_line,
     place_file,
@@ -69,7 +69,7 @@ class CocoStager:
                             journal_line(entry), entry)
 
 
-class CocoWriter:
+class CocoWriter(SampleJournalWriter):
     format: ClassVar[str] = "coco"
     supports_infinite: ClassVar[bool] = False
 
@@ -79,12 +79,9 @@ class CocoWriter:
         self.options = options
         self.images_dir = out / "images"
         self.journal = Journal(out / ".synthgen" / "coco.jsonl")
-        self._entries: list[dict] = []  # journaled samples, in order
+        self._journaled: list[dict] = []  # the journal entries, in order
         self._opened = False
         self._failed = False
-
-    def _intact(self) -> str:
-        return f"everything already journaled ({len(self._entries)} samples)"
 
     def open(self, *, resume: bool) -> int:
         with write_errors("the COCO image folder", self.out, intact="everything already journaled"):
@@ -94,7 +91,7 @@ class CocoWriter:
                 if resume:
                     entries = resume_sample_journal(self.journal, entries, self._files_of)
                     remove_unjournaled(self.images_dir, ".jpg", {e["key"] for e in entries})
-        self._entries = entries
+        self._journaled = entries
         self._opened = True
         return len(entries)
 
@@ -104,26 +101,8 @@ class CocoWriter:
     def stager(self) -> CocoStager:
         return CocoStager(self.images_dir)
 
-    def write(self, sample: EncodedSample) -> None:
-        if self._failed:
-            raise WriteError("the COCO writer already failed; rerun with --resume")
-        try:
-            staged = self.stager()(sample)
-        except WriteError:
-            self._failed = True
-            raise
-        self.commit(staged)
-
-    def commit(self, staged: StagedSample) -> None:
-        if self._failed:
-            raise WriteError("the COCO writer already failed; rerun with --resume")
-        try:
-            with deferred_interrupts(), write_errors(f"sample {staged.key}", self.journal.path, intact=self._intact):
-                self.journal.append_line(staged.payload)
-                self._entries.append(staged.entry)
-        except WriteError:
-            self._failed = True  # the journal may end in a torn line now: only a resume may go on
-            raise
+    def _remember(self, staged: StagedSample) -> None:
+        self._journaled.append(staged.entry)
 
     def close(self) -> None:
         """Write annotations.json from the journaled samples (atomically); idempotent."""
@@ -131,14 +110,14 @@ class CocoWriter:
             return
         self._opened = False
         target = self.out / ANNOTATIONS
-        with write_errors(ANNOTATIONS, target, intact=f"every image and the journal ({len(self._entries)} samples)"):
+        with write_errors(ANNOTATIONS, target, intact=f"every image and the journal ({len(self._journaled)} samples)"):
             try:
                 self.journal.close()
             finally:
-                remove_unjournaled(self.images_dir, ".jpg", {e["key"] for e in self._entries})
+                remove_unjournaled(self.images_dir, ".jpg", {e["key"] for e in self._journaled})
                 # Compact JSON: the indented form goes through json's pure-Python encoder, which
                 # cost about a tenth of the whole run at 10 objects per image.
-                atomic_write_bytes(target, json.dumps(coco_document(self._entries, self.categories), separators=(",", ":")).encode())
+                atomic_write_bytes(target, json.dumps(coco_document(self._journaled, self.categories), separators=(",", ":")).encode())
 
 
 def coco_document(entries: list[dict], categories: list[str]) -> dict:

@@ -17,9 +17,13 @@ import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 from synthgen.errors import WriteError
+
+if TYPE_CHECKING:
+    from synthgen.sample import EncodedSample
+    from synthgen.writers import StagedSample
 
 
 class Journal:
@@ -83,6 +87,53 @@ class Journal:
             finally:
                 self._file.close()
                 self._file = None
+
+
+class SampleJournalWriter:
+    """``write`` and ``commit`` of the writers that journal every sample (COCO, YOLO): the
+    sample's files are written by the stager, then its journal line marks it done.
+
+    A subclass sets ``format``, ``journal``, ``_failed = False`` and ``_journaled`` (one item per
+    journaled sample, whatever it needs at ``close()``), and defines ``stager()`` and
+    ``_remember(staged)``, which appends that item.
+    """
+
+    format: ClassVar[str]
+    journal: Journal
+    _failed: bool
+    _journaled: list
+
+    def stager(self) -> Callable:
+        raise NotImplementedError
+
+    def _remember(self, staged: StagedSample) -> None:
+        raise NotImplementedError
+
+    def _intact(self) -> str:
+        return f"everything already journaled ({len(self._journaled)} samples)"
+
+    def _check_not_failed(self) -> None:
+        if self._failed:
+            raise WriteError(f"the {self.format.upper()} writer already failed; rerun with --resume")
+
+    def write(self, sample: EncodedSample) -> None:
+        self._check_not_failed()
+        try:
+            staged = self.stager()(sample)
+        except WriteError:
+            self._failed = True
+            raise
+        self.commit(staged)
+
+    def commit(self, staged: StagedSample) -> None:
+        self._check_not_failed()
+        try:
+            with deferred_interrupts(), write_errors(f"sample {staged.key}", self.journal.path, intact=self._intact):
+                self.journal.append_line(staged.payload)
+                self._remember(staged)
+        except WriteError:
+            self._failed = True  # the journal may end in a torn line now: only a resume may go on
+            raise
 
 
 def journal_line(entry: dict) -> bytes:

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from synthgen.cache import atomic_write_bytes
-from synthgen.errors import WriteError
 from synthgen.sample import EncodedSample
 from synthgen.writers import StagedSample, WriterOptions
 from synthgen.writers.coco import journal_entry
 from synthgen.writers.journal import (
     Journal,
+    SampleJournalWriter,
     deferred_interrupts,
     journal_line,
     place_file,
@@ -77,7 +77,7 @@ class YoloStager:
                             journal_line(journal_entry(sample)))
 
 
-class YoloWriter:
+class YoloWriter(SampleJournalWriter):
     format: ClassVar[str] = "yolo"
     supports_infinite: ClassVar[bool] = False
 
@@ -88,7 +88,7 @@ class YoloWriter:
         self.images_dir = out / "images" / options.split
         self.labels_dir = out / "labels" / options.split
         self.journal = Journal(out / ".synthgen" / "yolo.jsonl")
-        self._keys: list[str] = []  # journaled samples
+        self._journaled: list[str] = []  # keys of the journaled samples
         self._opened = False
         self._failed = False
 
@@ -112,44 +112,23 @@ class YoloWriter:
                     entries = resume_sample_journal(self.journal, entries, self._files_of)
                     self._remove_unjournaled({e["key"] for e in entries})
                 self._write_yaml()
-        self._keys = [e["key"] for e in entries]
+        self._journaled = [e["key"] for e in entries]
         self._opened = True
         return len(entries)
-
-    def _intact(self) -> str:
-        return f"everything already journaled ({len(self._keys)} samples)"
 
     def stager(self) -> YoloStager:
         return YoloStager(self.images_dir, self.labels_dir)
 
-    def write(self, sample: EncodedSample) -> None:
-        if self._failed:
-            raise WriteError("the YOLO writer already failed; rerun with --resume")
-        try:
-            staged = self.stager()(sample)
-        except WriteError:
-            self._failed = True
-            raise
-        self.commit(staged)
-
-    def commit(self, staged: StagedSample) -> None:
-        if self._failed:
-            raise WriteError("the YOLO writer already failed; rerun with --resume")
-        try:
-            with deferred_interrupts(), write_errors(f"sample {staged.key}", self.journal.path, intact=self._intact):
-                self.journal.append_line(staged.payload)
-                self._keys.append(staged.key)
-        except WriteError:
-            self._failed = True  # the journal may end in a torn line now: only a resume may go on
-            raise
+    def _remember(self, staged: StagedSample) -> None:
+        self._journaled.append(staged.key)
 
     def close(self) -> None:
         if not self._opened:
             return
         self._opened = False
-        with write_errors(DATA_YAML, self.out / DATA_YAML, intact=f"everything journaled ({len(self._keys)} samples)"):
+        with write_errors(DATA_YAML, self.out / DATA_YAML, intact=f"everything journaled ({len(self._journaled)} samples)"):
             try:
                 self.journal.close()
             finally:
-                self._remove_unjournaled(set(self._keys))
+                self._remove_unjournaled(set(self._journaled))
                 self._write_yaml()
