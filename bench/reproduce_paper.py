@@ -229,7 +229,7 @@ def _config(args: argparse.Namespace, out: Path, steps: int, eval_every: int):
 
     return TrainConfig(
         out=out, detector="ssd-mobilenet", steps=steps, batch_size=args.batch_size, lr=args.lr,
-        warmup_steps=min(50, steps // 10), image_size=args.image_size, eval_every=eval_every,
+        warmup_steps=min(50, steps // 10), image_size=args.image_size, box_scales=args.box_scales, eval_every=eval_every,
         log_every=10, num_workers=args.num_workers, seed=args.seed, device="cpu", progress=False,
     )
 
@@ -253,7 +253,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     result = pretrain(_config(args, out, args.steps, args.eval_every), source, val)
     _write_json(out / "result.json", {
         "task": args.task, "condition": args.condition, "seed": args.seed, "steps": args.steps,
-        "batch_size": args.batch_size, "image_size": args.image_size, "lr": args.lr,
+        "batch_size": args.batch_size, "image_size": args.image_size, "lr": args.lr, "box_scales": args.box_scales,
         "best_val_voc_ap50": result.best_metric, "seconds": time.perf_counter() - started,
         "paste_spec": spec.to_dict(), "notes": notes,
     })
@@ -261,6 +261,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
+    from synthgen.detectors import read_checkpoint
     from synthgen.evaluation import evaluate, evaluate_detections
     from synthgen.training.coco import load_coco
     from synthgen.training.data import CocoSource, real_subset
@@ -298,6 +299,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     summary = {
         "task": args.task, "condition": label, "n_real": args.n_real, "seed": args.seed,
         "steps": args.steps, "batch_size": args.batch_size, "image_size": args.image_size, "lr": args.lr,
+        "box_scales": read_checkpoint(ckpt)["box_scales"],
         "init": None if init is None else str(init), "pretrain_seed": None if init is None else args.pretrain_seed,
         "best_val_voc_ap50": result.best_metric,
         "selected_step": _selected_step(result), "test": metrics.to_dict(), "test_large": large.to_dict(),
@@ -456,7 +458,7 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
     smallest real-set sizes, then further seeds and sizes, then mixed training."""
     out = args.out
     common = ["--out", str(out), "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
-              "--lr", str(args.lr), "--threads", "1"]
+              "--lr", str(args.lr), "--threads", "1", *(["--box-scales", args.box_scales] if args.box_scales else [])]
     tasks = {
         "faces": (args.face_sizes, args.face_conditions, args.pretrain_steps, args.finetune_steps),
         "pedestrians": (args.ped_sizes, args.ped_conditions, args.ped_pretrain_steps, args.ped_finetune_steps),
@@ -564,6 +566,9 @@ def main() -> None:
             p.add_argument("--eval-every", type=int, default=50)
             p.add_argument("--num-workers", type=int, default=0)
             p.add_argument("--threads", type=int, default=1)
+            p.add_argument("--box-scales", type=lambda text: tuple(float(v) for v in text.split(",")),
+                           help="SMALLEST,LARGEST default box of the SSD (fractions of the input side); "
+                           "finetuning takes the pretrained checkpoint's")
         if name == "finetune":
             p.add_argument("--n-real", type=int, required=True)
             p.add_argument("--pretrain-seed", type=int, default=0, help="Start from this pretraining run.")
@@ -585,6 +590,7 @@ def main() -> None:
             p.add_argument("--batch-size", type=int, default=8)
             p.add_argument("--image-size", type=int, default=320)
             p.add_argument("--lr", type=float, default=1e-3)
+            p.add_argument("--box-scales", help="SMALLEST,LARGEST default box of the SSD, for every run")
         if name == "report":
             p.add_argument("--markdown")
             p.add_argument("--plot")

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+#: Pixel files up to this size have their pages mapped in when they are opened (see map_pixels).
+POPULATE_LIMIT = 2 << 30
 
 
 def cache_root() -> Path:
@@ -78,3 +84,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+
+
+def map_pixels(path: Path) -> np.ndarray:
+    """The bytes of ``path`` as a read-only uint8 array mapped from the page cache (every process
+    that maps it shares the memory).
+
+    Files up to POPULATE_LIMIT are mapped with MAP_POPULATE on Linux: otherwise each process pays
+    a page fault at its first touch of every 4 KB page, 0.1-1 ms per 320x320 background on a
+    virtual machine, a third of a short run's time before the pool is warm. Larger files are
+    mapped lazily, so that a pool larger than memory still opens at once.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return np.zeros(0, dtype=np.uint8)
+        if os.name != "posix":
+            return np.memmap(f, dtype=np.uint8, mode="r").view(np.ndarray)
+        flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if size <= POPULATE_LIMIT else 0)
+        mapping = mmap.mmap(f.fileno(), size, flags=flags, prot=mmap.PROT_READ)
+    return np.frombuffer(mapping, dtype=np.uint8)  # the array keeps the mapping alive

@@ -23,6 +23,11 @@ Detectors:
 
 Images are resized to ``image_size`` (SSD models: a fixed ``image_size`` square, as the paper
 did; R-CNN-style models: shorter side ``image_size``, longer side at most ``image_size``).
+
+SSD models take ``box_scales=(smallest, largest)``: the sizes of their default boxes on the six
+feature maps, as fractions of the input side, spaced linearly as in the SSD paper (default
+torchvision's SSDLite range, 0.2-0.95: 64-304 px at 320). Small objects need a smaller range:
+a 14-px face at 320 px overlaps no 64-px default box well enough to be matched in training.
 """
 
 from __future__ import annotations
@@ -73,9 +78,14 @@ class BackboneInit:
     load_weights: bool
 
 
+DEFAULT_BOX_SCALES = (0.2, 0.95)  # torchvision's SSDLite recipe
+
+BoxScales = tuple[float, float]
+
 # A factory builds the torchvision model for ``num_classes`` object classes (background extra),
-# ``image_size`` pixels.
-DetectorFactory = Callable[[int, int, BackboneInit], nn.Module]
+# ``image_size`` pixels, with the default-box scale range ``box_scales`` (None: the default;
+# only SSD factories accept another).
+DetectorFactory = Callable[[int, int, BackboneInit, "BoxScales | None"], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -99,9 +109,34 @@ def _weights(member: WeightsEnum, init: BackboneInit) -> WeightsEnum | None:
     return member if init.load_weights else None
 
 
-def _ssdlite_anchors() -> DefaultBoxGenerator:
+def check_box_scales(box_scales: BoxScales | None) -> BoxScales | None:
+    """``box_scales`` as a pair of floats with 0 < smallest < largest <= 1, else InputError."""
+    if box_scales is None:
+        return None
+    try:
+        smallest, largest = (float(v) for v in box_scales)
+    except (TypeError, ValueError):
+        raise InputError(f"box scales must be two numbers SMALLEST,LARGEST, got {box_scales!r}") from None
+    if not 0 < smallest < largest <= 1:
+        raise InputError(
+            f"box scales {smallest:g},{largest:g} are impossible: they are fractions of the input side "
+            "with 0 < smallest < largest <= 1 (torchvision's SSDLite uses 0.2,0.95)"
+        )
+    return smallest, largest
+
+
+def _no_box_scales(name: str, box_scales: BoxScales | None) -> None:
+    if box_scales is not None:
+        raise InputError(
+            f"box scales set the default boxes of SSD detectors (ssd-mobilenet, ssdlite-mbv3); "
+            f"{name!r} has its own anchor sizes"
+        )
+
+
+def _ssdlite_anchors(box_scales: BoxScales | None) -> DefaultBoxGenerator:
     # Six feature maps, as in torchvision's SSDLite recipe.
-    return DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
+    smallest, largest = box_scales or DEFAULT_BOX_SCALES
+    return DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=smallest, max_ratio=largest)
 
 
 def _ssdlite_norm() -> Callable[..., nn.Module]:
@@ -160,9 +195,15 @@ def _normal_init(module: nn.Module) -> None:
                 nn.init.zeros_(layer.bias)
 
 
-def _ssd(backbone: nn.Module, num_classes: int, image_size: int, norm_layer: Callable[..., nn.Module]) -> SSD:
+def _ssd(
+    backbone: nn.Module,
+    num_classes: int,
+    image_size: int,
+    norm_layer: Callable[..., nn.Module],
+    box_scales: BoxScales | None,
+) -> SSD:
     size = (image_size, image_size)
-    anchors = _ssdlite_anchors()
+    anchors = _ssdlite_anchors(box_scales)
     out_channels = det_utils.retrieve_out_channels(backbone, size)
     return SSD(
         backbone,
@@ -181,18 +222,18 @@ def _ssd(backbone: nn.Module, num_classes: int, image_size: int, norm_layer: Cal
 
 
 @_register("ssd-mobilenet", MobileNet_V2_Weights.IMAGENET1K_V1, help="SSDLite on MobileNetV2 (the paper's family)")
-def _ssd_mobilenet(num_classes: int, image_size: int, init: BackboneInit) -> nn.Module:
+def _ssd_mobilenet(num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None) -> nn.Module:
     norm_layer = _ssdlite_norm()
     # The backbone keeps batch norm's default eps, which its ImageNet weights were trained with.
     backbone_norm = partial(nn.BatchNorm2d, momentum=0.03)
     net = mobilenet_v2(weights=_weights(MobileNet_V2_Weights.IMAGENET1K_V1, init), norm_layer=backbone_norm)
     if not init.load_weights:
         _normal_init(net)
-    return _ssd(MobileNetV2SSDLiteFeatures(net.features, norm_layer), num_classes, image_size, norm_layer)
+    return _ssd(MobileNetV2SSDLiteFeatures(net.features, norm_layer), num_classes, image_size, norm_layer, box_scales)
 
 
 @_register("ssdlite-mbv3", MobileNet_V3_Large_Weights.IMAGENET1K_V1, help="torchvision SSDLite320 on MobileNetV3-Large")
-def _ssdlite_mbv3(num_classes: int, image_size: int, init: BackboneInit) -> nn.Module:
+def _ssdlite_mbv3(num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None) -> nn.Module:
     norm_layer = _ssdlite_norm()
     # torchvision halves the tail channels when no ImageNet weights are used (MobileNetV3 paper,
     # table 6); the layout follows that choice so that a checkpoint rebuilds identically.
@@ -206,7 +247,7 @@ def _ssdlite_mbv3(num_classes: int, image_size: int, init: BackboneInit) -> nn.M
     features = net.features
     c5 = [i for i, block in enumerate(features) if getattr(block, "_is_cn", False)][-1]
     backbone = SSDLiteFeatureExtractorMobileNet(features, c5, norm_layer)
-    return _ssd(backbone, num_classes, image_size, norm_layer)
+    return _ssd(backbone, num_classes, image_size, norm_layer, box_scales)
 
 
 def _rcnn_norm(init: BackboneInit) -> Callable[..., nn.Module]:
@@ -216,7 +257,8 @@ def _rcnn_norm(init: BackboneInit) -> Callable[..., nn.Module]:
 
 
 @_register("retinanet-r50", ResNet50_Weights.IMAGENET1K_V1, help="torchvision RetinaNet, ResNet-50 FPN")
-def _retinanet_r50(num_classes: int, image_size: int, init: BackboneInit) -> nn.Module:
+def _retinanet_r50(num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None) -> nn.Module:
+    _no_box_scales("retinanet-r50", box_scales)
     backbone = resnet_fpn_backbone(
         backbone_name="resnet50",
         weights=_weights(ResNet50_Weights.IMAGENET1K_V1, init),
@@ -231,7 +273,8 @@ def _retinanet_r50(num_classes: int, image_size: int, init: BackboneInit) -> nn.
 @_register(
     "fasterrcnn-mbv3", MobileNet_V3_Large_Weights.IMAGENET1K_V1, help="torchvision Faster R-CNN, MobileNetV3-Large FPN"
 )
-def _fasterrcnn_mbv3(num_classes: int, image_size: int, init: BackboneInit) -> nn.Module:
+def _fasterrcnn_mbv3(num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None) -> nn.Module:
+    _no_box_scales("fasterrcnn-mbv3", box_scales)
     backbone = mobilenet_backbone(
         backbone_name="mobilenet_v3_large",
         weights=_weights(MobileNet_V3_Large_Weights.IMAGENET1K_V1, init),
@@ -274,19 +317,24 @@ def _missing_weights_message(name: str, path: Path, reason: str) -> str:
 
 
 def build_detector(
-    name: str, num_classes: int, image_size: int, pretrained_backbone: bool = True
+    name: str,
+    num_classes: int,
+    image_size: int,
+    pretrained_backbone: bool = True,
+    box_scales: BoxScales | None = None,
 ) -> nn.Module:
     """A fresh detector for ``num_classes`` object classes (labels ``1..num_classes``).
 
     ``pretrained_backbone`` loads torchvision's ImageNet weights into the backbone (heads stay
     random); without the file on this machine and no network, raises NotAvailableError that
-    says how to get it.
+    says how to get it. ``box_scales`` (SSD detectors only) is the default-box size range.
     """
     factory = DETECTORS.get(name).build
     _check_size(num_classes, image_size)
+    box_scales = check_box_scales(box_scales)
     init = BackboneInit(imagenet_layout=pretrained_backbone, load_weights=pretrained_backbone)
     if not pretrained_backbone:
-        return factory(num_classes, image_size, init)
+        return factory(num_classes, image_size, init, box_scales)
     path = backbone_weights_path(name)
     if path.is_file():
         # A damaged cached file fails deep inside torchvision with any kind of error; try it first.
@@ -297,7 +345,7 @@ def build_detector(
             reason = f"{path} is unreadable ({type(err).__name__}: {first_line}); delete it and fetch it again"
             raise NotAvailableError(_missing_weights_message(name, path, reason)) from None
     try:
-        return factory(num_classes, image_size, init)
+        return factory(num_classes, image_size, init, box_scales)
     except urllib.error.URLError as err:  # not cached, and the download failed
         reason = f"{path} is missing and downloading it failed ({err.reason})"
         raise NotAvailableError(_missing_weights_message(name, path, reason)) from None
@@ -341,11 +389,13 @@ def save_checkpoint(
     categories: list[dict[str, Any]],
     image_size: int,
     pretrained_backbone: bool,
+    box_scales: BoxScales | None = None,
     **extra: Any,
 ) -> None:
     """Write ``model`` as a synthgen checkpoint (atomically: a crash leaves the old file).
 
-    ``categories`` are ``[{"id", "name"}]`` in label order. ``extra`` holds resume state
+    ``categories`` are ``[{"id", "name"}]`` in label order; ``box_scales`` the SSD default-box
+    range the model was built with (None: the default). ``extra`` holds resume state
     (``optimizer``, ``scheduler``, ``scaler``, ``step``, ``best_metric``, ``metrics``, ...):
     anything ``torch.load(weights_only=True)`` can read back.
     """
@@ -357,6 +407,7 @@ def save_checkpoint(
         "categories": [{"id": int(c["id"]), "name": str(c["name"])} for c in categories],
         "image_size": int(image_size),
         "pretrained_backbone": bool(pretrained_backbone),
+        "box_scales": None if box_scales is None else [float(v) for v in box_scales],
         "model": unwrap(model).state_dict(),
         **extra,
     }
@@ -416,15 +467,22 @@ class DetectorMeta:
     categories: list[dict[str, Any]]
     image_size: int
     pretrained_backbone: bool
+    box_scales: BoxScales | None
     step: int | None
     metrics: dict[str, Any]
+
+
+def checkpoint_box_scales(payload: dict[str, Any]) -> BoxScales | None:
+    """The default-box range a checkpoint's model was built with (None: the default; files
+    written before the option existed have no entry)."""
+    return check_box_scales(payload.get("box_scales"))
 
 
 def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
     """The detector of a validated checkpoint dict, with its weights loaded (CPU, eval mode)."""
     factory = DETECTORS.get(payload["detector"]).build
     init = BackboneInit(imagenet_layout=bool(payload.get("pretrained_backbone", True)), load_weights=False)
-    model = factory(int(payload["num_classes"]), int(payload["image_size"]), init)
+    model = factory(int(payload["num_classes"]), int(payload["image_size"]), init, checkpoint_box_scales(payload))
     try:
         model.load_state_dict(payload["model"])
     except (RuntimeError, TypeError, AttributeError) as err:
@@ -447,6 +505,7 @@ def load_detector(path: str | Path, detector: str | None = None) -> tuple[nn.Mod
         categories=list(payload["categories"]),
         image_size=int(payload["image_size"]),
         pretrained_backbone=bool(payload.get("pretrained_backbone", True)),
+        box_scales=checkpoint_box_scales(payload),
         step=payload.get("step"),
         metrics=dict(payload.get("metrics") or {}),
     )

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from synthgen.progress import progress_bar
 
-from synthgen.cache import atomic_directory, cache_root, fingerprint_files
+from synthgen.cache import atomic_directory, cache_root, fingerprint_files, map_pixels
 from synthgen.errors import InputError, OutputExistsError
 from synthgen.imageio import read_image, read_mask
 from synthgen.segmenters import (
@@ -75,7 +75,7 @@ class ObjectPool:
     """A built object pool, memory-mapped. Use :meth:`load`, :func:`build_pool` or
     :func:`cached_pool`; ``pool[i]`` is a :class:`Cutout`."""
 
-    def __init__(self, path: Path, index: dict[str, Any], pixels: np.memmap) -> None:
+    def __init__(self, path: Path, index: dict[str, Any], pixels: np.ndarray) -> None:
         self.path = path
         self.classes: list[str] = list(index["classes"])
         self.summary: dict[str, Any] = index["summary"]
@@ -87,8 +87,7 @@ class ObjectPool:
         self._hw: list[tuple[int, int]] = list(zip(objects["h"], objects["w"]))
         self._class_ids: list[int] = list(objects["class_id"])
         self._sources: list[str] = list(objects["source"])
-        self._memmap = pixels  # kept referenced: the views below live on its mapping
-        self._pixels = pixels.view(np.ndarray)
+        self._pixels = pixels  # the cut-outs are views of this mapping
 
     @classmethod
     def load(cls, path: str | Path) -> ObjectPool:
@@ -128,7 +127,7 @@ class ObjectPool:
                 f"the object pool {path} is damaged ({PIXELS_FILE} holds {max(size, 0):,} bytes, the index "
                 f"describes {expected:,}); delete it and rebuild it"
             )
-        return cls(path, index, np.memmap(pixels_path, dtype=np.uint8, mode="r"))
+        return cls(path, index, map_pixels(pixels_path))
 
     def __len__(self) -> int:
         return len(self._offsets)

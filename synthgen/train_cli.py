@@ -48,6 +48,14 @@ Schedule = Annotated[str, typer.Option("--schedule", help="cosine, step or const
 Warmup = Annotated[int, typer.Option("--warmup", help="Warmup steps.")]
 WeightDecay = Annotated[float, typer.Option("--weight-decay", help="Weight decay on weights (not biases or norms).")]
 ImageSize = Annotated[int, typer.Option("--image-size", help="Training and inference size in pixels (square for SSD).")]
+BoxScalesOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--box-scales",
+        help="SSD detectors: smallest,largest default box as fractions of the input side (default 0.2,0.95; "
+        "small objects need less, e.g. 0.04,0.5). Finetuning and resuming keep the checkpoint's.",
+    ),
+]
 EvalEvery = Annotated[int, typer.Option("--eval-every", help="Validate and checkpoint every N steps.")]
 Workers = Annotated[int, typer.Option("--num-workers", help="Data-loading worker processes.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the run (and of the real subset unless --subset-seed).")]
@@ -61,6 +69,7 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a
 
 def _config(**options: Any):
     """The TrainConfig of a command's options (its ``locals()``: other names are ignored)."""
+    from synthgen.cli import parse_range
     from synthgen.training.loop import TrainConfig
 
     return TrainConfig(
@@ -74,6 +83,7 @@ def _config(**options: Any):
         warmup_steps=options["warmup"],
         weight_decay=options["weight_decay"],
         image_size=options["image_size"],
+        box_scales=parse_range(options["box_scales"], "box-scales"),
         amp=options["amp"],
         eval_every=options["eval_every"],
         num_workers=options["num_workers"],
@@ -133,6 +143,7 @@ def pretrain(
     warmup: Warmup = 50,
     weight_decay: WeightDecay = 0.0,
     image_size: ImageSize = 320,
+    box_scales: BoxScalesOpt = None,
     eval_every: EvalEvery = 250,
     num_workers: Workers = 2,
     seed: Seed = 0,
@@ -182,6 +193,7 @@ def finetune(
     warmup: Warmup = 50,
     weight_decay: WeightDecay = 0.0,
     image_size: ImageSize = 320,
+    box_scales: BoxScalesOpt = None,
     eval_every: EvalEvery = 50,
     num_workers: Workers = 2,
     seed: Seed = 0,

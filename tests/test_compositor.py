@@ -13,6 +13,7 @@ from synthgen.compositor import PRESETS, CompositeConfig, Compositor
 from synthgen.compositor.augment import MASK_THRESHOLD, transform_geometry
 from synthgen.compositor.blend import blend_poisson
 from synthgen.compositor.augment import ObjectPatch
+from synthgen.compositor.render import _Owners, _SampleStreams, sample_rng
 from synthgen.errors import InputError
 from synthgen.pool import bleed_colours
 
@@ -102,15 +103,22 @@ def test_no_occlusion_means_full_visibility():
 def test_occluded_object_box_shrinks_to_its_visible_part():
     """Hand-made scene: a later object covers the right half of an earlier one."""
     comp = compositor(min_visible=0.2)
-    owner = np.full((224, 256), -1, np.int16)
     placed = []
+    owners = _Owners(224, 256, placed)
     square = ObjectPatch(np.full((40, 40, 4), 255, np.uint8), np.ones((40, 40), bool), (0, 0, 40, 40), 1600)
-    comp._commit(owner, placed, square, 10, 10, 1600, 0)
-    comp._commit(owner, placed, square, 30, 10, 1600, 1)
-    first = comp._annotation(owner, 0, placed[0], keep_mask=True)
+    comp._commit(owners, placed, square, 10, 10, 1600, 0)
+    comp._commit(owners, placed, square, 30, 10, 1600, 1)
+    first = comp._annotation(owners, 0, placed[0], keep_mask=True)
     assert first.bbox == (10.0, 10.0, 20.0, 40.0)
     assert first.area == 20 * 40
     assert first.visible_fraction == pytest.approx(0.5)
+
+
+def test_the_compositor_draws_the_documented_sample_stream():
+    """Render re-keys one generator per sample; it must be the stream sample_rng documents."""
+    streams = _SampleStreams()
+    for seed, index in [(0, 0), (7, 41), (2**40, 3), (7, 41)]:
+        assert streams(seed, index).random(6).tolist() == sample_rng(seed, index).random(6).tolist()
 
 
 def test_render_is_a_function_of_seed_and_index():

@@ -68,7 +68,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path, name, image
     torch.manual_seed(1)
     # The layout of an ImageNet-initialised model (frozen batch norm in the R-CNN models) without
     # reading the ImageNet file, which CI machines do not have.
-    model = DETECTORS.get(name).build(2, 96, BackboneInit(imagenet_layout=imagenet_layout, load_weights=False))
+    model = DETECTORS.get(name).build(2, 96, BackboneInit(imagenet_layout=imagenet_layout, load_weights=False), None)
     model.eval()
     path = tmp_path / "model.pt"
     save_checkpoint(path, model, detector=name, categories=CATEGORIES, image_size=96, pretrained_backbone=imagenet_layout, step=7)
@@ -171,3 +171,37 @@ def test_damaged_cached_weights_are_reported(monkeypatch, tmp_path):
     path.write_bytes(b"truncated download")
     with pytest.raises(NotAvailableError, match="unreadable.*delete it"):
         build_detector("ssd-mobilenet", 1, 128)
+
+
+def test_box_scales_set_the_ssd_default_boxes_and_survive_a_checkpoint(tmp_path):
+    torch.manual_seed(2)
+    small = build_detector("ssd-mobilenet", 2, 128, pretrained_backbone=False, box_scales=(0.05, 0.5))
+    default = build_detector("ssd-mobilenet", 2, 128, pretrained_backbone=False)
+    # The first feature map's default boxes: 0.05 x 128 = 6.4 px against torchvision's 0.2 x 128.
+    assert small.anchor_generator.scales[:2] == pytest.approx([0.05, 0.14])
+    assert default.anchor_generator.scales[:2] == pytest.approx([0.2, 0.35])
+    small.eval()
+    path = tmp_path / "small.pt"
+    save_checkpoint(path, small, detector="ssd-mobilenet", categories=CATEGORIES, image_size=128, pretrained_backbone=False, box_scales=(0.05, 0.5))
+    loaded, meta = load_detector(path)
+    assert meta.box_scales == (0.05, 0.5)
+    assert loaded.anchor_generator.scales[:2] == pytest.approx([0.05, 0.14])
+    with torch.no_grad():
+        expected, got = small(_images(4)), loaded(_images(4))
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a["boxes"], b["boxes"])
+
+
+@pytest.mark.parametrize(
+    ("name", "box_scales", "message"),
+    [
+        ("ssd-mobilenet", (0.5, 0.2), "impossible"),
+        ("ssd-mobilenet", (0.0, 0.5), "impossible"),
+        ("ssdlite-mbv3", (0.1, 1.5), "impossible"),
+        ("retinanet-r50", (0.05, 0.5), "'retinanet-r50' has its own anchor sizes"),
+        ("fasterrcnn-mbv3", (0.05, 0.5), "'fasterrcnn-mbv3' has its own anchor sizes"),
+    ],
+)
+def test_bad_box_scales_are_refused(name, box_scales, message):
+    with pytest.raises(InputError, match=message):
+        build_detector(name, 1, 128, pretrained_backbone=False, box_scales=box_scales)

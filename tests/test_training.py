@@ -322,6 +322,21 @@ def test_finetune_keeps_the_backbone_and_recreates_the_head(tmp_path):
         finetune(config(tmp_path / "other", detector="retinanet-r50"), init, open_source(str(data), real=True))
 
 
+def test_finetune_keeps_the_pretrained_box_scales_and_refuses_others(tmp_path):
+    torch.manual_seed(0)
+    pretrained = build_detector("ssd-mobilenet", 1, 128, pretrained_backbone=False, box_scales=(0.05, 0.5))
+    init = tmp_path / "pre" / "best.pt"
+    save_checkpoint(init, pretrained, detector="ssd-mobilenet", categories=[{"id": 1, "name": "red"}], image_size=128, pretrained_backbone=False, box_scales=(0.05, 0.5))
+    data = make_coco(tmp_path / "data", 3, classes=("red",))
+    finetune(config(tmp_path / "fine", detector=None, steps=1), init, open_source(str(data), real=True))
+    assert read_checkpoint(tmp_path / "fine" / "last.pt")["box_scales"] == [0.05, 0.5]
+    with pytest.raises(InputError, match="trained with 0.05,0.5; leave --box-scales out"):
+        finetune(config(tmp_path / "other", detector=None, box_scales=(0.2, 0.95)), init, open_source(str(data), real=True))
+    # resuming with other boxes is refused the same way
+    with pytest.raises(InputError, match="cannot resume .* trained with 0.05,0.5"):
+        train(config(tmp_path / "fine", steps=3, resume=True, box_scales=(0.1, 0.9)), open_source(str(data), real=True))
+
+
 def test_pretrain_command_on_webdataset_shards(tmp_path):
     from synthgen.train_cli import train_app
 
@@ -331,12 +346,14 @@ def test_pretrain_command_on_webdataset_shards(tmp_path):
     args = [
         "pretrain", "--data", str(shards / "shard-{000000..000001}.tar"), "--val", str(val), "--out", str(out),
         "--steps", "2", "--batch-size", "2", "--image-size", "128", "--eval-every", "2", "--num-workers", "0",
-        "--device", "cpu", "--no-pretrained-backbone", "--no-progress",
+        "--device", "cpu", "--no-pretrained-backbone", "--no-progress", "--box-scales", "0.1,0.8",
     ]  # fmt: skip
     result = CliRunner().invoke(train_app, args)
     assert result.exit_code == 0, result.output
     assert "best checkpoint" in result.output
-    assert read_checkpoint(out / "best.pt")["categories"] == [{"id": 1, "name": "red"}, {"id": 2, "name": "blue"}]
+    best = read_checkpoint(out / "best.pt")
+    assert best["categories"] == [{"id": 1, "name": "red"}, {"id": 2, "name": "blue"}]
+    assert best["box_scales"] == [0.1, 0.8]
 
 
 def test_learning_rate_schedules():

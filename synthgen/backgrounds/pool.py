@@ -27,7 +27,7 @@ import numpy as np
 from synthgen.progress import progress_bar
 
 from synthgen.backgrounds.folder import BackgroundSource
-from synthgen.cache import atomic_directory, cache_root, fingerprint_files
+from synthgen.cache import atomic_directory, cache_root, fingerprint_files, map_pixels
 from synthgen.errors import InputError, WriteError
 from synthgen.imageio import read_image
 
@@ -85,7 +85,7 @@ class BackgroundPool:
         if not -len(self) <= i < len(self):
             raise IndexError(f"background {i} out of range for a pool of {len(self)}")
         if self._pixels is None:
-            self._pixels = np.memmap(self.path / "pixels.bin", dtype=np.uint8, mode="r").view(np.ndarray)
+            self._pixels = map_pixels(self.path / "pixels.bin")
         offset, h, w = (int(v) for v in self._entries[i])
         return self._pixels[offset : offset + h * w * 3].reshape(h, w, 3)
 

@@ -22,7 +22,6 @@ from synthgen.compositor.config import CompositeConfig
 MASK_THRESHOLD = 128
 
 _GREY_LIST = [0.299, 0.587, 0.114]
-_GREY_WEIGHTS = np.array(_GREY_LIST, dtype=np.float64)
 
 
 @dataclass
@@ -130,7 +129,8 @@ def draw_photometry(uniforms: Sequence[float], config: CompositeConfig) -> Photo
 def mean_grey(rgba: np.ndarray) -> float:
     """The mean grey level of an object's pixels (alpha >= MASK_THRESHOLD), 0 if there are none."""
     mask = (rgba[..., 3] >= MASK_THRESHOLD).view(np.uint8)
-    return float(np.dot(_GREY_WEIGHTS, cv2.mean(rgba, mask=mask)[:3]))
+    red, green, blue, _ = cv2.mean(rgba, mask=mask)
+    return _GREY_LIST[0] * red + _GREY_LIST[1] * green + _GREY_LIST[2] * blue
 
 
 def recolour(rgba: np.ndarray, photometry: Photometry, grey: float, out: np.ndarray | None = None) -> np.ndarray:

@@ -36,8 +36,12 @@ from torch import nn
 
 from synthgen.detectors import (
     BackboneInit,
+    BoxScales,
+    DEFAULT_BOX_SCALES,
     DETECTORS,
     build_detector,
+    check_box_scales,
+    checkpoint_box_scales,
     model_from_checkpoint,
     read_checkpoint,
     resolve_device,
@@ -66,6 +70,7 @@ class TrainConfig:
     warmup_steps: int = 50  # linear ramp from lr/100 to lr
     weight_decay: float = 0.0  # on weights, not on biases or norm layers
     image_size: int = 320
+    box_scales: BoxScales | None = None  # SSD default-box range (None: the detector's default, or init's)
     amp: bool = False  # mixed precision, CUDA only
     eval_every: int = 250
     log_every: int = 10
@@ -93,6 +98,7 @@ class TrainConfig:
             raise InputError("warmup steps, weight decay and workers cannot be negative")
         if self.detector is not None:
             DETECTORS.get(self.detector)
+        self.box_scales = check_box_scales(self.box_scales)
 
 
 @dataclass
@@ -317,10 +323,29 @@ def _prepare_out(config: TrainConfig) -> Path | None:
     return None
 
 
-def _build_model(
-    config: TrainConfig, categories: list[dict], resume_from: Path | None
-) -> tuple[nn.Module, dict | None, str, bool]:
-    """(model, resume payload or None, detector name, backbone layout flag)."""
+@dataclass
+class _Model:
+    model: nn.Module
+    resume_payload: dict | None  # the last.pt being resumed
+    detector: str
+    imagenet_layout: bool
+    box_scales: BoxScales | None
+
+
+def _same_boxes(config: TrainConfig, payload: dict, path: Path, what: str) -> BoxScales | None:
+    """The checkpoint's default-box range; a different explicit ``config.box_scales`` is an error
+    (the head's weights are tied to the boxes they were trained to regress)."""
+    saved = checkpoint_box_scales(payload)
+    if config.box_scales is not None and config.box_scales != (saved or DEFAULT_BOX_SCALES):
+        shown = "the default" if saved is None else f"{saved[0]:g},{saved[1]:g}"
+        raise InputError(
+            f"cannot {what} {path} with box scales {config.box_scales[0]:g},{config.box_scales[1]:g}: "
+            f"it was trained with {shown}; leave --box-scales out to keep them"
+        )
+    return saved
+
+
+def _build_model(config: TrainConfig, categories: list[dict], resume_from: Path | None) -> _Model:
     names = [c["name"] for c in categories]
     if resume_from is not None:
         payload = read_checkpoint(resume_from, config.detector)
@@ -330,18 +355,21 @@ def _build_model(
                 f"cannot resume {resume_from}: it was trained on classes {saved} at {payload['image_size']} px, "
                 f"this run has classes {names} at {config.image_size} px"
             )
-        return model_from_checkpoint(payload).train(), payload, payload["detector"], bool(payload["pretrained_backbone"])
+        box_scales = _same_boxes(config, payload, resume_from, "resume")
+        model = model_from_checkpoint(payload).train()
+        return _Model(model, payload, payload["detector"], bool(payload["pretrained_backbone"]), box_scales)
     if config.init is not None:
         payload = read_checkpoint(config.init, config.detector)
+        box_scales = _same_boxes(config, payload, config.init, "finetune")
         init = BackboneInit(imagenet_layout=bool(payload["pretrained_backbone"]), load_weights=False)
-        model = DETECTORS.get(payload["detector"]).build(len(categories), config.image_size, init)
+        model = DETECTORS.get(payload["detector"]).build(len(categories), config.image_size, init, box_scales)
         fresh = _load_compatible(model, payload["model"])
         if fresh:
             log.info("finetuning from %s: %d tensors re-created for %d classes", config.init, len(fresh), len(categories))
-        return model, None, payload["detector"], init.imagenet_layout
+        return _Model(model, None, payload["detector"], init.imagenet_layout, box_scales)
     detector = config.detector or DEFAULT_DETECTOR
-    model = build_detector(detector, len(categories), config.image_size, config.pretrained_backbone)
-    return model, None, detector, config.pretrained_backbone
+    model = build_detector(detector, len(categories), config.image_size, config.pretrained_backbone, config.box_scales)
+    return _Model(model, None, detector, config.pretrained_backbone, config.box_scales)
 
 
 def train(config: TrainConfig, train_data: Source, val_data: CocoSet | None = None) -> TrainResult:
@@ -366,7 +394,8 @@ def _train(
         log.warning("mixed precision needs a CUDA device; training in float32 on %s", device)
     categories = list(train_data.categories)
     torch.manual_seed(config.seed)
-    model, payload, detector, imagenet_layout = _build_model(config, categories, resume_from)
+    built = _build_model(config, categories, resume_from)
+    model, payload = built.model, built.resume_payload
     model.to(device)
     if d.world_size > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -404,10 +433,11 @@ def _train(
     runlog = _RunLog(out, step) if d.main else None
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
     meta = dict(
-        detector=detector,
+        detector=built.detector,
         categories=categories,
         image_size=config.image_size,
-        pretrained_backbone=imagenet_layout,
+        pretrained_backbone=built.imagenet_layout,
+        box_scales=built.box_scales,
         settings=settings,  # the run's configuration, for the record
     )
     final_metrics: dict[str, Any] | None = None
