@@ -368,7 +368,10 @@ def _render_in_workers(compositor: Compositor, spec: PasteSpec, indices: Iterato
     """Samples for ``indices`` rendered by ``workers`` processes (and staged, given ``stage``),
     yielded in index order; stops (and kills the workers) as soon as ``should_stop()`` or the
     consumer stops iterating."""
-    batch_size = 8
+    # A message per batch costs the main process a wake-up and a read: staged samples (a JPEG's
+    # bytes, or the names of files already written) are small, so batches of them can be large;
+    # raw rendered images are not, and the batches in flight bound the memory of endless runs.
+    batch_size = 32 if stage is not None else 8
     window = 4 * workers  # batches in flight: keeps workers busy, bounds memory for endless runs
     batches = _batched(indices, batch_size)
     with _WorkerPool(workers, compositor, spec, stage) as pool:
