@@ -302,12 +302,12 @@ class WdsWriter:
         """Complete the current shard's bytes and hand it to the publisher, which syncs it,
         renames it to ``.tar`` and journals it in the background (waiting for the disk is most
         of a shard's cost; rendering goes on meanwhile)."""
-        partial = self._partial_path()
+        partial = self._partial
         final = partial.with_suffix("")  # drop ".partial"
         entry = {"shard": final.name, "number": self.shard_number(self._shards_done), "count": self._count,
                  "first": self._first, "last": self._last}
         try:
-            with deferred_interrupts(), write_errors(f"shard {final.name}", final, intact=self._intact()):
+            with deferred_interrupts(), write_errors(f"shard {final.name}", final, intact=self._intact):
                 self._file.write(tar_end(self._members))
                 self._file.flush()
                 self._publisher.submit(self._file, partial, final, entry)
@@ -320,11 +320,10 @@ class WdsWriter:
     def _discard_shard(self) -> None:
         """Drop a shard that cannot be completed (a write into it failed or was interrupted);
         its samples are not journaled, so a resume writes them again."""
-        partial = self._partial_path()
         with contextlib.suppress(OSError):  # the file is thrown away: its state does not matter
             self._file.close()
         self._file = None
-        partial.unlink(missing_ok=True)
+        self._partial.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Complete the shard in progress (or drop it if it is broken) and close the journal."""
