@@ -10,8 +10,9 @@ Two tasks, each a set of *conditions* trained with the same finetune schedule:
   (real and GrabCut-pasted samples interleaved 1:1 for the same number of steps, no finetune).
 * ``pedestrians``: finetune on ``--n-real`` Penn-Fudan images; test on held-out Penn-Fudan
   images. Conditions: ``none``, ``polygon`` (pretrain on COCO128 person cut-outs, their
-  polygon masks as alpha, pasted over COCO128 images that show no person, then finetune) and
-  ``grabcut`` (the same persons as plain box crops, cut out by GrabCut).
+  polygon masks as alpha, pasted over COCO128 images that show no person, then finetune),
+  ``grabcut`` (the same persons as plain box crops, cut out by GrabCut) and ``naive`` (those
+  box crops pasted whole, ``--segmenter none``: the box is the crop).
 
 Splits (written as COCO files with absolute file names under ``OUT/splits``, so the
 ``synthgen`` CLI reads them as well):
@@ -42,6 +43,8 @@ or one stage at a time::
 Results and the commands of the reported run: ``docs/results-detection.md``. Needs
 ``../shared/data`` and the ImageNet MobileNetV2 file in torch's hub cache.
 
+Every pretraining run also scores its best checkpoint on the test split before seeing a real
+image (the synthetic-only detector; ``score-pretrained`` does it for runs made without it).
 Every finetune writes ``OUT/runs/<task>/<condition>/n<N>-s<seed>/result.json`` (test metrics,
 settings, wall time); ``report`` collects them.
 """
@@ -69,7 +72,7 @@ PED_SPLIT = (50, 10, 40)  # pool, val, test
 
 LARGE_SIDE = 32.0  # COCO's small/medium boundary (32x32 px)
 FACE_CONDITIONS = ("none", "naive", "grabcut", "mixed")
-PED_CONDITIONS = ("none", "polygon", "grabcut")
+PED_CONDITIONS = ("none", "naive", "polygon", "grabcut")
 #: Person box crops for GrabCut are the box grown by this fraction of its size on each side;
 #: GrabCut's rectangle is then inset by about the same (GRABCUT_MARGIN of the crop's side).
 CROP_PAD = 0.1
@@ -195,6 +198,11 @@ def paste_spec(out: Path, task: str, condition: str, image_size: int, seed: int)
         width=image_size, height=image_size, objects_per_image=(1, 5), scale=(0.12, 0.55), rotation=5.0,
         blend=("alpha", "gaussian"), min_visible=0.6,
     )
+    if condition == "naive":  # the same box crops as GrabCut's, pasted whole (box = crop)
+        return PasteSpec(
+            objects=str(out / "person_crops"), backgrounds=str(out / "person_free"), segmenter="none",
+            composite=composite, seed=seed,
+        )
     if condition == "grabcut":  # box crops, cut out by GrabCut
         return PasteSpec(
             objects=str(out / "person_crops"), backgrounds=str(out / "person_free"), segmenter="grabcut",
@@ -258,6 +266,32 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         "paste_spec": spec.to_dict(), "notes": notes,
     })
     print(f"pretrain {args.task}/{args.condition}: best val VOC AP50 {result.best_metric}", flush=True)
+    score_pretrained(args.out, out)
+
+
+def score_pretrained(out: Path, run: Path) -> dict:
+    """Test scores of pretraining run ``run``'s best checkpoint, before any real image (the
+    synthetic-only detector, "0 real images"), added to its ``result.json`` as ``test`` and
+    ``test_large``; a run already scored is left as it is."""
+    from synthgen.evaluation import evaluate, evaluate_detections
+
+    result = json.loads((run / "result.json").read_text())
+    if "test" not in result:
+        test = out / "splits" / result["task"] / "test.json"
+        metrics = evaluate(run / "best.pt", test, out_dir=run / "test", device="cpu", batch_size=8)
+        detections = json.loads((run / "test" / "detections.json").read_text())
+        result["test"] = metrics.to_dict()
+        result["test_large"] = evaluate_detections(ignore_small(test, LARGE_SIDE), detections).to_dict()
+        _write_json(run / "result.json", result)
+    return result
+
+
+def cmd_score_pretrained(args: argparse.Namespace) -> None:
+    """Score every pretraining run under ``--out`` on the test split (see score_pretrained)."""
+    for run in sorted((args.out / "pretrain").glob("*/*/s*")):
+        if (run / "result.json").is_file():
+            r = score_pretrained(args.out, run)
+            print(f"{r['task']}/{r['condition']} seed {r['seed']}, 0 real images: test AP50 {100 * r['test']['ap50']:.1f}", flush=True)
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -348,6 +382,7 @@ LABELS = {
     ("faces", "mixed"): "mixed: real + GrabCut pasting 1:1",
     ("pedestrians", "none"): "no pretraining (ImageNet backbone)",
     ("pedestrians", "none-long"): "no pretraining, finetune steps = pretrain + finetune (control)",
+    ("pedestrians", "naive"): "pretrain: COCO128 person box crops, naive pasting (whole crops)",
     ("pedestrians", "polygon"): "pretrain: COCO128 person polygons",
     ("pedestrians", "grabcut"): "pretrain: COCO128 person box crops, GrabCut",
 }
@@ -397,6 +432,23 @@ def cmd_report(args: argparse.Namespace) -> None:
             f"| {_fmt([r['best_val_voc_ap50'] or 0.0 for r in rs])} | {_steps(rs[0])} | {wall:.0f} min |"
         )
     table = "\n".join(lines) + "\n"
+    pretrained = [json.loads(p.read_text()) for p in sorted((args.out / "pretrain").glob("*/*/s*/result.json"))]
+    pretrained = [r for r in pretrained if "test" in r]
+    if pretrained:  # the synthetic-only detectors: no real image seen, except for checkpoint selection
+        table += (
+            "\n| task | condition | real images | seeds (pretraining) | test AP50 (COCO) | test VOC AP@0.5 | test AP "
+            "| test AP50, objects >= 32 px | val VOC AP@0.5 (selection) | pretrain steps |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        )
+        runs: dict[tuple, list[dict]] = {}
+        for r in sorted(pretrained, key=lambda r: (r["task"], list(LABELS).index((r["task"], r["condition"])), r["seed"])):
+            runs.setdefault((r["task"], r["condition"]), []).append(r)
+        for (task, cond), rs in runs.items():
+            table += (
+                f"| {task} | {LABELS.get((task, cond), cond)} | 0 (synthetic only) | {','.join(str(r['seed']) for r in rs)} "
+                f"| {_fmt([r['test']['ap50'] for r in rs])} | {_fmt([r['test']['voc_ap50'] for r in rs])} "
+                f"| {_fmt([r['test']['ap'] for r in rs])} | {_fmt([r['test_large']['ap50'] for r in rs])} "
+                f"| {_fmt([r['best_val_voc_ap50'] or 0.0 for r in rs])} | {rs[0]['steps']} |\n"
+            )
     print(table)
     if args.markdown:
         Path(args.markdown).write_text(table)
@@ -552,7 +604,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
-    for name in ("prepare", "pretrain", "finetune", "report", "plan"):
+    for name in ("prepare", "pretrain", "finetune", "score-pretrained", "report", "plan"):
         p = sub.add_parser(name)
         p.add_argument("--out", type=Path, required=True)
         if name in ("pretrain", "finetune"):
@@ -610,6 +662,8 @@ def main() -> None:
         cmd_finetune(args)
     elif args.stage == "plan":
         cmd_plan(args)
+    elif args.stage == "score-pretrained":
+        cmd_score_pretrained(args)
     else:
         cmd_report(args)
 
