@@ -21,9 +21,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from paste_throughput import baseline_inputs, bare_loop
+from paste_throughput import bare_loop, baseline_inputs, cases
 
-from synthgen.compositor import CompositeConfig
 from synthgen.engine import PasteSpec, encode_sample, new_canvas, prepare
 from synthgen.writers import WriterOptions, make_writer
 
@@ -73,22 +72,18 @@ def main() -> None:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     print("| size | objects | format | bare loop | render | JPEG + annotations | writer stage | writer commit | ours, total | bare / ours |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for size in args.sizes.split(","):
-        width, height = (int(v) for v in size.split("x"))
-        for count in (int(c) for c in args.counts.split(",")):
-            composite = CompositeConfig(width=width, height=height, objects_per_image=(count, count), scale=(0.1, 0.4))
-            spec = PasteSpec(objects=args.objects, backgrounds=args.backgrounds, segmenter=args.segmenter, composite=composite, jpeg_quality=90)
-            backgrounds, objects = baseline_inputs(spec)
-            for fmt in args.formats.split(","):
-                bare, parts = [], []
-                for _ in range(args.repeats):
-                    bare.append(1e6 / bare_loop(backgrounds, objects, spec, args.n))
-                    parts.append(stage_times(spec, fmt, args.n, args.out_dir))
-                row = {name: float(np.median([p[name] for p in parts])) for name in parts[0]}
-                total = sum(row.values())
-                b = float(np.median(bare))
-                print(f"| {size} | {count} | {fmt} | {b:.0f} | {row['render']:.0f} | {row['encode']:.0f} | {row['stage']:.0f} "
-                      f"| {row['commit']:.0f} | {total:.0f} | {b / total:.2f} |", flush=True)
+    for size, count, spec in cases(args):
+        backgrounds, objects = baseline_inputs(spec)
+        for fmt in args.formats.split(","):
+            bare, parts = [], []
+            for _ in range(args.repeats):
+                bare.append(1e6 / bare_loop(backgrounds, objects, spec, args.n))
+                parts.append(stage_times(spec, fmt, args.n, args.out_dir))
+            row = {name: float(np.median([p[name] for p in parts])) for name in parts[0]}
+            total = sum(row.values())
+            b = float(np.median(bare))
+            print(f"| {size} | {count} | {fmt} | {b:.0f} | {row['render']:.0f} | {row['encode']:.0f} | {row['stage']:.0f} "
+                  f"| {row['commit']:.0f} | {total:.0f} | {b / total:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

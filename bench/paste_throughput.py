@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -70,6 +71,18 @@ def baseline_inputs(spec: PasteSpec, count: int = 300) -> tuple[list[np.ndarray]
     backgrounds = [np.ascontiguousarray(comp.backgrounds[k][: cfg.height, : cfg.width]) for k in range(min(count, len(comp.backgrounds)))]
     objects = [np.array(comp.objects[k].rgba) for k in range(min(count, len(comp.objects)))]
     return backgrounds, objects
+
+
+def cases(args: argparse.Namespace) -> Iterator[tuple[str, int, PasteSpec]]:
+    """The benchmark's cells, (size, objects per image, spec), from ``--sizes``, ``--counts`` and
+    the object/background/segmenter options: the same specs for every paste benchmark."""
+    for size in args.sizes.split(","):
+        width, height = (int(v) for v in size.split("x"))
+        for count in (int(c) for c in args.counts.split(",")):
+            composite = CompositeConfig(width=width, height=height, objects_per_image=(count, count), scale=(0.1, 0.4))
+            yield size, count, PasteSpec(
+                objects=args.objects, backgrounds=args.backgrounds, segmenter=args.segmenter, composite=composite, jpeg_quality=90
+            )
 
 
 def ours(spec: PasteSpec, fmt: str, workers: int, n: int, out_dir: Path) -> float:
@@ -125,33 +138,29 @@ def main() -> None:
     bare_on_one_core, ours_on_one_core = pinned(one_core)(bare_loop), pinned(one_core)(ours)
 
     rows = []
-    for size in args.sizes.split(","):
-        width, height = (int(v) for v in size.split("x"))
-        for count in (int(c) for c in args.counts.split(",")):
-            composite = CompositeConfig(width=width, height=height, objects_per_image=(count, count), scale=(0.1, 0.4))
-            spec = PasteSpec(objects=args.objects, backgrounds=args.backgrounds, segmenter=args.segmenter, composite=composite, jpeg_quality=90)
-            backgrounds, objects = baseline_inputs(spec)
-            for fmt in args.formats.split(","):
-                bare, one, two, create = [], [], [], []
-                for _ in range(args.repeats):
-                    bare.append(bare_on_one_core(backgrounds, objects, spec, args.n))
-                    one.append(ours_on_one_core(spec, fmt, 1, args.n, args.out_dir))
-                    two.append(ours(spec, fmt, 2, 2 * args.n, args.out_dir))
-                    create.append(file_create_us(args.out_dir))
-                row = {
-                    "size": size, "objects": count, "format": fmt,
-                    "bare": float(np.median(bare)), "one_worker": float(np.median(one)), "two_workers": float(np.median(two)),
-                    "file_create_us": float(np.median(create)),
-                }
-                row["ours_vs_bare"] = row["one_worker"] / row["bare"]
-                row["two_vs_one"] = row["two_workers"] / row["one_worker"]
-                rows.append(row)
-                print(
-                    f"{size:>8} {count:>2} obj {fmt:>4}: bare {row['bare']:7.1f}/s  ours(1) {row['one_worker']:7.1f}/s "
-                    f"[{row['ours_vs_bare']:.2f}x bare]  ours(2) {row['two_workers']:7.1f}/s [{row['two_vs_one']:.2f}x]  "
-                    f"file create {row['file_create_us']:.0f} us",
-                    flush=True,
-                )
+    for size, count, spec in cases(args):
+        backgrounds, objects = baseline_inputs(spec)
+        for fmt in args.formats.split(","):
+            bare, one, two, create = [], [], [], []
+            for _ in range(args.repeats):
+                bare.append(bare_on_one_core(backgrounds, objects, spec, args.n))
+                one.append(ours_on_one_core(spec, fmt, 1, args.n, args.out_dir))
+                two.append(ours(spec, fmt, 2, 2 * args.n, args.out_dir))
+                create.append(file_create_us(args.out_dir))
+            row = {
+                "size": size, "objects": count, "format": fmt,
+                "bare": float(np.median(bare)), "one_worker": float(np.median(one)), "two_workers": float(np.median(two)),
+                "file_create_us": float(np.median(create)),
+            }
+            row["ours_vs_bare"] = row["one_worker"] / row["bare"]
+            row["two_vs_one"] = row["two_workers"] / row["one_worker"]
+            rows.append(row)
+            print(
+                f"{size:>8} {count:>2} obj {fmt:>4}: bare {row['bare']:7.1f}/s  ours(1) {row['one_worker']:7.1f}/s "
+                f"[{row['ours_vs_bare']:.2f}x bare]  ours(2) {row['two_workers']:7.1f}/s [{row['two_vs_one']:.2f}x]  "
+                f"file create {row['file_create_us']:.0f} us",
+                flush=True,
+            )
     print(f"\noutput in {args.out_dir.resolve()}; cores: {os.cpu_count()}; min ours/bare {min(r['ours_vs_bare'] for r in rows):.2f} (target >= 0.8); "
           f"min 2w/1w {min(r['two_vs_one'] for r in rows):.2f} (target >= 1.8)")
     if args.json:

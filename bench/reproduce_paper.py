@@ -273,17 +273,21 @@ def score_pretrained(out: Path, run: Path) -> dict:
     """Test scores of pretraining run ``run``'s best checkpoint, before any real image (the
     synthetic-only detector, "0 real images"), added to its ``result.json`` as ``test`` and
     ``test_large``; a run already scored is left as it is."""
-    from synthgen.evaluation import evaluate, evaluate_detections
-
     result = json.loads((run / "result.json").read_text())
     if "test" not in result:
-        test = out / "splits" / result["task"] / "test.json"
-        metrics = evaluate(run / "best.pt", test, out_dir=run / "test", device="cpu", batch_size=8)
-        detections = json.loads((run / "test" / "detections.json").read_text())
-        result["test"] = metrics.to_dict()
-        result["test_large"] = evaluate_detections(ignore_small(test, LARGE_SIDE), detections).to_dict()
+        result["test"], result["test_large"] = score_on_test(run / "best.pt", out / "splits" / result["task"] / "test.json", run / "test")
         _write_json(run / "result.json", result)
     return result
+
+
+def score_on_test(checkpoint: Path, test: Path, out_dir: Path) -> tuple[dict, dict]:
+    """``checkpoint``'s metrics on the COCO file ``test`` (detections and plots written to
+    ``out_dir``): on every object, and with objects under LARGE_SIDE turned into ignore regions."""
+    from synthgen.evaluation import evaluate, evaluate_detections
+
+    metrics = evaluate(checkpoint, test, out_dir=out_dir, device="cpu", batch_size=8)
+    detections = json.loads((out_dir / "detections.json").read_text())
+    return metrics.to_dict(), evaluate_detections(ignore_small(test, LARGE_SIDE), detections).to_dict()
 
 
 def cmd_score_pretrained(args: argparse.Namespace) -> None:
@@ -296,7 +300,6 @@ def cmd_score_pretrained(args: argparse.Namespace) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     from synthgen.detectors import read_checkpoint
-    from synthgen.evaluation import evaluate, evaluate_detections
     from synthgen.training.coco import load_coco
     from synthgen.training.data import CocoSource, real_subset
     from synthgen.training.loop import finetune, pretrain, train
@@ -327,16 +330,14 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         result = finetune(config, init, real, val)
     finetune_seconds = time.perf_counter() - started
     ckpt = result.best_checkpoint or result.last_checkpoint
-    metrics = evaluate(ckpt, splits / "test.json", out_dir=run / "test", device="cpu", batch_size=8)
-    detections = json.loads((run / "test" / "detections.json").read_text())
-    large = evaluate_detections(ignore_small(splits / "test.json", LARGE_SIDE), detections)
+    test, test_large = score_on_test(ckpt, splits / "test.json", run / "test")
     summary = {
         "task": args.task, "condition": label, "n_real": args.n_real, "seed": args.seed,
         "steps": args.steps, "batch_size": args.batch_size, "image_size": args.image_size, "lr": args.lr,
         "box_scales": read_checkpoint(ckpt)["box_scales"],
         "init": None if init is None else str(init), "pretrain_seed": None if init is None else args.pretrain_seed,
         "best_val_voc_ap50": result.best_metric,
-        "selected_step": _selected_step(result), "test": metrics.to_dict(), "test_large": large.to_dict(),
+        "selected_step": _selected_step(result), "test": test, "test_large": test_large,
         "finetune_seconds": finetune_seconds, "pretrain_seconds": pretrain_seconds,
         "real_image_ids": real_ids,
     }
