@@ -105,6 +105,23 @@ def prepare_faces(out: Path) -> None:
     _subset_coco(test, [im["id"] for im in json.loads(test.read_text())["images"]], splits / "test.json")
 
 
+def grey_scenes(out: Path) -> Path:
+    """Grey copies of the face backgrounds (``out/scenes_grey``, written once): Caltech WebFaces
+    are grey, so on colour scenes a pasted face is the only grey region, a cue that no real
+    face carries; grey backgrounds take it away."""
+    dst = out / "scenes_grey"
+    if not dst.is_dir():
+        staging = out / "scenes_grey.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for src in sorted((DATA / "scenes").iterdir()):
+            image = cv2.imread(str(src), cv2.IMREAD_GRAYSCALE)
+            if image is not None:
+                cv2.imwrite(str(staging / f"{src.stem}.png"), image)
+        staging.rename(dst)
+    return dst
+
+
 def prepare_pedestrians(out: Path) -> None:
     src = DATA / "pennfudan" / "annotations.json"
     ids = sorted(im["id"] for im in json.loads(src.read_text())["images"])
@@ -179,7 +196,7 @@ def write_person_free_backgrounds(dst: Path) -> int:
 # -- paste specs --------------------------------------------------------------------------------
 
 
-def paste_spec(out: Path, task: str, condition: str, image_size: int, seed: int):
+def paste_spec(out: Path, task: str, condition: str, image_size: int, seed: int, grey_backgrounds: bool = False):
     from synthgen.compositor.config import PRESETS
     from synthgen.engine import PasteSpec
 
@@ -188,10 +205,13 @@ def paste_spec(out: Path, task: str, condition: str, image_size: int, seed: int)
         # training pool (5th-95th percentile 0.023-0.33 of the image side), not the test set.
         composite = PRESETS.get("faces").config(width=image_size, height=image_size, scale=(0.03, 0.4))
         segmenter = "none" if condition == "naive" else "grabcut"
+        backgrounds = grey_scenes(out) if grey_backgrounds else DATA / "scenes"
         return PasteSpec(
-            objects=str(DATA / "faces_caltech"), backgrounds=str(DATA / "scenes"), segmenter=segmenter,
+            objects=str(DATA / "faces_caltech"), backgrounds=str(backgrounds), segmenter=segmenter,
             composite=composite, seed=seed,
         )
+    if grey_backgrounds:
+        raise SystemExit("--grey-backgrounds is for the faces (grey cut-outs) only")
     from synthgen.compositor import CompositeConfig
 
     composite = CompositeConfig(
@@ -253,7 +273,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from synthgen.training.loop import pretrain
 
     out = _fresh(args.out / "pretrain" / args.task / args.condition / f"s{args.seed}")
-    spec = paste_spec(args.out, args.task, args.condition, args.image_size, args.seed)
+    spec = paste_spec(args.out, args.task, args.condition, args.image_size, args.seed, args.grey_backgrounds)
     source, notes = synthetic_source(spec, args.task)
     print("\n".join(notes), flush=True)
     val = load_coco(args.out / "splits" / args.task / "val.json")
@@ -323,7 +343,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         result = pretrain(config, synthetic, val, real=real, synthetic_fraction=0.5)
     else:
         pre = args.out / "pretrain" / args.task / args.condition / f"s{args.pretrain_seed}"
-        init = pre / "best.pt"
+        init = pre / f"{args.pretrain_checkpoint}.pt"
         if not init.is_file():
             raise SystemExit(f"no pretrained checkpoint {init}: run the pretrain stage first")
         pretrain_seconds = float(json.loads((pre / "result.json").read_text())["seconds"])
@@ -622,9 +642,14 @@ def main() -> None:
             p.add_argument("--box-scales", type=lambda text: tuple(float(v) for v in text.split(",")),
                            help="SMALLEST,LARGEST default box of the SSD (fractions of the input side); "
                            "finetuning takes the pretrained checkpoint's")
+        if name == "pretrain":
+            p.add_argument("--grey-backgrounds", action="store_true",
+                           help="Faces: paste onto grey copies of the scenes (the face crops are grey).")
         if name == "finetune":
             p.add_argument("--n-real", type=int, required=True)
             p.add_argument("--pretrain-seed", type=int, default=0, help="Start from this pretraining run.")
+            p.add_argument("--pretrain-checkpoint", choices=("best", "last"), default="best",
+                           help="Start from its best checkpoint (by synthetic-only val AP50) or its last one.")
             p.add_argument("--label", help="Name of the run in the results instead of the condition (e.g. none-long).")
         if name == "plan":
             ints = lambda text: [int(v) for v in text.split(",") if v]  # noqa: E731
