@@ -10,7 +10,6 @@ Run (needs ../shared/data):
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import signal
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from paste_throughput import input_parser
 
 
 def tree_rss_kib(pid: int) -> dict[int, int]:
@@ -53,10 +54,7 @@ def samples_written(out: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--objects", required=True)
-    parser.add_argument("--backgrounds", required=True)
-    parser.add_argument("--segmenter", default="grabcut")
+    parser = input_parser(__doc__)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--checkpoints", default="5000,50000")
     parser.add_argument("--size", default="320x320")

@@ -12,7 +12,6 @@ Run (needs ../shared/data):
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from paste_throughput import bare_loop, baseline_inputs, cases
+from paste_throughput import bare_loop, baseline_inputs, cases, input_parser
 
 from synthgen.engine import PasteSpec, encode_sample, new_canvas, prepare
 from synthgen.writers import WriterOptions, make_writer
@@ -58,10 +57,7 @@ def stage_times(spec: PasteSpec, fmt: str, n: int, out_dir: Path) -> dict[str, f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--objects", required=True)
-    parser.add_argument("--backgrounds", required=True)
-    parser.add_argument("--segmenter", default="grabcut")
+    parser = input_parser(__doc__)
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sizes", default="320x320")

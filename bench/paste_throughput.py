@@ -73,6 +73,16 @@ def baseline_inputs(spec: PasteSpec, count: int = 300) -> tuple[list[np.ndarray]
     return backgrounds, objects
 
 
+def input_parser(doc: str) -> argparse.ArgumentParser:
+    """The argument parser of a paste benchmark (described by the first paragraph of ``doc``),
+    with the inputs every one of them takes: objects, backgrounds and segmenter."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--objects", required=True, help="object images folder (or a pool)")
+    parser.add_argument("--backgrounds", required=True)
+    parser.add_argument("--segmenter", default="grabcut")
+    return parser
+
+
 def cases(args: argparse.Namespace) -> Iterator[tuple[str, int, PasteSpec]]:
     """The benchmark's cells, (size, objects per image, spec), from ``--sizes``, ``--counts`` and
     the object/background/segmenter options: the same specs for every paste benchmark."""
@@ -121,10 +131,7 @@ def pinned(cpus: set[int]):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--objects", required=True, help="object images folder (or a pool)")
-    parser.add_argument("--backgrounds", required=True)
-    parser.add_argument("--segmenter", default="grabcut")
+    parser = input_parser(__doc__)
     parser.add_argument("--n", type=int, default=600, help="samples per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the median is reported")
     parser.add_argument("--sizes", default="320x320,640x480")
