@@ -7,7 +7,9 @@ A pool is a folder:
   segmenter the whole frame, alpha 255).
 - ``index.json``: ``format``/``version``, ``classes`` (names, in category order), ``objects``
   as columns (``class_id`` 0-based, ``source`` path relative to the source folder, byte
-  ``offset`` into pixels.bin, ``h``, ``w``), and a ``summary`` of the build (accepted, rejected
+  ``offset`` into pixels.bin, ``h``, ``w``, and ``grey``, the mean grey level of the object's
+  pixels that colour jitter scales contrast around; pools built before it was stored lack the
+  column and the compositor computes it on first use), and a ``summary`` of the build (accepted, rejected
   counts by reason, unreadable files with up to 20 examples, segmenter and quality settings).
 
 :meth:`ObjectPool.load` memory-maps pixels.bin, so many compositor worker processes share one
@@ -33,6 +35,7 @@ import numpy as np
 from synthgen.progress import progress_bar
 
 from synthgen.cache import atomic_directory, cache_root, fingerprint_files, map_pixels
+from synthgen.compositor.augment import mean_grey
 from synthgen.errors import InputError, OutputExistsError
 from synthgen.imageio import read_image, read_mask
 from synthgen.segmenters import (
@@ -65,6 +68,7 @@ class Cutout:
     rgba: np.ndarray
     class_id: int  # 0-based index into ObjectPool.classes
     source: str  # path relative to the source folder
+    grey: float | None = None  # mean grey level of the object's pixels; None: not stored
 
 
 def is_pool_dir(path: Path) -> bool:
@@ -87,6 +91,7 @@ class ObjectPool:
         self._hw: list[tuple[int, int]] = list(zip(objects["h"], objects["w"]))
         self._class_ids: list[int] = list(objects["class_id"])
         self._sources: list[str] = list(objects["source"])
+        self._greys: list[float | None] = list(objects["grey"]) if "grey" in objects else [None] * len(self._offsets)
         self._pixels = pixels  # the cut-outs are views of this mapping
 
     @classmethod
@@ -118,7 +123,8 @@ class ObjectPool:
         try:
             objects = index["objects"]
             expected = sum(4 * h * w for h, w in zip(objects["h"], objects["w"], strict=True))
-            lengths = {len(objects[key]) for key in ("class_id", "source", "offset", "h", "w")}
+            optional = ("grey",) if "grey" in objects else ()
+            lengths = {len(objects[key]) for key in ("class_id", "source", "offset", "h", "w", *optional)}
             well_formed = len(lengths) == 1 and isinstance(index["classes"], list) and "summary" in index
         except (KeyError, TypeError, ValueError):
             expected, well_formed = 0, False
@@ -137,7 +143,7 @@ class ObjectPool:
         offset = self._offsets[i]  # IndexError past the end, Python semantics for negatives
         h, w = self._hw[i]
         rgba = self._pixels[offset:offset + h * w * 4].reshape(h, w, 4)
-        return Cutout(rgba, self._class_ids[i], self._sources[i])
+        return Cutout(rgba, self._class_ids[i], self._sources[i], self._greys[i])
 
     def __reduce__(self) -> tuple[Callable[[str], ObjectPool], tuple[str]]:
         # Workers get the path and map the same file: nothing but the path is pickled.
@@ -224,7 +230,7 @@ class _PoolWriter:
         self._classes = classes
         self._class_index = {name: i for i, name in enumerate(classes)}
         self._offset = 0
-        self.columns: dict[str, list[Any]] = {"class_id": [], "source": [], "offset": [], "h": [], "w": []}
+        self.columns: dict[str, list[Any]] = {"class_id": [], "source": [], "offset": [], "h": [], "w": [], "grey": []}
         self.rejected: Counter[str] = Counter()
         self.per_class: Counter[str] = Counter()
         self.unreadable = 0
@@ -236,7 +242,7 @@ class _PoolWriter:
     def accept(self, item: ObjectItem, rgba: np.ndarray) -> None:
         self._pixels.write(rgba.tobytes())
         row = {"class_id": self._class_index[item.class_name], "source": self.relative(item.path),
-               "offset": self._offset, "h": rgba.shape[0], "w": rgba.shape[1]}
+               "offset": self._offset, "h": rgba.shape[0], "w": rgba.shape[1], "grey": mean_grey(rgba)}
         for key, value in row.items():
             self.columns[key].append(value)
         self._offset += rgba.nbytes

@@ -22,6 +22,7 @@ from synthgen.pool import bleed_colours
 class FakeCutout:
     rgba: np.ndarray
     class_id: int
+    grey: float | None = None  # not stored: the compositor computes it
 
 
 class FakeObjects:
@@ -106,8 +107,8 @@ def test_occluded_object_box_shrinks_to_its_visible_part():
     placed = []
     owners = _Owners(224, 256, placed)
     square = ObjectPatch(np.full((40, 40, 4), 255, np.uint8), np.ones((40, 40), bool), (0, 0, 40, 40), 1600)
-    comp._commit(owners, placed, square, 10, 10, 1600, 0)
-    comp._commit(owners, placed, square, 30, 10, 1600, 1)
+    comp._commit(owners, placed, square, 10, 10, (10, 10, 50, 50), 1600, 0)
+    comp._commit(owners, placed, square, 30, 10, (30, 10, 70, 50), 1600, 1)
     first = comp._annotation(owners, 0, placed[0], keep_mask=True)
     assert first.bbox == (10.0, 10.0, 20.0, 40.0)
     assert first.area == 20 * 40

@@ -143,6 +143,29 @@ def test_pool_pickles_by_path(paired: Path, tmp_path: Path) -> None:
         pool[len(pool)]
 
 
+def test_pool_stores_mean_grey_and_older_pools_without_it_render_the_same(paired: Path, tmp_path: Path) -> None:
+    from synthgen.compositor import CompositeConfig, Compositor
+    from synthgen.compositor.augment import mean_grey
+
+    pool = build_pool(FolderSource(paired), make_segmenter("mask"), tmp_path / "pool", MaskQuality(), progress=False)
+    for i in range(len(pool)):
+        assert pool[i].grey == mean_grey(pool[i].rgba)
+    # A pool written before the column existed: the compositor computes the level itself.
+    index_path = tmp_path / "pool" / "index.json"
+    index = json.loads(index_path.read_text())
+    del index["objects"]["grey"]
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "index.json").write_text(json.dumps(index))
+    (older / "pixels.bin").write_bytes((tmp_path / "pool" / "pixels.bin").read_bytes())
+    assert ObjectPool.load(older)[0].grey is None
+    backgrounds = [np.random.default_rng(3).integers(0, 256, (80, 90, 3), dtype=np.uint8)]
+    config = CompositeConfig(width=64, height=64, objects_per_image=(3, 3), scale=(0.3, 0.5), contrast=(0.5, 1.5))
+    stored, computed = Compositor(config, pool, backgrounds), Compositor(config, ObjectPool.load(older), backgrounds)
+    for i in range(5):
+        assert np.array_equal(stored.render(0, i).image, computed.render(0, i).image)
+
+
 def test_load_rejects_folders_that_are_not_pools(tmp_path: Path, paired: Path) -> None:
     with pytest.raises(InputError, match="not an object pool"):
         ObjectPool.load(paired)

@@ -57,7 +57,7 @@ def rotated_extent(width: float, height: float, degrees: float) -> tuple[float, 
 
 
 def _with_mask(rgba: np.ndarray) -> ObjectPatch | None:
-    mask = rgba[..., 3] >= MASK_THRESHOLD
+    mask = cv2.threshold(cv2.extractChannel(rgba, 3), MASK_THRESHOLD - 1, 1, cv2.THRESH_BINARY)[1].view(bool)
     x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
     if w == 0:
         return None
@@ -144,9 +144,12 @@ def recolour(rgba: np.ndarray, photometry: Photometry, grey: float, out: np.ndar
     b, c, sat = photometry.brightness, photometry.contrast, photometry.saturation
     gain, offset = b * c, b * (1.0 - c) * grey
     # Row i: gain * (sat * e_i + (1 - sat) * grey weights), then the offset; alpha row = identity.
-    rows = [[gain * ((sat if i == j else 0.0) + (1.0 - sat) * _GREY_LIST[j]) for j in range(3)] + [0.0, offset] for i in range(3)]
-    rows.append([0.0, 0.0, 0.0, 1.0, 0.0])
-    return cv2.transform(rgba, np.array(rows), dst=out)
+    # Written out: the per-object cost of building it matters on this path.
+    mix = gain * (1.0 - sat)
+    r, g, bl = mix * _GREY_LIST[0], mix * _GREY_LIST[1], mix * _GREY_LIST[2]
+    d = gain * sat
+    matrix = np.array(((r + d, g, bl, 0.0, offset), (r, g + d, bl, 0.0, offset), (r, g, bl + d, 0.0, offset), (0.0, 0.0, 0.0, 1.0, 0.0)))
+    return cv2.transform(rgba, matrix, dst=out)
 
 
 def add_texture(patch: ObjectPatch, photometry: Photometry, rng: np.random.Generator) -> None:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+import cv2
 import numpy as np
 
 from synthgen.compositor.augment import ObjectPatch, add_texture, draw_photometry, lerp, mean_grey, recolour, rotated_extent, transform_geometry
@@ -17,6 +18,7 @@ from synthgen.sample import Annotation, Sample
 class CutoutLike(Protocol):
     rgba: np.ndarray
     class_id: int
+    grey: float | None  # the mean grey level of its pixels (see mean_grey), None: not known
 
 
 class ObjectPoolLike(Protocol):
@@ -79,21 +81,9 @@ class _Owners:
         p = self._placed[k]
         x0, y0 = p.origin
         bx0, by0, bx1, by1 = p.box
-        np.copyto(self._map[by0:by1, bx0:bx1], k, where=p.patch.mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0])
-
-
-def _mask_box(patch: ObjectPatch, x0: int, y0: int, width: int, height: int) -> tuple[int, int, int, int]:
-    ex0, ey0, ex1, ey1 = patch.extent
-    return max(x0 + ex0, 0), max(y0 + ey0, 0), min(x0 + ex1, width), min(y0 + ey1, height)
-
-
-def _intersection(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
-    box = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
-    return box if box[0] < box[2] and box[1] < box[3] else None
-
-
-def _area(box: tuple[int, int, int, int]) -> int:
-    return (box[2] - box[0]) * (box[3] - box[1])
+        region = self._map[by0:by1, bx0:bx1]
+        # OpenCV's masked copy of a constant block: a third of what np.copyto(where=) costs.
+        cv2.copyTo(np.full(region.shape, k, np.int16), p.patch.mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0].view(np.uint8), region)
 
 
 #: Uniform numbers drawn per object before its placement draws, in this order: which cut-out,
@@ -144,7 +134,7 @@ class Compositor:
             raise ValueError("the object pool is empty")
         if len(backgrounds) == 0:
             raise ValueError("the background pool is empty")
-        self._grey: dict[int, float] = {}  # mean grey level of each cut-out used so far
+        self._grey: dict[int, float] = {}  # mean grey levels the pool does not store, once computed
         self._streams = _SampleStreams()
 
     @property
@@ -168,15 +158,15 @@ class Compositor:
             draws = rng.random(_OBJECT_DRAWS + 2 * cfg.max_tries).tolist()
             choice = int(draws[0] * len(self.objects))
             cutout = self.objects[choice]
-            patch = self._augmented(choice, cutout.rgba, draws, rng)
+            patch = self._augmented(choice, cutout, draws, rng)
             blend_mode = cfg.blend[int(draws[12] * len(cfg.blend))]
             blend_params = (draws[13] * 180.0, motion_lo + int(draws[14] * (motion_hi - motion_lo + 1)))
             position = None if patch is None else self._place(patch, owners, placed, draws[_OBJECT_DRAWS:])
             if position is None:
                 skipped += 1
                 continue
-            x0, y0, inside = position
-            self._commit(owners, placed, patch, x0, y0, inside, cutout.class_id)
+            x0, y0, box, inside = position
+            self._commit(owners, placed, patch, x0, y0, box, inside, cutout.class_id)
             self._blend(canvas, patch, x0, y0, blend_mode, blend_params)
         annotations = [a for a in (self._annotation(owners, k, p, keep_masks) for k, p in enumerate(placed)) if a]
         return Sample(index=index, image=canvas, annotations=annotations, skipped_objects=skipped)
@@ -202,9 +192,10 @@ class Compositor:
         np.copyto(out, crop)
         return out
 
-    def _augmented(self, choice: int, rgba: np.ndarray, draws: list[float], rng: np.random.Generator) -> ObjectPatch | None:
-        """Cut-out ``choice`` (pixels ``rgba``) scaled, flipped, rotated and recoloured by
-        ``draws[1:12]``; ``rng`` draws the noise pixels."""
+    def _augmented(self, choice: int, cutout: CutoutLike, draws: list[float], rng: np.random.Generator) -> ObjectPatch | None:
+        """Cut-out ``choice`` scaled, flipped, rotated and recoloured by ``draws[1:12]``; ``rng``
+        draws the noise pixels."""
+        rgba = cutout.rgba
         cfg = self.config
         side = lerp(cfg.scale, draws[1]) * min(cfg.width, cfg.height)
         if cfg.aspect == "stretch":
@@ -224,9 +215,11 @@ class Compositor:
         photometry = draw_photometry(draws[5:12], cfg)
         grey = 0.0
         if photometry.recolours:
-            grey = self._grey.get(choice)
-            if grey is None:
-                grey = self._grey[choice] = mean_grey(rgba)
+            grey = cutout.grey
+            if grey is None:  # not stored in the pool: computed once per cut-out per process
+                grey = self._grey.get(choice)
+                if grey is None:
+                    grey = self._grey[choice] = mean_grey(rgba)
         recolour_first = photometry.recolours and rgba.shape[0] * rgba.shape[1] < box_w * box_h
         if recolour_first:  # fewer pixels to recolour in the cut-out than in the pasted object
             rgba = recolour(rgba, photometry, grey)
@@ -242,9 +235,11 @@ class Compositor:
         """Try the positions given by ``draws`` (pairs of uniform numbers, ``max_tries`` of
         them) until one keeps every object (old and new) visible enough.
 
-        Returns ``(x0, y0, pixels of the new mask inside the image)`` or None after
-        ``max_tries`` failures. Pixels are only looked at where a bound cannot decide: the
-        common cases (no overlap; a small overlap; fully inside the image) cost no pixel work.
+        Returns ``(x0, y0, the new mask's box on the canvas, its pixels inside the image)`` or
+        None after ``max_tries`` failures. Pixels are only looked at where a bound cannot
+        decide: the common cases (no overlap; a small overlap; fully inside the image) cost no
+        pixel work. The loop is written out (no helper calls per pair of boxes): it runs about
+        150 times per 10-object sample.
         """
         cfg = self.config
         height, width = cfg.height, cfg.width
@@ -261,48 +256,47 @@ class Compositor:
         for fx, fy in zip(draws[0::2], draws[1::2]):
             x0 = x_lo + int(fx * (x_hi - x_lo + 1))
             y0 = y_lo + int(fy * (y_hi - y_lo + 1))
-            box = _mask_box(patch, x0, y0, width, height)
-            if box[0] >= box[2] or box[1] >= box[3]:
-                continue
-            if box == (x0 + ex0, y0 + ey0, x0 + ex1, y0 + ey1):
-                inside = full_area
-            else:
-                inside = int(np.count_nonzero(patch.mask[box[1] - y0 : box[3] - y0, box[0] - x0 : box[2] - x0]))
+            bx0, by0, bx1, by1 = x0 + ex0, y0 + ey0, x0 + ex1, y0 + ey1
+            inside = full_area
+            if bx0 < 0 or by0 < 0 or bx1 > width or by1 > height:  # truncated: count what is left
+                bx0, by0, bx1, by1 = max(bx0, 0), max(by0, 0), min(bx1, width), min(by1, height)
+                if bx0 >= bx1 or by0 >= by1:
+                    continue
+                inside = int(np.count_nonzero(patch.mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]))
                 if inside == 0 or inside < required_own - 1e-6:
                     continue
-            bx0, by0, bx1, by1 = box
             for k, p in enumerate(placed):
                 px0, py0, px1, py1 = p.box
                 if bx0 >= px1 or px0 >= bx1 or by0 >= py1 or py0 >= by1:
-                    continue  # boxes apart: nothing of k can be covered (the common case, inlined)
-                if p.visible - (min(bx1, px1) - max(bx0, px0)) * (min(by1, py1) - max(by0, py0)) >= p.need:
+                    continue  # boxes apart: nothing of k can be covered (the common case)
+                overlap = (max(bx0, px0), max(by0, py0), min(bx1, px1), min(by1, py1))
+                if p.visible - (overlap[2] - overlap[0]) * (overlap[3] - overlap[1]) >= p.need:
                     continue  # even if the whole box overlap were covered, k stays visible enough
-                if not self._keeps_visible(k, p, patch, x0, y0, box, owners):
+                if not self._keeps_visible(k, p, patch, x0, y0, overlap, owners):
                     break
             else:
-                return x0, y0, inside
+                return x0, y0, (bx0, by0, bx1, by1), inside
         return None
 
-    def _keeps_visible(self, k: int, p: _Placed, patch: ObjectPatch, x0: int, y0: int, box, owners: _Owners) -> bool:
-        """Whether object ``k`` stays visible enough if ``patch`` is pasted at (x0, y0)."""
-        overlap = _intersection(box, p.box)
-        if overlap is None:  # callers test box overlap first; kept so the contract holds alone
-            return True
-        need = p.need
-        if p.visible - _area(overlap) >= need:
-            return True
+    @staticmethod
+    def _keeps_visible(k: int, p: _Placed, patch: ObjectPatch, x0: int, y0: int, overlap, owners: _Owners) -> bool:
+        """Whether object ``k`` stays visible enough if ``patch`` is pasted at (x0, y0), given
+        the overlap of their boxes, when the box-level bound alone could not tell."""
         owner = owners.map
+        area = (overlap[2] - overlap[0]) * (overlap[3] - overlap[1])
         if not p.exact:
             bx0, by0, bx1, by1 = p.box
             p.visible, p.exact = int(np.count_nonzero(owner[by0:by1, bx0:bx1] == k)), True
-            if p.visible - _area(overlap) >= need:
+            if p.visible - area >= p.need:
                 return True
         ox0, oy0, ox1, oy1 = overlap
         covered = (owner[oy0:oy1, ox0:ox1] == k) & patch.mask[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0]
-        return p.visible - int(np.count_nonzero(covered)) >= need
+        return p.visible - int(np.count_nonzero(covered)) >= p.need
 
-    def _commit(self, owners: _Owners, placed: list[_Placed], patch: ObjectPatch, x0: int, y0: int, inside: int, class_id: int) -> None:
-        box = _mask_box(patch, x0, y0, self.config.width, self.config.height)
+    def _commit(self, owners: _Owners, placed: list[_Placed], patch: ObjectPatch, x0: int, y0: int, box, inside: int, class_id: int) -> None:
+        """Record ``patch`` as pasted at (x0, y0), its mask's box ``box`` on the canvas and
+        ``inside`` of its pixels in the image: earlier objects whose boxes it overlaps lose that
+        overlap from their visible bound (no longer exact)."""
         bx0, by0, bx1, by1 = box
         for p in placed:
             px0, py0, px1, py1 = p.box
@@ -330,14 +324,13 @@ class Compositor:
         visible = None
         if keep_mask or not (p.exact and p.visible == p.full_area):  # touched: look at the pixels
             visible = owners.map[by0:by1, bx0:bx1] == k
-            rows = np.flatnonzero(visible.any(axis=1))
-            if rows.size == 0:
+            x, y, w, h = cv2.boundingRect(visible.view(np.uint8))
+            if w == 0:
                 return None
-            cols = np.flatnonzero(visible.any(axis=0))
-            visible = visible[int(rows[0]) : int(rows[-1]) + 1, int(cols[0]) : int(cols[-1]) + 1]
-            bx0, bx1 = bx0 + int(cols[0]), bx0 + int(cols[-1]) + 1
-            by0, by1 = by0 + int(rows[0]), by0 + int(rows[-1]) + 1
-            area = int(np.count_nonzero(visible))
+            area = cv2.countNonZero(visible.view(np.uint8))
+            visible = visible[y : y + h, x : x + w]
+            bx0, by0 = bx0 + x, by0 + y
+            bx1, by1 = bx0 + w, by0 + h
         mask = None
         if keep_mask:
             mask = np.zeros(owners.shape, dtype=bool)
