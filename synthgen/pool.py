@@ -9,8 +9,9 @@ A pool is a folder:
   as columns (``class_id`` 0-based, ``source`` path relative to the source folder, byte
   ``offset`` into pixels.bin, ``h``, ``w``, and ``grey``, the mean grey level of the object's
   pixels that colour jitter scales contrast around; pools built before it was stored lack the
-  column and the compositor computes it on first use), and a ``summary`` of the build (accepted, rejected
-  counts by reason, unreadable files with up to 20 examples, segmenter and quality settings).
+  column and the compositor computes it on first use), and a ``summary`` of the build
+  (accepted, rejected counts by reason, unreadable files with up to 20 examples, segmenter and
+  quality settings).
 
 :meth:`ObjectPool.load` memory-maps pixels.bin, so many compositor worker processes share one
 copy through the page cache; a pool pickles as its path. :func:`cached_pool` keeps pools under

@@ -57,11 +57,11 @@ def rotated_extent(width: float, height: float, degrees: float) -> tuple[float, 
 
 
 def _with_mask(rgba: np.ndarray) -> ObjectPatch | None:
-    mask = cv2.threshold(cv2.extractChannel(rgba, 3), MASK_THRESHOLD - 1, 1, cv2.THRESH_BINARY)[1].view(bool)
-    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+    ones = cv2.threshold(cv2.extractChannel(rgba, 3), MASK_THRESHOLD - 1, 1, cv2.THRESH_BINARY)[1]  # 0/1 uint8
+    x, y, w, h = cv2.boundingRect(ones)
     if w == 0:
         return None
-    return ObjectPatch(rgba=rgba, mask=mask, extent=(x, y, x + w, y + h), area=cv2.countNonZero(mask.view(np.uint8)))
+    return ObjectPatch(rgba=rgba, mask=ones.view(bool), extent=(x, y, x + w, y + h), area=cv2.countNonZero(ones))
 
 
 def transform_geometry(rgba: np.ndarray, box_w: float, box_h: float, flip: bool, degrees: float) -> ObjectPatch | None:

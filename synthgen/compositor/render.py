@@ -270,20 +270,20 @@ class Compositor:
                 if bx0 >= px1 or px0 >= bx1 or by0 >= py1 or py0 >= by1:
                     continue  # boxes apart: nothing of k can be covered (the common case)
                 overlap = (max(bx0, px0), max(by0, py0), min(bx1, px1), min(by1, py1))
-                if p.visible - (overlap[2] - overlap[0]) * (overlap[3] - overlap[1]) >= p.need:
+                area = (overlap[2] - overlap[0]) * (overlap[3] - overlap[1])
+                if p.visible - area >= p.need:
                     continue  # even if the whole box overlap were covered, k stays visible enough
-                if not self._keeps_visible(k, p, patch, x0, y0, overlap, owners):
+                if not self._keeps_visible(k, p, patch, x0, y0, overlap, area, owners):
                     break
             else:
                 return x0, y0, (bx0, by0, bx1, by1), inside
         return None
 
     @staticmethod
-    def _keeps_visible(k: int, p: _Placed, patch: ObjectPatch, x0: int, y0: int, overlap, owners: _Owners) -> bool:
+    def _keeps_visible(k: int, p: _Placed, patch: ObjectPatch, x0: int, y0: int, overlap, area: int, owners: _Owners) -> bool:
         """Whether object ``k`` stays visible enough if ``patch`` is pasted at (x0, y0), given
-        the overlap of their boxes, when the box-level bound alone could not tell."""
+        the overlap of their boxes and its ``area``, when the box-level bound alone could not tell."""
         owner = owners.map
-        area = (overlap[2] - overlap[0]) * (overlap[3] - overlap[1])
         if not p.exact:
             bx0, by0, bx1, by1 = p.box
             p.visible, p.exact = int(np.count_nonzero(owner[by0:by1, bx0:bx1] == k)), True
