@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 import shutil
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from synthgen import __version__
+from synthgen.channel import Channel
 from synthgen.compositor import CompositeConfig, Compositor
 from synthgen.errors import InputError, OutputExistsError, SynthgenError, WriteError
 from synthgen.imageio import encode_jpeg
@@ -232,7 +234,7 @@ def render_stream(compositor: Compositor, spec: PasteSpec, start: int = 0, step:
 
 # -- workers ----------------------------------------------------------------------------------
 
-def _worker_main(tasks, results, compositor: Compositor, spec: PasteSpec, stage) -> None:
+def _worker_main(tasks, results: Channel, compositor: Compositor, spec: PasteSpec, stage) -> None:
     """Render batches from ``tasks`` into ``results`` until told to stop or orphaned: raw
     samples, or (given a writer's ``stage``) encoded and staged samples, the sample's files
     already written where the format has them.
@@ -261,34 +263,38 @@ def _worker_main(tasks, results, compositor: Compositor, spec: PasteSpec, stage)
                 rendered = [stage(render_encoded(compositor, spec, i, canvas)) for i in indices]
             else:
                 rendered = [compositor.render(spec.seed, i, keep_masks=spec.masks) for i in indices]
-            results.put((batch_id, rendered, None))
+            message = (batch_id, rendered, None)
         except (SynthgenError, OSError) as err:  # the user's problem (disk full): re-raised as is
-            results.put((batch_id, None, err))
+            message = (batch_id, None, err)
         except BaseException:  # a bug: report it, so the main process fails with the real cause
-            results.put((batch_id, None, traceback.format_exc()))
+            message = (batch_id, None, traceback.format_exc())
+        results.send(message)
 
 
 class _WorkerPool:
-    """Worker processes fed through two queues; batches come back in any order and are
-    re-ordered by the caller. Used as a context manager: exit kills the workers."""
+    """Worker processes fed through a task queue, each answering through its own
+    :class:`~synthgen.channel.Channel`; batches come back in any order and are re-ordered by the
+    caller. Used as a context manager: exit kills the workers."""
 
     def __init__(self, workers: int, compositor: Compositor, spec: PasteSpec, stage) -> None:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        ctx = multiprocessing.get_context(method)
-        self.tasks = ctx.Queue()
-        self.results = ctx.Queue()
-        self.processes = [
-            ctx.Process(
-                target=_worker_main,
-                args=(self.tasks, self.results, compositor, spec, stage),
-                daemon=True,
-            )
-            for _ in range(workers)
-        ]
+        self._context = multiprocessing.get_context(method)
+        self.tasks = self._context.Queue()
+        self._worker_args = (compositor, spec, stage)
+        self._workers = workers
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        self.channels: list[Channel] = []
 
     def __enter__(self) -> "_WorkerPool":
-        for process in self.processes:
+        for _ in range(self._workers):
+            channel = Channel(self._context)
+            process = self._context.Process(target=_worker_main, args=(self.tasks, channel, *self._worker_args), daemon=True)
             process.start()
+            # Only the worker holds the write end now (workers started later do not inherit
+            # it): the pipe ends, and the read fails, when that worker dies.
+            channel.close_writer()
+            self.processes.append(process)
+            self.channels.append(channel)
         return self
 
     def submit(self, batch_id: int, indices: list[int]) -> None:
@@ -296,12 +302,15 @@ class _WorkerPool:
 
     def next_result(self, timeout: float):
         """``(batch_id, samples)``, or None if nothing arrived within ``timeout`` seconds."""
-        try:
-            batch_id, samples, error = self.results.get(timeout=timeout)
-        except queue.Empty:
+        ready = multiprocessing.connection.wait(self.channels, timeout)
+        if not ready:
             if not all(p.is_alive() for p in self.processes):
-                raise RuntimeError("a paste worker process died unexpectedly (out of memory?)") from None
+                raise RuntimeError("a paste worker process died unexpectedly (out of memory?)")
             return None
+        try:
+            batch_id, samples, error = ready[0].receive()
+        except EOFError:
+            raise RuntimeError("a paste worker process died unexpectedly (out of memory?)") from None
         if isinstance(error, BaseException):
             raise error
         if error is not None:
@@ -313,9 +322,10 @@ class _WorkerPool:
             process.kill()
         for process in self.processes:
             process.join()
-        for q in (self.tasks, self.results):
-            q.cancel_join_thread()  # never wait at exit to flush a queue nobody reads
-            q.close()
+        for channel in self.channels:
+            channel.close()
+        self.tasks.cancel_join_thread()  # never wait at exit to flush a queue nobody reads
+        self.tasks.close()
 
 
 def _batched(iterable: Iterator[int], size: int) -> Iterator[list[int]]:

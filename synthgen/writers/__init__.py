@@ -27,6 +27,7 @@ settings; a writer owns only its format's files and its journal.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Protocol
@@ -67,10 +68,18 @@ class StagedSample:
     objects: int  # boxes in the sample
     skipped_objects: int  # objects drawn that found no valid place
     #: The bytes ``commit`` appends: WebDataset, the sample's tar members; COCO and YOLO, the
-    #: journal line (their files are already in place).
-    payload: bytes
+    #: journal line (their files are already in place). A read-only ``memoryview`` when the
+    #: sample came from a paste worker (see ``__reduce_ex__``).
+    payload: bytes | memoryview
     #: COCO: the journal entry, kept in memory for annotations.json.
     entry: dict | None = None
+
+    def __reduce_ex__(self, protocol: int):
+        # Under pickle protocol 5 the payload goes out of band: a paste worker's
+        # synthgen.channel.Channel writes it from this object's memory, not from a copy in the
+        # pickle. (With no out-of-band receiver, protocol 5 stores it in the pickle as bytes.)
+        payload = pickle.PickleBuffer(self.payload) if protocol >= 5 else self.payload
+        return (StagedSample, (self.index, self.key, self.objects, self.skipped_objects, payload, self.entry))
 
 
 class Writer(Protocol):

@@ -136,9 +136,18 @@ class SampleJournalWriter:
             raise
 
 
+#: Made once: ``json.dumps`` with any option builds a new encoder for every call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def compact_json(value: object) -> bytes:
+    """``value`` as JSON without spaces, UTF-8 (what the writers store per sample)."""
+    return _COMPACT_JSON.encode(value).encode()
+
+
 def journal_line(entry: dict) -> bytes:
     """One journal line: compact JSON and a newline."""
-    return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+    return compact_json(entry) + b"\n"
 
 
 def _read_good_lines(data: bytes) -> tuple[list[dict], list[int]]:
@@ -161,7 +170,7 @@ def _read_good_lines(data: bytes) -> tuple[list[dict], list[int]]:
     return entries, offsets
 
 
-def place_file(final: Path, data: bytes) -> None:
+def place_file(final: Path | str, data: bytes) -> None:
     """Write ``data`` to ``final``. No temporary name and no fsync: the journal line written
     after this is what marks the file as done; a file cut short by a kill has no journal line,
     so it is in no annotation file and a resume deletes it (and checks journaled files exist).
@@ -195,8 +204,7 @@ def remove_unjournaled(folder: Path, suffix: str, keep: set[str]) -> None:
                 os.unlink(entry.path)
 
 
-@contextmanager
-def deferred_interrupts() -> Iterator[None]:
+class deferred_interrupts:  # noqa: N801 - used like the context-manager functions beside it
     """Hold SIGINT and SIGTERM back until the block ends, so that Ctrl-C never lands half-way
     through writing a file: a signal that arrives meanwhile is handed to the handler that was
     in place (raising KeyboardInterrupt by default) just after the block.
@@ -204,26 +212,31 @@ def deferred_interrupts() -> Iterator[None]:
     Python runs signal handlers in the main thread whichever thread the kernel picked, so
     swapping the handlers (rather than a per-thread signal mask, which other threads such as
     torch's or multiprocessing's would bypass) is what makes this reliable. Off the main
-    thread, where handlers cannot be changed, the block runs unprotected.
+    thread, where handlers cannot be changed, the block runs unprotected. A class, not a
+    generator: it wraps every sample written.
     """
-    if threading.current_thread() is not threading.main_thread() or (
-        _never_raises(_signal.getsignal(signal.SIGINT)) and _never_raises(_signal.getsignal(signal.SIGTERM))
-    ):
-        # Off the main thread nothing can be swapped; and ignored signals, or handlers marked
-        # ``never_raises`` (synthgen.engine's stop flag), already wait for the write to end.
-        yield
-        return
-    caught: list[tuple[int, object]] = []
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, lambda signum, frame: caught.append((signum, frame)))
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
+
+    def __enter__(self) -> None:
+        self._previous: dict[int, object] | None = None
+        if threading.current_thread() is not threading.main_thread() or (
+            _never_raises(_signal.getsignal(signal.SIGINT)) and _never_raises(_signal.getsignal(signal.SIGTERM))
+        ):
+            # Off the main thread nothing can be swapped; and ignored signals, or handlers marked
+            # ``never_raises`` (synthgen.engine's stop flag), already wait for the write to end.
+            return
+        self._caught: list[tuple[int, object]] = []
+        self._previous = {sig: signal.signal(sig, self._catch) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _catch(self, signum: int, frame: object) -> None:
+        self._caught.append((signum, frame))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is None:
+            return
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-        for signum, frame in caught:
-            handler = previous[signum]
+        for signum, frame in self._caught:
+            handler = self._previous[signum]
             if callable(handler):
                 handler(signum, frame)
             elif handler == signal.SIG_DFL:

@@ -20,20 +20,19 @@ union of all machines' folders is one gap-free ``shard-{000000..N}.tar`` set.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, Sequence
 
 from synthgen.cache import atomic_write_json
 from synthgen.errors import InputError, WriteError
 from synthgen.sample import EncodedSample
 from synthgen.writers import StagedSample, WriterOptions
 from synthgen.writers.coco import json_rle
-from synthgen.writers.journal import Journal, deferred_interrupts, write_errors
+from synthgen.writers.journal import Journal, compact_json, deferred_interrupts, write_errors
 
 CATEGORIES = "categories.json"
 _BLOCK = 512  # tar block
@@ -46,7 +45,7 @@ def shard_name(number: int) -> str:
     return f"shard-{number:06d}.tar"
 
 
-def sample_json(sample: EncodedSample, categories: list[str]) -> dict:
+def sample_json(sample: EncodedSample, categories: Sequence[str]) -> dict:
     """The ``<key>.json`` member of a sample."""
     anns = sample.annotations
     record: dict[str, Any] = {
@@ -125,7 +124,7 @@ class WdsStager:
     categories: tuple[str, ...]
 
     def __call__(self, sample: EncodedSample) -> StagedSample:
-        meta = json.dumps(sample_json(sample, list(self.categories)), separators=(",", ":")).encode()
+        meta = compact_json(sample_json(sample, self.categories))
         members = tar_members(sample.key, (("jpg", sample.jpeg), ("json", meta)))
         return StagedSample(sample.index, sample.key, len(sample.annotations), sample.skipped_objects, members)
 
