@@ -20,7 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from paste_throughput import bare_loop, baseline_inputs, cases, input_parser
+from paste_throughput import TMPFS, add_cell_options, bare_loop, baseline_inputs, cases, input_parser
 
 from synthgen.engine import PasteSpec, _StopFlag, encode_sample, new_canvas, prepare
 from synthgen.writers import WriterOptions, make_writer
@@ -63,10 +63,7 @@ def main() -> None:
     parser = input_parser(__doc__)
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--sizes", default="320x320")
-    parser.add_argument("--counts", default="1,5,10")
-    parser.add_argument("--formats", default="wds,coco")
-    parser.add_argument("--out-dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else Path("."))
+    add_cell_options(parser, sizes="320x320", counts="1,5,10", formats="wds,coco", out_dir=TMPFS)
     args = parser.parse_args()
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     print("| size | objects | format | bare loop | render | JPEG + annotations | writer stage | writer commit | ours, total | bare / ours |")

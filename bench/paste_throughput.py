@@ -83,6 +83,19 @@ def input_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
+#: Where the stage benchmarks write by default: tmpfs, which leaves the disk's costs out.
+TMPFS = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(".")
+
+
+def add_cell_options(parser: argparse.ArgumentParser, *, sizes: str, counts: str, formats: str, out_dir: Path) -> None:
+    """The options that pick a paste benchmark's cells (read by :func:`cases`, and the formats)
+    and the folder its runs write to, with this benchmark's defaults."""
+    parser.add_argument("--sizes", default=sizes)
+    parser.add_argument("--counts", default=counts)
+    parser.add_argument("--formats", default=formats)
+    parser.add_argument("--out-dir", type=Path, default=out_dir, help="where the runs write (its file system matters for coco)")
+
+
 def cases(args: argparse.Namespace) -> Iterator[tuple[str, int, PasteSpec]]:
     """The benchmark's cells, (size, objects per image, spec), from ``--sizes``, ``--counts`` and
     the object/background/segmenter options: the same specs for every paste benchmark."""
@@ -134,10 +147,7 @@ def main() -> None:
     parser = input_parser(__doc__)
     parser.add_argument("--n", type=int, default=600, help="samples per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the median is reported")
-    parser.add_argument("--sizes", default="320x320,640x480")
-    parser.add_argument("--counts", default="1,5,10")
-    parser.add_argument("--formats", default="coco,wds")
-    parser.add_argument("--out-dir", type=Path, default=Path("."), help="where the runs write (its file system matters for coco)")
+    add_cell_options(parser, sizes="320x320,640x480", counts="1,5,10", formats="coco,wds", out_dir=Path("."))
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--markdown", type=Path, help="also write the results as a markdown table here")
     args = parser.parse_args()

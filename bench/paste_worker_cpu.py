@@ -22,7 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from paste_throughput import cases, input_parser
+from paste_throughput import TMPFS, add_cell_options, cases, input_parser
 
 from synthgen.engine import PasteSpec, RunOptions, prepare, run_paste
 
@@ -50,10 +50,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4000, help="samples of the long run")
     parser.add_argument("--few", type=int, default=64, help="samples of the short run (fixed costs)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sizes", default="320x320")
-    parser.add_argument("--counts", default="1,10")
-    parser.add_argument("--formats", default="wds,coco")
-    parser.add_argument("--out-dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else Path("."))
+    add_cell_options(parser, sizes="320x320", counts="1,10", formats="wds,coco", out_dir=TMPFS)
     args = parser.parse_args()
     print("| size | objects | format | main process (us/sample) | workers (us/sample) | samples/s |")
     print("|---|---|---|---|---|---|")
