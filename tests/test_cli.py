@@ -169,7 +169,7 @@ def test_paste_path_does_not_import_torch():
 
 def test_detector_names_in_the_help_match_the_registry():
     from synthgen.detectors import DETECTORS
-    from synthgen.train_cli import DETECTOR_NAMES
+    from synthgen.cli.train import DETECTOR_NAMES
 
     assert list(DETECTOR_NAMES) == DETECTORS.names()
 

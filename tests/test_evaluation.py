@@ -185,7 +185,7 @@ def test_evaluate_maps_labels_to_category_ids_and_writes_reports(tmp_path):
 
 
 def test_evaluate_command_on_a_checkpoint(tmp_path):
-    from synthgen.train_cli import train_app
+    from synthgen.cli import app as train_app
 
     names = write_images(tmp_path, [(100, 120)])
     gt = {

@@ -338,7 +338,7 @@ def test_finetune_keeps_the_pretrained_box_scales_and_refuses_others(tmp_path):
 
 
 def test_pretrain_command_on_webdataset_shards(tmp_path):
-    from synthgen.train_cli import train_app
+    from synthgen.cli import app as train_app
 
     shards = make_shards(tmp_path / "shards", 6)
     val = make_coco(tmp_path / "val", 2)

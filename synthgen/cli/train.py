@@ -1,7 +1,7 @@
 """Typer commands for the training side: ``pretrain``, ``finetune``, ``evaluate``.
 
-Plain functions (mounted by :mod:`synthgen.cli` as ``synthgen pretrain|finetune|evaluate`` and
-under ``synthgen train``; ``train_app`` holds them for standalone use). They parse options, call
+Plain functions, mounted by :mod:`synthgen.cli` as ``synthgen pretrain|finetune|evaluate`` and
+under ``synthgen train``. They parse options, call
 :mod:`synthgen.training` / :mod:`synthgen.evaluation`, and print a summary; bad input raises
 ``synthgen.errors.*`` for the caller's error handler. Defaults from ``synthgen.toml`` reach them
 through click's ``default_map``, so they read no configuration themselves.
@@ -13,20 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from synthgen.cli.common import out_console
 
 # The CLI imports this module at start-up: it must not import torch (via synthgen.detectors), or
 # every `synthgen paste` would pay seconds and hundreds of MB for it. tests/test_cli.py checks
 # that this list matches the detector registry.
 DETECTOR_NAMES = ("ssd-mobilenet", "ssdlite-mbv3", "retinanet-r50", "fasterrcnn-mbv3")
 
-out_console = Console()
-
-train_app = typer.Typer(
-    help="Pretrain detectors on synthetic data, finetune them on real data, evaluate them.", no_args_is_help=True
-)
 
 # -- options shared by pretrain and finetune ----------------------------------------------------
 Out = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints (best.pt, last.pt), metrics.csv, plots.")]
@@ -69,7 +65,7 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a
 
 def _config(**options: Any):
     """The TrainConfig of a command's options (its ``locals()``: other names are ignored)."""
-    from synthgen.cli import parse_range
+    from synthgen.cli.common import parse_range
     from synthgen.training.loop import TrainConfig
 
     return TrainConfig(
@@ -163,7 +159,7 @@ def pretrain(
     if real is None and n_real is not None:
         raise InputError("--n-real selects real images for --real; give --real too")
     if data == "paste" or data.startswith("paste:"):
-        from synthgen.cli import paste_spec_from_config
+        from synthgen.cli.paste import paste_spec_from_config
         from synthgen.training.data import live_paste_source
 
         synthetic = live_paste_source(paste_spec_from_config(Path(data[len("paste:"):]) if data.startswith("paste:") else None))
@@ -258,8 +254,3 @@ def evaluate(
             table.add_row(name, "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value)))
     out_console.print(table)
     out_console.print(f"detections, metrics.json and pr_curve.png in {escape(str(out))}")
-
-
-train_app.command("pretrain")(pretrain)
-train_app.command("finetune")(finetune)
-train_app.command("evaluate")(evaluate)

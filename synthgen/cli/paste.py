@@ -1,153 +1,30 @@
-"""The ``synthgen`` command line: small typer functions over the library.
-
-Every command reads its defaults from ``synthgen.toml`` (see :mod:`synthgen.config`); errors a
-user can fix are printed as one message, without a traceback, with a non-zero exit code.
-"""
+"""``synthgen paste`` and ``synthgen segment``: the paste side's commands, and the one place where
+their options become library settings (:func:`paste_settings`)."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from synthgen import __version__
-from synthgen.errors import InputError, SynthgenError
-
-console = Console(stderr=True)
-out_console = Console()
-
-app = typer.Typer(
-    name="synthgen",
-    help="Unlimited, correctly boxed synthetic detection data from object images, and detector pretraining on it.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
+from synthgen.cli.common import (
+    console,
+    friendly_errors,
+    parse_count,
+    parse_list,
+    parse_options,
+    parse_range,
+    parse_size,
 )
-
-
-def friendly_errors(fn: Callable) -> Callable:
-    """Print a SynthgenError as one line and exit with its code, instead of a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except SynthgenError as err:
-            console.print(f"[bold red]error:[/] {escape(str(err))}")
-            raise typer.Exit(err.exit_code) from None
-
-    return wrapper
-
-
-# -- option parsing ---------------------------------------------------------------------------
-
-
-def parse_range(text: str | None, name: str, cast: Callable = float) -> tuple | None:
-    """``"0.1,0.5"`` -> (0.1, 0.5); ``"3"`` -> (3, 3). None stays None."""
-    if text is None:
-        return None
-    parts = [p.strip() for p in str(text).replace(":", ",").split(",") if p.strip()]
-    try:
-        values = [cast(p) for p in parts]
-    except ValueError:
-        raise InputError(f"--{name} {text!r}: expected LOW,HIGH numbers") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2:
-        raise InputError(f"--{name} {text!r}: expected LOW,HIGH")
-    if values[0] > values[1]:
-        raise InputError(f"--{name} {text!r}: LOW is above HIGH")
-    return tuple(values)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"640x480"`` -> (640, 480); ``"320"`` -> (320, 320)."""
-    parts = str(text).lower().split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise InputError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
-    if len(values) == 1:
-        values *= 2
-    if len(values) != 2 or min(values) < 8:
-        raise InputError(f"--size {text!r}: expected WIDTHxHEIGHT with both sides >= 8")
-    return values[0], values[1]
-
-
-def parse_count(text: str) -> int | None:
-    """``"1000"`` -> 1000; ``"inf"`` -> None (endless)."""
-    if str(text).lower() in ("inf", "infinite", "infinity"):
-        return None
-    try:
-        value = int(str(text).replace("_", ""))
-    except ValueError:
-        raise InputError(f"--n {text!r}: expected a number of samples or 'inf'") from None
-    if value < 1:
-        raise InputError(f"--n {value}: give at least 1 sample, or inf")
-    return value
-
-
-def parse_list(text: str | None) -> tuple[str, ...]:
-    if not text:
-        return ()
-    return tuple(p.strip() for p in str(text).split(",") if p.strip())
-
-
-def parse_options(text: str | None) -> dict[str, str]:
-    """``"margin=0.1,iterations=8"`` -> {"margin": "0.1", "iterations": "8"}."""
-    options: dict[str, str] = {}
-    for item in parse_list(text):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"segmenter option {item!r}: expected KEY=VALUE")
-        options[key.strip().replace("-", "_")] = value.strip()
-    return options
-
-
-# -- root -------------------------------------------------------------------------------------
-
-
-def _version(value: bool) -> None:
-    if value:
-        out_console.print(f"synthgen {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-@friendly_errors
-def root(
-    ctx: typer.Context,
-    config: Optional[Path] = typer.Option(None, "--config", help="Defaults file (default: ./synthgen.toml if present)."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
-) -> None:
-    """synthgen: paste objects onto scenes for detection data; pretrain and finetune detectors on it."""
-    from synthgen.config import default_map, load_config
-
-    sections, source = load_config(config)
-    if not sections:
-        return
-    group = ctx.command
-    commands: dict[str, set[str]] = {}
-    groups: dict[str, set[str]] = {}
-    for name, command in group.commands.items():
-        if hasattr(command, "commands"):
-            groups[name] = set(command.commands)
-            for sub_name, sub in command.commands.items():
-                commands.setdefault(sub_name, {p.name for p in sub.params})
-        else:
-            commands[name] = {p.name for p in command.params}
-    ctx.default_map = default_map(sections, commands, groups, source)
+from synthgen.errors import InputError
 
 
 # -- paste ------------------------------------------------------------------------------------
 
 
-@app.command()
 @friendly_errors
 def paste(
     objects: Optional[str] = typer.Option(None, "--objects", "-o", help="Folder of object images (one class, or one subfolder per class), an object pool from `synthgen segment`, or a generator name. Default: built-in demo objects.", rich_help_panel="Inputs"),
@@ -284,7 +161,7 @@ def paste_spec_from_config(path: Path | None = None):
     if "paste" not in sections:
         where = source or Path.cwd() / "synthgen.toml"
         raise InputError(f"a live paste stream needs a [paste] table in {where}, describing what `synthgen paste` would make")
-    command = typer.main.get_command(app).commands["paste"]
+    command = typer.main.get_command(_paste_only)
     values = {param.name: param.default for param in command.params}
     values.update(default_map({"paste": sections["paste"]}, {"paste": set(values)}, {}, source)["paste"])
     return paste_settings(**values)[0]
@@ -309,7 +186,6 @@ def _print_paste_summary(summary) -> None:
 # -- segment ----------------------------------------------------------------------------------
 
 
-@app.command()
 @friendly_errors
 def segment(
     objects: str = typer.Option(..., "--objects", "-o", help="Folder of object images (one class, or one subfolder per class)."),
@@ -336,76 +212,7 @@ def segment(
     console.print(f"pool written to {escape(str(out))}: {escape(format_summary(pool.summary))}")
 
 
-# -- look at the output -----------------------------------------------------------------------
-
-
-@app.command()
-@friendly_errors
-def preview(
-    dataset: Path = typer.Argument(..., help="An output folder (coco, wds or yolo), a COCO json or shards."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Image to write, .png or .jpg [DATASET/preview.png]."),
-    n: int = typer.Option(16, "--n", help="Samples on the sheet."),
-    columns: int = typer.Option(4, help="Tiles per row."),
-    tile: int = typer.Option(256, help="Tile size in px."),
-    seed: Optional[int] = typer.Option(None, help="Pick a seeded random set instead of the first samples."),
-) -> None:
-    """Write a contact sheet of samples with their boxes and class names drawn."""
-    from synthgen.preview import make_contact_sheet
-
-    if n < 1 or columns < 1 or tile < 32:
-        raise InputError("--n and --columns must be >= 1 and --tile >= 32")
-    target = out or (dataset / "preview.png" if dataset.is_dir() else dataset.with_suffix(".preview.png"))
-    written = make_contact_sheet(dataset, target, n=n, columns=columns, tile=tile, seed=seed)
-    out_console.print(f"preview written to {escape(str(written))}")
-
-
-@app.command()
-@friendly_errors
-def stats(
-    dataset: Path = typer.Argument(..., help="An output folder (coco, wds or yolo), a COCO json or shards."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Also save histograms as a PNG."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Read at most this many samples."),
-) -> None:
-    """Print counts, objects per image and box-size histograms of a dataset."""
-    from synthgen.stats import compute_stats, render_rich, save_plot
-
-    result = compute_stats(dataset, limit=limit)
-    out_console.print(render_rich(result))
-    if plot:
-        save_plot(result, plot)
-        out_console.print(f"plot written to {escape(str(plot))}")
-
-
-@app.command()
-@friendly_errors
-def download(
-    name: str = typer.Argument(..., help="Dataset to fetch, e.g. voc."),
-    dest: Optional[Path] = typer.Option(None, "--dest", help="Where to put it (default: synthgen's cache, where `--backgrounds voc` looks)."),
-) -> None:
-    """Download a dataset from its official location (needs internet)."""
-    from synthgen.download import download_dataset
-
-    path = download_dataset(name, dest=dest)
-    out_console.print(f"{name} is ready at {escape(str(path))}")
-
-
-# -- training ---------------------------------------------------------------------------------
-
-
-def _mount_training() -> None:
-    """`synthgen pretrain|finetune|evaluate` and the same commands under `synthgen train`."""
-    from synthgen import train_cli
-
-    train_group = typer.Typer(help="Detector training: pretrain on synthetic data, finetune on real data, evaluate.", no_args_is_help=True)
-    for name in ("pretrain", "finetune", "evaluate"):
-        command = friendly_errors(getattr(train_cli, name))
-        app.command(name)(command)
-        train_group.command(name)(command)
-    app.add_typer(train_group, name="train")
-
-
-_mount_training()
-
-
-def main() -> None:
-    app()
+# A one-command app: click's view of `paste` (its parameters and defaults), for
+# paste_spec_from_config, without importing the whole CLI.
+_paste_only = typer.Typer()
+_paste_only.command()(paste)
