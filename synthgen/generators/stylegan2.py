@@ -43,11 +43,11 @@ _ACTIVATION_GAIN = {"linear": 1.0, "lrelu": math.sqrt(2.0), "relu": math.sqrt(2.
 _SQRT_HALF = math.sqrt(0.5)
 
 
-def _activate(x: torch.Tensor, activation: str) -> torch.Tensor:
+def _activate(x: torch.Tensor, activation: str, inplace: bool = False) -> torch.Tensor:
     if activation == "lrelu":
-        return F.leaky_relu(x, 0.2)
+        return F.leaky_relu(x, 0.2, inplace=inplace)
     if activation == "relu":
-        return F.relu(x)
+        return F.relu(x, inplace=inplace)
     return x
 
 
@@ -190,18 +190,40 @@ def _filter_2d(taps) -> torch.Tensor:
     return f / f.sum()
 
 
+def _fir_axis(x: torch.Tensor, taps: list[float], pad: tuple[int, int], dim: int) -> torch.Tensor:
+    """Correlate ``x`` along ``dim`` with ``taps``, zero-padded ``pad`` (before, after): one
+    scaled add per tap over shifted views, no padded copy of ``x``."""
+    length, k = x.shape[dim], len(taps)
+    out_len = length + pad[0] + pad[1] - k + 1
+    # A tap that sees x at every output position starts the sum (no zero fill); others add where
+    # their input index exists: y[n] += t * x[n + i - pad0].
+    full = [i for i in range(k) if pad[0] <= i <= k - 1 - pad[1]]
+    if full:
+        y = x.narrow(dim, full[0] - pad[0], out_len) * taps[full[0]]
+    else:
+        shape = list(x.shape)
+        shape[dim] = out_len
+        y = x.new_zeros(shape)
+    for i, t in enumerate(taps):
+        if full and i == full[0]:
+            continue
+        lo, hi = max(0, pad[0] - i), min(out_len, length + pad[0] - i)
+        if hi > lo:
+            y.narrow(dim, lo, hi - lo).add_(x.narrow(dim, lo + i - pad[0], hi - lo), alpha=t)
+    return y
+
+
 class _FIR:
-    """Up-sampling by 2 with a FIR filter, as separable 1-D passes when the filter is rank one."""
+    """NVlabs' ``upfirdn2d`` for up-sampling factors 1 and 2: zero insertion, zero padding and a
+    true convolution with the (normalised) filter; separable 1-D passes when the filter is given as
+    1-D taps (always, in the published networks)."""
 
     def __init__(self, taps) -> None:
         taps = np.asarray(taps, dtype=np.float64)
         self.size = taps.shape[0]
-        if taps.ndim == 1:
-            self.taps_1d = torch.as_tensor((taps / taps.sum())[::-1].copy(), dtype=torch.float32)
-            self.taps_2d = None
-        else:
-            self.taps_1d = None
-            self.taps_2d = torch.as_tensor((taps / taps.sum())[::-1, ::-1].copy(), dtype=torch.float32)
+        flipped = (taps / taps.sum())[::-1].copy() if taps.ndim == 1 else (taps / taps.sum())[::-1, ::-1].copy()
+        self.taps_1d = flipped.tolist() if taps.ndim == 1 else None
+        self.taps_2d = None if taps.ndim == 1 else torch.as_tensor(flipped, dtype=torch.float32)
 
     def __call__(self, x: torch.Tensor, up: int, pad: tuple[int, int], gain: float) -> torch.Tensor:
         """Insert ``up - 1`` zeros between pixels, pad ``pad`` (before, after) on both axes, and
@@ -211,15 +233,37 @@ class _FIR:
             x = x.reshape(n, c, h, 1, w, 1)
             x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
             x = x.reshape(n, c, h * up, w * up)
-        x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
         if self.taps_1d is not None:
-            k = (self.taps_1d * math.sqrt(gain)).to(device=x.device, dtype=x.dtype)
-            x = F.conv2d(x, k.reshape(1, 1, 1, -1).expand(c, 1, 1, self.size), groups=c)
-            x = F.conv2d(x, k.reshape(1, 1, -1, 1).expand(c, 1, self.size, 1), groups=c)
-        else:
-            k = (self.taps_2d * gain).to(device=x.device, dtype=x.dtype)
-            x = F.conv2d(x, k[None, None].expand(c, 1, self.size, self.size), groups=c)
-        return x
+            taps = [t * math.sqrt(gain) for t in self.taps_1d]
+            return _fir_axis(_fir_axis(x, taps, pad, 3), taps, pad, 2)
+        x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
+        k = (self.taps_2d * gain).to(device=x.device, dtype=x.dtype)
+        return F.conv2d(x, k[None, None].expand(c, 1, self.size, self.size), groups=c)
+
+
+def _conv_transpose_up2(x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
+    """``conv_transpose2d(x, w', stride=2, groups)`` for a 3x3 kernel, ``w`` given in conv layout
+    ``[G*O, I, 3, 3]`` (``w'`` its per-group transpose), as four ordinary convolutions, one per
+    output phase: even outputs take kernel taps 2 and 0 of neighbouring inputs, odd ones tap 1.
+    Same products as the transposed convolution; ordinary convolutions run faster on CPU."""
+    n, _, h, wd = x.shape
+    flipped = w.flip([2, 3])  # taps 2, 1, 0: even phases take [0::2] (2 and 0), odd ones [1:2] (1)
+    out = x.new_empty(n, w.shape[0], 2 * h + 1, 2 * wd + 1)
+    out[:, :, 0::2, 0::2] = F.conv2d(x, flipped[:, :, 0::2, 0::2], padding=(1, 1), groups=groups)
+    out[:, :, 0::2, 1::2] = F.conv2d(x, flipped[:, :, 0::2, 1:2], padding=(1, 0), groups=groups)
+    out[:, :, 1::2, 0::2] = F.conv2d(x, flipped[:, :, 1:2, 0::2], padding=(0, 1), groups=groups)
+    out[:, :, 1::2, 1::2] = _conv1x1(x, flipped[:, :, 1:2, 1:2], groups)
+    return out
+
+
+def _conv1x1(x: torch.Tensor, w: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """A 1x1 convolution; one matrix product when ungrouped (PyTorch's CPU conv2d takes a slow
+    path for 1x1 kernels)."""
+    if groups != 1:
+        return F.conv2d(x, w, groups=groups)
+    n, cin, h, wd = x.shape
+    w = w.reshape(w.shape[0], cin)
+    return torch.bmm(w.expand(n, *w.shape), x.reshape(n, cin, h * wd)).reshape(n, -1, h, wd)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,7 +344,9 @@ class _ModulatedConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
     def modulated(self, x: torch.Tensor, styles: torch.Tensor, demodulate: bool, up: bool,
-                  fir: _FIR | None, fused: bool) -> torch.Tensor:
+                  fir: _FIR | None, fused: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The modulated convolution (up-sampling included) and the demodulation coefficients
+        ``[N, O]`` still to multiply (None when none, or when folded into fused weights)."""
         n, cin = x.shape[:2]
         weight = self.weight
         cout, _, kh, kw = weight.shape
@@ -316,27 +362,27 @@ class _ModulatedConv(nn.Module):
             w = weight.unsqueeze(0) * styles.reshape(n, 1, cin, 1, 1)
             if dcoefs is not None:
                 w = w * dcoefs.reshape(n, cout, 1, 1, 1)
-            w = w.to(x.dtype)
+                dcoefs = None
+            w = w.to(x.dtype).reshape(n * cout, cin, kh, kw)
             x = x.reshape(1, n * cin, *x.shape[2:])
-            if up:
-                w = w.transpose(1, 2).reshape(n * cin, cout, kh, kw)
-                x = F.conv_transpose2d(x, w, stride=2, groups=n)
-            else:
-                x = F.conv2d(x, w.reshape(n * cout, cin, kh, kw), padding=kh // 2, groups=n)
-            x = x.reshape(n, cout, *x.shape[2:])
+            groups = n
         else:
             x = x * styles.to(x.dtype).reshape(n, cin, 1, 1)
             w = weight.to(x.dtype)
-            if up:
-                x = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
-            else:
-                x = F.conv2d(x, w, padding=kh // 2)
-            if dcoefs is not None:
-                x = x * dcoefs.to(x.dtype).reshape(n, cout, 1, 1)
+            groups = 1
         if up:
+            if kh == 3 and kw == 3:
+                x = _conv_transpose_up2(x, w, groups)
+            else:
+                w = w.reshape(groups, cout, cin, kh, kw).transpose(1, 2).reshape(groups * cin, cout, kh, kw)
+                x = F.conv_transpose2d(x, w, stride=2, groups=groups)
             # The stride-2 transposed conv gives 2R + kh - 2 pixels; the FIR, padded, brings it to 2R.
             x = fir(x, up=1, pad=_up_conv_pad(fir.size, kh), gain=4.0)
-        return x
+        elif kh == 1 and kw == 1:
+            x = _conv1x1(x, w, groups)
+        else:
+            x = F.conv2d(x, w, padding=kh // 2, groups=groups)
+        return x.reshape(n, cout, *x.shape[2:]), dcoefs
 
 
 class SynthesisLayer(_ModulatedConv):
@@ -357,16 +403,25 @@ class SynthesisLayer(_ModulatedConv):
 
     def forward(self, x, w, noise_mode: str, fused: bool, gain: float = 1.0):
         styles = self.affine(w)
-        x = self.modulated(x, styles, demodulate=True, up=self.up, fir=self.fir, fused=fused)
+        x, dcoefs = self.modulated(x, styles, demodulate=True, up=self.up, fir=self.fir, fused=fused)
+        # act(x * d + noise + b) * g == act(x * (d g) + (noise + b) g) for g > 0: one fused pass
+        # for demodulation, noise and bias, one for the activation, one for the clamp.
+        g = _ACTIVATION_GAIN[self.activation] * gain
+        offset = self.bias.to(x.dtype).reshape(1, -1, 1, 1)
         if self.use_noise and noise_mode != "none":
             if noise_mode == "const":
                 noise = self.noise_const * self.noise_strength
             else:
                 noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) \
                     * self.noise_strength
-            x = x + noise.to(x.dtype)
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return _bias_act(x, self.bias, self.activation, _ACTIVATION_GAIN[self.activation] * gain, clamp)
+            offset = noise.to(x.dtype) + offset
+        # x is this layer's own fresh tensor: scale and shift it in place.
+        x = x.mul_((dcoefs * g).to(x.dtype).reshape(*dcoefs.shape, 1, 1) if dcoefs is not None else g)
+        x = x.add_(offset * g)
+        x = _activate(x, self.activation, inplace=True)
+        if self.conv_clamp is not None:
+            x = x.clamp_(-self.conv_clamp * gain, self.conv_clamp * gain)
+        return x
 
 
 class ToRGB(_ModulatedConv):
@@ -379,7 +434,7 @@ class ToRGB(_ModulatedConv):
 
     def forward(self, x, w, fused: bool):
         styles = self.affine(w) * self.weight_gain
-        x = self.modulated(x, styles, demodulate=False, up=False, fir=None, fused=fused)
+        x, _ = self.modulated(x, styles, demodulate=False, up=False, fir=None, fused=fused)
         return _bias_act(x, self.bias, "linear", 1.0, self.conv_clamp)
 
 
@@ -394,7 +449,7 @@ class SkipUp(nn.Module):
         self.weight_gain = 1 / math.sqrt(in_channels)
 
     def forward(self, x, gain: float):
-        x = F.conv2d(x, (self.weight * self.weight_gain).to(x.dtype))
+        x = _conv1x1(x, (self.weight * self.weight_gain).to(x.dtype))
         x = self.fir(x, up=2, pad=_up_pad(self.fir.size), gain=4.0)
         return x * gain if gain != 1 else x
 
