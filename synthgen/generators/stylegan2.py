@@ -711,13 +711,13 @@ def from_tf(static_kwargs: Mapping, variables: Mapping[str, np.ndarray], source:
     weights; ``mod_bias`` is stored minus one; up-sampling and skip kernels are stored flipped
     (TF applies them as a transposed convolution of the other orientation)."""
     kw = dict(static_kwargs)
-    # The settings NVlabs' own converter (stylegan2-ada-pytorch legacy.py) knows; others change
-    # the network in ways it does not convert either (configs a-d, comparison methods).
+    # The settings NVlabs' own converters (legacy.py of stylegan2-ada-pytorch and stylegan3) know;
+    # others change the network in ways they do not convert either (configs a-d, comparisons).
     known = {"latent_size", "label_size", "dlatent_size", "resolution", "num_channels", "mapping_layers",
              "label_fmaps", "mapping_fmaps", "mapping_nonlinearity", "mapping_lrmul", "w_avg_beta",
              "fmap_base", "fmap_max", "num_fp16_res", "conv_clamp", "architecture", "resample_kernel",
              "use_noise", "nonlinearity", "truncation_psi", "truncation_cutoff", "style_mixing_prob",
-             "structure"}
+             "structure", "conditioning", "fused_modconv"}
     unknown = sorted(set(kw) - known)
     if unknown:
         raise InputError(f"{source}: the generator has TensorFlow settings synthgen does not know "
