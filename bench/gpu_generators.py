@@ -80,6 +80,7 @@ def main() -> None:
     info = dict(device=args.device, torch=torch.__version__)
     if args.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
+        info["cudnn_tf32"] = torch.backends.cudnn.allow_tf32  # PyTorch's default: float32 convs in TF32
     summary = dict(info, fp16_vs_fp32_max_abs={})
     for resolution in map(int, args.resolutions.split(",")):
         G = build(resolution, args.tiny, args.device, args.seed)

@@ -152,6 +152,10 @@ def load_generator(name_or_path: str | Path, device: str = "cpu") -> ObjectGener
     kind, truncated or damaged files and refused pickles, :class:`NotAvailableError` for a known
     model whose file is not on this machine or a format this version does not support.
     """
+    import torch
+
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: this machine has no CUDA device PyTorch can use; use device 'cpu'.")
     card, path = _resolve(name_or_path)
     family = getattr(card, "family", None)
     if family not in (None, "stylegan", "stylegan1", "stylegan2"):
