@@ -2,8 +2,9 @@
 
 The architecture is Karras et al.'s StyleGAN2 (mapping network, modulated convolutions with weight
 demodulation, FIR up-sampling, skip / resnet / orig output heads) written from the paper and the
-file layouts, with no custom CUDA ops: up-sampling is zero insertion plus a (separable) depthwise
-convolution, the activation is ``leaky_relu * sqrt(2)``. Parameter names equal NVlabs'
+file layouts, with no custom CUDA ops: the stride-2 up-sampling convolution runs as four ordinary
+convolutions (one per output phase), FIR filtering as shifted scaled adds (zero insertion first for
+the image path), the activation is ``leaky_relu * sqrt(2)``. Parameter names equal NVlabs'
 stylegan2-ada-pytorch ``G_ema.state_dict()`` keys, so their pickles load without renaming; the other
 two layouts are converted to those names on load:
 
