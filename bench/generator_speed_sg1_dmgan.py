@@ -60,23 +60,23 @@ def bench_stylegan1(genforce: str, batch: int, reps: int, resolution: int) -> di
     sys.path.insert(0, genforce)
     from make_sg1 import randomize, to_tf  # the fixture script's weight writer
     from models.stylegan_generator import StyleGANGenerator  # genforce
-    from tf_pickle import Network, dumps
+    from writers import tf_network, write_tf_pickle
 
     from synthgen.generators import load_generator
 
     theirs = StyleGANGenerator(resolution).eval()  # genforce defaults = NVlabs' (its fmaps_base is 2x fmap_base)
     randomize(theirs, torch.Generator().manual_seed(0))
     state = theirs.state_dict()
-    parts = {"mapping": [], "synthesis": [], "truncation": []}
+    parts = {"mapping": {}, "synthesis": {}, "truncation": {}}
     for pth, tf in theirs.pth_to_tf_var_mapping.items():
-        parts[pth.split(".")[0]].append((tf, to_tf(pth, tf, state[pth])))
+        parts[pth.split(".")[0]][tf] = to_tf(pth, tf, state[pth])
     common = {"num_channels": 3, "resolution": resolution, "label_size": 0}
-    gs = Network("Gs", "G_style", parts["truncation"], common,
-                 {"mapping": Network("G_mapping", "G_mapping", parts["mapping"], common),
-                  "synthesis": Network("G_synthesis", "G_synthesis", parts["synthesis"], common)})
+    gs = tf_network("Gs", common, parts["truncation"],
+                    {"mapping": tf_network("G_mapping", common, parts["mapping"], version=3),
+                     "synthesis": tf_network("G_synthesis", common, parts["synthesis"], version=3)}, version=3)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "sg1.pkl"
-        path.write_bytes(dumps((gs, gs, gs)))
+        write_tf_pickle(path, gs, gs, gs, protocol=4)
         ours = load_generator(path)
     z = torch.from_numpy(np.random.default_rng(0).standard_normal((batch, 512)).astype(np.float32))
 

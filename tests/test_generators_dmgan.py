@@ -168,5 +168,7 @@ def test_load_generator_by_card_name(tmp_path, monkeypatch):
     shutil.copy(CAPTIONS, folder / card.file("captions").file)
     G = load_generator("dmgan-birds")
     assert G.family == "dmgan" and G.classes == ["bird"] and G.resolution == (256, 256)
-    # a generator file given by path finds its companions beside it
+    # a generator file given by path finds its companions beside it, under any name (sniffed by its keys)
     assert load_generator(folder / card.file("model").file).z_dim == 8
+    shutil.copy(G_FILE, folder / "my_birds.pth")
+    assert load_generator(folder / "my_birds.pth").family == "dmgan"

@@ -9,8 +9,8 @@ code needs, does not install here).
 
 from __future__ import annotations
 
-import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,8 @@ from synthgen.generators import load_generator, to_uint8  # noqa: E402
 from synthgen.generators.stylegan1 import StyleGAN1Generator  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "generators"
-_spec = importlib.util.spec_from_file_location("tf_pickle", FIXTURES / "tf_pickle.py")
-tf_pickle = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tf_pickle)
+sys.path.insert(0, str(FIXTURES))
+from writers import tf_network, write_tf_pickle  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -91,41 +90,41 @@ def test_generate_depends_on_the_latents_only():
 # -- a 512 px car-like generator, written from TF names (independent of the loader's map) -------
 
 
-def tf_sg1_pickle(resolution=512, z_dim=4, w_dim=4, fmap_max=2, seed=0, synthesis_kwargs=None, lod=0.0) -> bytes:
+def write_sg1_pickle(path, resolution=512, z_dim=4, w_dim=4, fmap_max=2, seed=0, synthesis_kwargs=None, lod=0.0):
     """A random StyleGAN (v1) ``(G, D, Gs)`` pickle: every variable by its NVlabs name and shape."""
     rng = np.random.default_rng(seed)
     r = lambda *shape, s=1.0: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
     log2 = int(math.log2(resolution))
     nf = lambda stage: min(int(8192 / 2.0 ** stage), fmap_max)  # noqa: E731
-    mapping = [("Dense0/weight", r(z_dim, w_dim, s=100)), ("Dense0/bias", r(w_dim, s=10))]
-    synthesis = [("lod", np.float32(lod))]
+    mapping = {"Dense0/weight": r(z_dim, w_dim, s=100), "Dense0/bias": r(w_dim, s=10)}
+    synthesis = {"lod": np.float32(lod)}
     layers = [("4x4/Const", nf(1), nf(1)), ("4x4/Conv", nf(1), nf(1))]
     for res in range(3, log2 + 1):
         layers += [(f"{2**res}x{2**res}/Conv0_up", nf(res - 2), nf(res - 1)), (f"{2**res}x{2**res}/Conv1", nf(res - 1), nf(res - 1))]
     for i, (scope, cin, cout) in enumerate(layers):
         size = 2 ** (i // 2 + 2)
-        synthesis.append((f"noise{i}", r(1, 1, size, size)))
+        synthesis[f"noise{i}"] = r(1, 1, size, size)
         if i == 0:
-            synthesis.append((f"{scope}/const", r(1, cout, 4, 4)))
+            synthesis[f"{scope}/const"] = r(1, cout, 4, 4)
         else:
-            synthesis.append((f"{scope}/weight", r(3, 3, cin, cout)))
-        synthesis += [(f"{scope}/Noise/weight", r(cout, s=0.3)), (f"{scope}/bias", r(cout, s=0.3)),
-                      (f"{scope}/StyleMod/weight", r(w_dim, 2 * cout)), (f"{scope}/StyleMod/bias", r(2 * cout, s=0.3))]
+            synthesis[f"{scope}/weight"] = r(3, 3, cin, cout)
+        synthesis.update({f"{scope}/Noise/weight": r(cout, s=0.3), f"{scope}/bias": r(cout, s=0.3),
+                          f"{scope}/StyleMod/weight": r(w_dim, 2 * cout), f"{scope}/StyleMod/bias": r(2 * cout, s=0.3)})
     for lod_index in range(log2 - 1):
-        synthesis += [(f"ToRGB_lod{lod_index}/weight", r(1, 1, nf(log2 - 1 - lod_index), 3, s=0.5)),
-                      (f"ToRGB_lod{lod_index}/bias", r(3, s=0.1))]
+        synthesis[f"ToRGB_lod{lod_index}/weight"] = r(1, 1, nf(log2 - 1 - lod_index), 3, s=0.5)
+        synthesis[f"ToRGB_lod{lod_index}/bias"] = r(3, s=0.1)
     common = {"num_channels": 3, "resolution": resolution, "label_size": 0}
-    m = tf_pickle.Network("G_mapping", "G_mapping", mapping, {**common, "latent_size": z_dim, "dlatent_size": w_dim,
-                                                               "mapping_layers": 1})
-    s = tf_pickle.Network("G_synthesis", "G_synthesis", synthesis, {**common, **(synthesis_kwargs or {})})
-    Gs = tf_pickle.Network("Gs", "G_style", [("dlatent_avg", r(w_dim))], common, {"mapping": m, "synthesis": s})
-    D = tf_pickle.Network("D", "D_basic", [], common)
-    return tf_pickle.dumps((Gs, D, Gs))
+    m = tf_network("G_mapping", {**common, "latent_size": z_dim, "dlatent_size": w_dim, "mapping_layers": 1},
+                   mapping, version=3)
+    s = tf_network("G_synthesis", {**common, **(synthesis_kwargs or {})}, synthesis, version=3)
+    Gs = tf_network("Gs", common, {"dlatent_avg": r(w_dim)}, {"mapping": m, "synthesis": s}, version=3)
+    D = tf_network("D", common, {}, version=3)
+    write_tf_pickle(path, Gs, D, Gs, protocol=4)
 
 
 def test_car_crop_keeps_rows_64_to_448(tmp_path):
     path = tmp_path / "cars.pkl"
-    path.write_bytes(tf_sg1_pickle(512))
+    write_sg1_pickle(path, 512)
     G = load_generator(path)
     assert G.resolution == (512, 512)
     G.setup_pool_output(["car"], (0, 64, 512, 448))
@@ -140,7 +139,7 @@ def test_car_crop_keeps_rows_64_to_448(tmp_path):
 def test_official_car_file_name_gets_the_cards_crop(tmp_path):
     pytest.importorskip("synthgen.generators.registry")
     path = tmp_path / "karras2019stylegan-cars-512x384.pkl"
-    path.write_bytes(tf_sg1_pickle(512, seed=1))
+    write_sg1_pickle(path, 512, seed=1)
     G = load_generator(path)
     assert G.crop == (0, 64, 512, 448) and G.classes == ["car"]
     assert G.generate(np.random.default_rng(0), 1)[0].shape == (384, 512, 3)
@@ -161,9 +160,10 @@ class _Payload:
 
 def test_code_payload_is_refused_and_nothing_runs(tmp_path):
     marker = tmp_path / "ran"
-    evil = tf_pickle.Network("Gs", "G_style", [("dlatent_avg", _Payload(marker))], {})
+    evil = tf_network("Gs", {}, {}, version=3)
+    evil.state["variables"].append(("dlatent_avg", _Payload(marker)))
     path = tmp_path / "evil.pkl"
-    path.write_bytes(tf_pickle.dumps((evil, evil, evil)))
+    write_tf_pickle(path, evil, evil, evil, protocol=4)
     with pytest.raises(InputError, match="refused") as err:
         load_generator(path)
     assert "system" in str(err.value) and "pickle.load" not in str(err.value)
@@ -179,9 +179,9 @@ def test_truncated_file_says_so(tmp_path):
 
 
 def test_wrong_kind_of_network_is_refused(tmp_path):
-    D = tf_pickle.Network("D", "D_basic", [("FromRGB_lod0/weight", np.zeros((1, 1, 3, 4), np.float32))], {})
+    D = tf_network("D", {}, {"FromRGB_lod0/weight": np.zeros((1, 1, 3, 4), np.float32)}, version=3)
     path = tmp_path / "d_only.pkl"
-    path.write_bytes(tf_pickle.dumps((D, D, D)))
+    write_tf_pickle(path, D, D, D, protocol=4)
     with pytest.raises(InputError, match="mapping.*synthesis"):
         load_generator(path)
 
@@ -192,6 +192,6 @@ def test_wrong_kind_of_network_is_refused(tmp_path):
 ])
 def test_unsupported_settings_are_named(tmp_path, kwargs, match):
     path = tmp_path / "odd.pkl"
-    path.write_bytes(tf_sg1_pickle(8, **kwargs))
+    write_sg1_pickle(path, 8, **kwargs)
     with pytest.raises(InputError, match=match):
         load_generator(path)

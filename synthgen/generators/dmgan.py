@@ -502,8 +502,12 @@ def load_from_card(card, path: str | Path, device: str = "cpu") -> DMGANGenerato
 def load_dmgan_checkpoint(state: Mapping, path: str | Path, classes=None) -> DMGANGenerator:
     """A DM-GAN generator state_dict given by path without a card: its companions are looked
     for under the ``dmgan-birds`` card's file names."""
-    from synthgen.generators.registry import get_card
-
+    try:
+        from synthgen.generators.registry import get_card
+    except ImportError:
+        raise NotAvailableError(f"{path}: a DM-GAN generator; it needs its text encoder and captions.pickle, "
+                                "which this version finds through the model registry it lacks. Use "
+                                "synthgen.generators.dmgan.load_dmgan(generator, text_encoder, captions).") from None
     card = get_card("dmgan-birds")
     files = _companions(card, Path(path))
     return load_dmgan(path, files["text_encoder"], files["captions"], classes=classes or list(card.classes),
