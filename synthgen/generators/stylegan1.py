@@ -25,6 +25,7 @@ exactly as the original multiplies ``variable * runtime_coef``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -309,7 +310,10 @@ def load_stylegan1(tf_state, *, classes: Sequence[str] | None = None,
     c_dim = int(mvars["LabelConcat/weight"].shape[0]) if "LabelConcat/weight" in mvars else 0
     z_dim = int(dense0.shape[0]) // (2 if c_dim else 1)
     mapping_fmaps = int(dense0.shape[1]) if mapping_layers > 1 else w_dim
-    res_log2 = max(int(math.log2(int(k.split("x")[0]))) for k in svars if k[0].isdigit() and "x" in k.split("/")[0])
+    sizes = [int(k.split("x")[0]) for k in svars if re.fullmatch(r"\d+x\d+", k.split("/")[0])]
+    if not sizes:
+        raise InputError("the StyleGAN pickle's synthesis network has no '<R>x<R>/' layers; not a StyleGAN (v1) generator")
+    res_log2 = int(math.log2(max(sizes)))
     resolution = 2 ** res_log2
     const = need(svars, "4x4/Const/const", "synthesis")
     fmap_max = int(const.shape[1])
