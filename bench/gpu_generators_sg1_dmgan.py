@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from synthgen.generators.dmgan import DMGANGenerator, GNet, RNNEncoder, Vocabulary
+from synthgen.generators.dmgan import DMGANGenerator, GNet, RNNEncoder, Vocabulary, fuse_batchnorm
 from synthgen.generators.stylegan1 import StyleGAN1Generator
 
 
@@ -92,6 +92,8 @@ def main() -> None:
     for name, make in models(args.tiny).items():
         model = make()
         _randomize(model, 0)
+        if isinstance(model, DMGANGenerator):
+            fuse_batchnorm(model.G.eval())  # as the loader does
         model = model.to(args.device).eval().requires_grad_(False)
         for batch in (int(b) for b in args.batches.split(",")):
             try:
