@@ -11,6 +11,7 @@ NVlabs stylegan2-ada-pytorch / stylegan3 StyleGAN2 pkl  :mod:`~synthgen.generato
 rosinality stylegan2-pytorch ``.pt`` (``g_ema``)        :mod:`~synthgen.generators.stylegan2`
 NVlabs StyleGAN2 TensorFlow pkl (network version >= 4)  :mod:`~synthgen.generators.stylegan2`
 NVlabs StyleGAN (v1) TensorFlow pkl (version < 4)       :mod:`~synthgen.generators.stylegan1`
+DM-GAN ``G_NET`` state_dict (+ text encoder, captions)  :mod:`~synthgen.generators.dmgan`
 =====================================================  ==============================================
 
 StyleGAN3 (alias-free) pickles are recognised and declined with a clear message.
@@ -217,6 +218,10 @@ def _read_network(path: Path, classes, crop):
                                     "has no StyleGAN (v1) network.") from None
         return load_stylegan1(gs, **({"classes": classes} if classes else {}), crop=crop)
     checkpoint = formats.read_torch_checkpoint(path)
+    from synthgen.generators import dmgan
+
+    if dmgan.is_dmgan_state(checkpoint):
+        return dmgan.load_dmgan_checkpoint(checkpoint, path, classes)
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("g_ema"), dict):
         return stylegan2.from_rosinality(checkpoint, str(path))
     found = sorted(map(str, checkpoint))[:12] if isinstance(checkpoint, dict) else type(checkpoint).__name__
