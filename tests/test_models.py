@@ -288,3 +288,30 @@ def test_a_drive_confirmation_page_is_followed():
     url = model_download._drive_confirmation(page)
     assert url == "https://drive.usercontent.google.com/download?id=ABC&export=download&confirm=t&uuid=u-1"
     assert model_download._drive_confirmation(b"<html><title>Quota exceeded</title></html>") is None
+
+
+# --- the models commands -----------------------------------------------------------------------
+
+
+def test_models_list_info_path_and_verify(models_folder: Path):
+    from tests.test_cli import run
+
+    code, text = run("models", "list")
+    assert code == 0 and all(name in text for name in PUBLISHED) and str(models_folder) in text
+    code, text = run("models", "info", "stylegan-cars")
+    assert code == 0
+    for expected in ("karras2019stylegan-cars-512x384.pkl", "1MJ6iCfNtMIRicihwRorsM3b7mmtmK9c3", "postprocess.crop",
+                     "[0, 64, 512, 448]", "CC BY-NC 4.0", "not known yet", "missing: goes to"):
+        assert expected.replace(" ", "") in text.replace(" ", ""), expected  # long values are folded
+    code, text = run("models", "path", "stylegan-cars")
+    assert code == 3 and "karras2019stylegan-cars-512x384.pkl" in text
+    models_folder.mkdir()
+    (models_folder / "karras2019stylegan-cars-512x384.pkl").write_bytes(BLOB)
+    code, text = run("models", "path", "stylegan-cars")
+    assert code == 0 and text == str(models_folder / "karras2019stylegan-cars-512x384.pkl")
+    code, text = run("models", "verify")
+    assert code == 0 and "stylegan-cars" in text and "pinned this one" in text
+    code, text = run("models", "info", "stylegan-cars")
+    assert hashlib.sha256(BLOB).hexdigest() in text.replace(" ", "") and "pinned on this machine" in text
+    code, text = run("models", "info", "stylegan-horses")
+    assert code == 2 and "unknown model" in text

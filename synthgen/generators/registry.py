@@ -250,7 +250,7 @@ def find_file(entry: ModelFile, folder: Path | None = None) -> Path | None:
 def missing_file_message(card: ModelCard, entry: ModelFile, folder: Path | None = None) -> str:
     """Which file to put where, and how to get it, for a file that is not on this machine."""
     folder = models_dir() if folder is None else folder
-    what = f"the {entry.role} file of {card.name}" if entry.role != MAIN_ROLE else f"{card.name} ({card.title})"
+    what = f"{card.name} ({card.title})" + ("" if entry.role == MAIN_ROLE else f", as its {entry.role.replace('_', ' ')},")
     get = "\n  ".join(entry.sources())
     if entry.archive:
         placement = (

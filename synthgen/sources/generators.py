@@ -132,31 +132,16 @@ def generate_objects(
     generator: ObjectGenerator, seed: int, indices: np.ndarray, *, truncation: float, noise_mode: str,
     crop: tuple[int, int, int, int] | None, batch_size: int, device: str,
 ) -> list[np.ndarray]:
-    """Objects ``indices`` of the stream seeded ``seed``: uint8 RGB images, cropped to the
-    content (``(x0, y0, x1, y1)``), converted as NVIDIA's scripts do (``x * 127.5 + 128``,
-    clamped, truncated to uint8)."""
-    import torch
-
+    """Objects ``indices`` of the stream seeded ``seed``: uint8 RGB images cropped to the content
+    (``(x0, y0, x1, y1)``); conditional models get each object's class from ``labels_for``."""
     from synthgen.generators.latents import labels_for, latents_for
+    from synthgen.generators.sampling import SampleSettings, render
 
-    images: list[np.ndarray] = []
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start:start + batch_size]
-        z = torch.from_numpy(latents_for(seed, chunk, generator.z_dim)).to(device)
-        c = None
-        if generator.c_dim:
-            labels = torch.from_numpy(labels_for(seed, chunk, generator.c_dim))
-            c = torch.nn.functional.one_hot(labels, generator.c_dim).float().to(device)
-        with torch.no_grad():
-            out = generator.sample(z, c, truncation_psi=truncation, noise_mode=noise_mode)
-        pixels = (out.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        if pixels.shape[-1] == 1:
-            pixels = np.repeat(pixels, 3, axis=-1)
-        if crop is not None:
-            x0, y0, x1, y1 = crop
-            pixels = pixels[:, y0:y1, x0:x1]
-        images.extend(np.ascontiguousarray(p) for p in pixels)
-    return images
+    z = latents_for(seed, indices, generator.z_dim)
+    c = None
+    if generator.c_dim:
+        c = np.eye(generator.c_dim, dtype=np.float32)[labels_for(seed, indices, generator.c_dim)]
+    return render(generator, z, c, SampleSettings(truncation, noise_mode, batch_size, crop), device)
 
 
 class GeneratedObjects:
