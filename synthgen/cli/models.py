@@ -144,11 +144,22 @@ def sample(
     batch_size: int = typer.Option(8, "--batch-size", help="Images per generator call."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
     class_name: Optional[str] = typer.Option(None, "--class", help="Conditional models: the class (name or number)."),
+    caption: Optional[str] = typer.Option(None, "--caption", help="Text-to-image models (dmgan-birds): one caption for every image."),
+    captions: Optional[Path] = typer.Option(None, "--captions", help="Text-to-image models: a text file, one caption a line, drawn per image [the dataset's test captions]."),
     crop: bool = typer.Option(True, "--crop/--no-crop", help="Apply the card's crop (the car models' black bands)."),
 ) -> None:
     """Write images of a generator and a sheet of them, to look at it before pasting it."""
     from synthgen.generators import load_generator
-    from synthgen.generators.sampling import SampleSettings, class_labels, load_latents, parse_seeds, render, seed_latents, write_images
+    from synthgen.generators.sampling import (
+        SampleSettings,
+        class_labels,
+        load_latents,
+        parse_seeds,
+        read_captions,
+        render,
+        seed_latents,
+        write_images,
+    )
     from synthgen.sources.generators import GeneratorSettings, GeneratorSource
 
     if batch_size < 1:
@@ -167,7 +178,17 @@ def sample(
         truncation=source.truncation(GeneratorSettings(truncation=truncation)),
         noise_mode=noise_mode, batch_size=batch_size, crop=source.crop if crop else None,
     )
-    images = render(generator, z, class_labels(generator, class_name, len(z)), settings, device)
+    conditions = class_labels(generator, class_name, len(z))
+    if caption is not None or captions is not None:
+        if not hasattr(generator, "use_captions"):
+            raise InputError(f"--caption and --captions are for text-to-image generators (dmgan-birds); {model} is a {generator.family} generator")
+        if caption is not None and captions is not None:
+            raise InputError("give --caption (one for all images) or --captions FILE (drawn per image), not both")
+        if caption is not None:
+            conditions = [caption] * len(z)
+        else:
+            generator.use_captions(read_captions(captions))
+    images = render(generator, z, conditions, settings, device)
     sheet = write_images(images, names, out)
     console.print(f"{len(images)} images of {escape(model)} (truncation {settings.truncation}, noise {noise_mode}) in {escape(str(out))}")
     out_console.print(f"sheet written to {escape(str(sheet))}")

@@ -76,6 +76,18 @@ def class_labels(generator, name: str | None, n: int) -> np.ndarray | None:
     return labels
 
 
+def read_captions(path: Path) -> list[str]:
+    """The captions of a text file, one a line (blank lines skipped)."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"--captions {path}: cannot read it as UTF-8 text ({err})") from None
+    captions = [line for line in lines if line]
+    if not captions:
+        raise InputError(f"--captions {path}: no caption in it (one caption a line)")
+    return captions
+
+
 @dataclass(frozen=True)
 class SampleSettings:
     truncation: float = 1.0
@@ -98,14 +110,17 @@ def to_uint8(images, crop: tuple[int, int, int, int] | None = None) -> list[np.n
     return [np.ascontiguousarray(p) for p in pixels]
 
 
-def render(generator, z: np.ndarray, c: np.ndarray | None, settings: SampleSettings, device: str) -> list[np.ndarray]:
-    """Images for latents ``z`` (and one-hot ``c``), ``settings.batch_size`` at a time."""
+def render(generator, z: np.ndarray, c, settings: SampleSettings, device: str) -> list[np.ndarray]:
+    """Images for latents ``z`` and their conditions ``c`` (one-hot rows, or one caption per
+    latent for a text-to-image model; None for none), ``settings.batch_size`` at a time."""
     import torch
 
     images: list[np.ndarray] = []
     for start in range(0, len(z), settings.batch_size):
         zb = torch.from_numpy(z[start:start + settings.batch_size]).to(device)
-        cb = None if c is None else torch.from_numpy(c[start:start + settings.batch_size]).to(device)
+        cb = None if c is None else c[start:start + settings.batch_size]
+        if isinstance(cb, np.ndarray):
+            cb = torch.from_numpy(cb).to(device)
         with torch.no_grad():
             out = generator.sample(zb, cb, truncation_psi=settings.truncation, noise_mode=settings.noise_mode)
         images.extend(to_uint8(out, settings.crop))

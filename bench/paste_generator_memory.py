@@ -1,0 +1,116 @@
+"""Memory of an endless run with a generator source: `synthgen paste --objects GENERATOR --n inf
+--format wds`, resident memory of the whole process tree (main process, its block-building
+thread and the paste workers) after 5,000 and after 50,000 samples.
+
+Target (issue 12): RSS after 50,000 samples within 10% of RSS after 5,000, i.e. neither the
+object blocks (a fresh one every --refresh samples) nor anything else grows with the run.
+
+The generator is a small random-weight network on CPU (a mapping MLP and four upsampling conv
+layers, z 64 -> 64x64 RGB; --generator-kind conv), put in place of synthgen's loader in the
+`synthgen paste` process this script starts, so that every other part runs as a user runs it:
+latents, batched generation, GrabCut segmentation, block files, workers, writer.
+
+Run (needs ../shared/data/scenes, or any folder of photos):
+    python bench/paste_generator_memory.py --backgrounds ../shared/data/scenes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from paste_memory import samples_written, tree_rss_kib
+
+
+def random_generator():
+    """The small random-weight generator (torch module with the generator contract)."""
+    import torch
+    from torch import nn
+
+    class RandomConvGenerator(nn.Module):
+        z_dim, c_dim, resolution, classes, family = 64, 0, (64, 64), ["thing"], "random-conv"
+
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.mapping = nn.Sequential(nn.Linear(64, 256), nn.LeakyReLU(0.2), nn.Linear(256, 128 * 4 * 4))
+            layers = []
+            for cin, cout in ((128, 96), (96, 64), (64, 48), (48, 32)):
+                layers += [nn.Upsample(scale_factor=2), nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2)]
+            self.synthesis = nn.Sequential(*layers, nn.Conv2d(32, 3, 1), nn.Tanh())
+            self.eval()
+
+        def sample(self, z, c=None, truncation_psi=1.0, noise_mode="const"):
+            x = self.mapping(torch.as_tensor(z, dtype=torch.float32) * truncation_psi).view(-1, 128, 4, 4)
+            return self.synthesis(x)
+
+    return RandomConvGenerator()
+
+
+def child(argv: list[str]) -> None:
+    """`synthgen paste ARGV` with the random generator behind every generator name or file."""
+    import synthgen.generators as generators
+    from synthgen.cli import app
+
+    generators.load_generator = lambda spec, device="cpu": random_generator().to(device)
+    app(argv, prog_name="synthgen")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backgrounds", required=True)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--checkpoints", default="5000,50000")
+    parser.add_argument("--size", default="320x320")
+    parser.add_argument("--refresh", type=int, default=1000)
+    parser.add_argument("--pool-size", type=int, default=256)
+    parser.add_argument("--segmenter", default="grabcut")
+    args = parser.parse_args()
+    checkpoints = [int(c) for c in args.checkpoints.split(",")]
+
+    work = Path(tempfile.mkdtemp(prefix="bench-genmem-"))
+    out, generator_file = work / "stream", work / "random-generator.pt"
+    generator_file.write_bytes(b"stands for a generator file; the child process loads the random generator")
+    argv = [
+        "paste", "--objects", str(generator_file), "--backgrounds", args.backgrounds, "--segmenter", args.segmenter,
+        "--refresh", str(args.refresh), "--pool-size", str(args.pool_size), "--size", args.size, "--format", "wds",
+        "--n", "inf", "--shard-size", "500", "--workers", str(args.workers), "--quiet", "--out", str(out),
+    ]
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import paste_generator_memory as b; b.child({argv!r})"
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    started = time.time()
+    results = []
+    try:
+        for target in checkpoints:
+            while samples_written(out) < target:
+                if proc.poll() is not None:
+                    raise SystemExit(f"synthgen stopped early:\n{proc.stderr.read().decode()}")
+                time.sleep(0.5)
+            rss = tree_rss_kib(proc.pid)
+            done = samples_written(out)
+            blocks = sum(1 for _ in (out / ".synthgen" / "objects").glob("*/block-*"))
+            results.append({"samples": done, "rss_mib": round(sum(rss.values()) / 1024, 1), "processes": len(rss),
+                            "blocks_on_disk": blocks, "seconds": round(time.time() - started, 1)})
+            print(f"{done:>7} samples  RSS {sum(rss.values()) / 1024:8.1f} MiB over {len(rss)} processes "
+                  f"({', '.join(f'{v / 1024:.0f}' for v in rss.values())} MiB)  {blocks} blocks on disk  "
+                  f"{time.time() - started:6.0f} s", flush=True)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+        shutil.rmtree(work, ignore_errors=True)
+    first, last = results[0]["rss_mib"], results[-1]["rss_mib"]
+    print(json.dumps({"results": results, "ratio": round(last / first, 4), "target": 1.10, "exit_code": proc.returncode,
+                      "settings": vars(args)}))
+    print(f"\nRSS at {results[-1]['samples']:,} / at {results[0]['samples']:,} samples: {last / first:.3f} (target <= 1.10); "
+          f"exit code after SIGINT {proc.returncode}")
+
+
+if __name__ == "__main__":
+    main()
