@@ -38,6 +38,7 @@ def paste(
     refresh: Optional[int] = typer.Option(None, "--refresh", help="Generator objects: a fresh block of objects every K samples [1000].", rich_help_panel="Generator objects"),
     pool_size: Optional[int] = typer.Option(None, "--pool-size", help="Generator objects: objects generated per block [256].", rich_help_panel="Generator objects"),
     truncation_psi: Optional[float] = typer.Option(None, "--truncation", help="Generator objects: truncation psi [the model card's: 0.7 for StyleGAN v1, else 1].", rich_help_panel="Generator objects"),
+    object_size: Optional[int] = typer.Option(None, "--object-size", help="Generator objects: longest side they are shrunk to before segmentation; 0 = as generated [256].", rich_help_panel="Generator objects"),
     device: str = typer.Option("cpu", "--device", help="Generator objects: where they are generated and segmented (cpu, cuda, cuda:1).", rich_help_panel="Generator objects"),
     generator_batch: int = typer.Option(32, "--generator-batch", help="Generator objects: images per generator call (does not change them).", rich_help_panel="Generator objects"),
     out: Path = typer.Option(Path("synthgen_out"), "--out", help="Output folder.", rich_help_panel="Output"),
@@ -100,11 +101,11 @@ def paste_settings(**values: Any):
 
     v = values
     generator = None
-    generator_values = {"refresh": v["refresh"], "pool_size": v["pool_size"], "truncation": v["truncation_psi"]}
+    generator_values = {"refresh": v["refresh"], "pool_size": v["pool_size"], "truncation": v["truncation_psi"], "object_size": v["object_size"]}
     if is_generator_spec(v["objects"]):
         generator = GeneratorSettings(**{key: value for key, value in generator_values.items() if value is not None})
     elif any(value is not None for value in generator_values.values()):
-        raise InputError("--refresh, --pool-size and --truncation apply to generator objects (--objects NAME or a generator file)")
+        raise InputError("--refresh, --pool-size, --truncation and --object-size apply to generator objects (--objects NAME or a generator file)")
     width, height = parse_size(v["size"]) if v["size"] else (None, None)
     base = PRESETS.get(v["preset"]).config() if v["preset"] else CompositeConfig()
     composite = base.replace(

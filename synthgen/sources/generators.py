@@ -19,6 +19,7 @@ so an endless run keeps at most about three blocks on disk and two mapped per pr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
+import cv2
 import numpy as np
 
 from synthgen.cache import atomic_directory, cache_root, fingerprint_files
@@ -66,10 +68,16 @@ class GeneratorSettings:
     #: Truncation psi; None: the card's (0.7 for StyleGAN v1, as NVIDIA sampled it), else 1.
     truncation: float | None = None
     noise_mode: str = "const"
+    #: Generated images are resized (area averaging) so that their longer side is at most this
+    #: before segmentation; 0 keeps them as generated. Pasted objects are rarely larger, and a
+    #: block of 256 FFHQ faces at 1024 px would take 1 GiB (and GrabCut a second per face).
+    object_size: int = 256
 
     def validate(self) -> "GeneratorSettings":
         if self.refresh < 1 or self.pool_size < 1:
             raise InputError(f"--refresh {self.refresh} and --pool-size {self.pool_size} must be at least 1")
+        if self.object_size < 0 or 0 < self.object_size < 16:
+            raise InputError(f"--object-size {self.object_size} must be 0 (as generated) or at least 16 pixels")
         if self.truncation is not None and not 0.0 <= self.truncation <= 2.0:
             raise InputError(f"--truncation {self.truncation} must be in [0, 2] (1 = none, 0.7 = NVIDIA's StyleGAN v1 default)")
         if self.noise_mode not in ("const", "random", "none"):
@@ -144,6 +152,15 @@ def generate_objects(
     return render(generator, z, c, SampleSettings(truncation, noise_mode, batch_size, crop), device)
 
 
+def fit_within(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` shrunk (area averaging) so that its longer side is at most ``side`` (0: as is)."""
+    h, w = image.shape[:2]
+    if side == 0 or max(h, w) <= side:
+        return image
+    scale = side / max(h, w)
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
 class GeneratedObjects:
     """The object pool of a run with a generator source: ``pool_for(i)`` is the block of sample
     ``i`` (an :class:`~synthgen.pool.ObjectPool`).
@@ -190,6 +207,9 @@ class GeneratedObjects:
             self.folder.mkdir(parents=True, exist_ok=True)
             for stale in self.folder.glob(".block-*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)
+            for other in self.folder.parent.iterdir():  # blocks of an older generator file: never used again
+                if other != self.folder:
+                    shutil.rmtree(other, ignore_errors=True)
         return self.folder
 
     def close(self) -> None:
@@ -283,10 +303,10 @@ class _BlockBuilder:
         """Names the blocks' folder: the generator file's identity and every setting that
         changes what a block holds."""
         return fingerprint_files([self.source.path], {
-            "version": BLOCK_VERSION, "seed": self.seed, "settings": self.settings.__dict__,
+            "version": BLOCK_VERSION, "seed": self.seed, "settings": dataclasses.asdict(self.settings),
             "truncation": self.source.truncation(self.settings), "crop": self.source.crop,
             "segmenter": self.segmenter.name, "options": self.segmenter_options,
-            "quality": None if self.quality is None else self.quality.__dict__,
+            "quality": None if self.quality is None else dataclasses.asdict(self.quality),
         })
 
     def ensure(self, block: int, path: Path) -> None:
@@ -328,6 +348,7 @@ class _BlockBuilder:
                 self.generator, self.seed, indices, truncation=self.source.truncation(self.settings),
                 noise_mode=self.settings.noise_mode, crop=self.source.crop, batch_size=self.batch_size, device=self.device,
             )
+            images = [fit_within(image, self.settings.object_size) for image in images]
             labels = self._labels(indices)
             with atomic_directory(path) as tmp, open(tmp / PIXELS_FILE, "wb") as pixels:
                 writer = _PoolWriter(pixels, self.source.path.parent, self.generator_classes)
