@@ -6,7 +6,7 @@ Target (issue 12): RSS after 50,000 samples within 10% of RSS after 5,000, i.e. 
 object blocks (a fresh one every --refresh samples) nor anything else grows with the run.
 
 The generator is a small random-weight network on CPU (a mapping MLP and four upsampling conv
-layers, z 64 -> 64x64 RGB; --generator-kind conv), put in place of synthgen's loader in the
+layers, z 64 -> a textured 64x64 blob), put in place of synthgen's loader in the
 `synthgen paste` process this script starts, so that every other part runs as a user runs it:
 latents, batched generation, GrabCut segmentation, block files, workers, writer.
 
@@ -49,7 +49,11 @@ def random_generator():
 
         def sample(self, z, c=None, truncation_psi=1.0, noise_mode="const"):
             x = self.mapping(torch.as_tensor(z, dtype=torch.float32) * truncation_psi).view(-1, 128, 4, 4)
-            return self.synthesis(x)
+            texture = torch.tanh(8 * self.synthesis(x))  # random weights alone give a flat grey
+            # A bright, textured blob on a dark frame, so that GrabCut has an object to cut out.
+            yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+            blob = torch.exp(-((yy - 31.5) ** 2 + (xx - 31.5) ** 2) / (2 * 14.0**2))
+            return (0.4 * texture + 1.8 * blob - 0.9).clamp(-1, 1)
 
     return RandomConvGenerator()
 

@@ -213,9 +213,10 @@ class GeneratedObjects:
         return self.folder
 
     def close(self) -> None:
-        """Unmap the blocks, and remove a temporary folder. A block still being built in the
-        background is not waited for: the run is over (its thread is a daemon, and its
-        half-written folder is a .tmp sibling that the next attach removes)."""
+        """Stop a block being built ahead (it stops after its current batch and leaves nothing),
+        unmap the blocks, and remove a temporary folder."""
+        if self._builds():
+            self._builder.cancel()
         self._mapped.clear()
         if self._owned_folder and self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -298,6 +299,7 @@ class _BlockBuilder:
         self.device, self.batch_size = device, batch_size
         self._lock = threading.Lock()
         self._background: dict[int, tuple[threading.Thread, list[BaseException]]] = {}
+        self._cancelled = threading.Event()
 
     def fingerprint(self) -> str:
         """Names the blocks' folder: the generator file's identity and every setting that
@@ -330,10 +332,17 @@ class _BlockBuilder:
             except BaseException as err:  # handed to the ensure() that waits for this block
                 errors.append(err)
 
-        # A daemon thread: a run stopped by the user does not wait for a block it will not use.
         thread = threading.Thread(target=run, name=f"synthgen-block-{block}", daemon=True)
         self._background[block] = (thread, errors)
         thread.start()
+
+    def cancel(self) -> None:
+        """Stop building: a block in progress is abandoned after its current batch (a thread
+        killed inside torch at interpreter exit would abort the process)."""
+        self._cancelled.set()
+        for thread, _ in self._background.values():
+            thread.join()
+        self._background.clear()
 
     def _build(self, block: int, path: Path) -> None:
         from synthgen.pool import INDEX_FILE, PIXELS_FILE, POOL_FORMAT, POOL_VERSION, _cutout, _PoolWriter, _segment_chunk, format_summary
@@ -344,26 +353,30 @@ class _BlockBuilder:
                 return
             size = self.settings.pool_size
             indices = np.arange(block * size, (block + 1) * size, dtype=np.int64)
-            images = generate_objects(
-                self.generator, self.seed, indices, truncation=self.source.truncation(self.settings),
-                noise_mode=self.settings.noise_mode, crop=self.source.crop, batch_size=self.batch_size, device=self.device,
-            )
-            images = [fit_within(image, self.settings.object_size) for image in images]
-            labels = self._labels(indices)
+            truncation = self.source.truncation(self.settings)
             with atomic_directory(path) as tmp, open(tmp / PIXELS_FILE, "wb") as pixels:
                 writer = _PoolWriter(pixels, self.source.path.parent, self.generator_classes)
-                masks = _segment_chunk(self.segmenter, images, [None] * len(images))
-                for k, image, soft, label in zip(indices, images, masks, labels):
-                    cut = soft if isinstance(soft, str) else _cutout(image, soft, self.segmenter.threshold, self.quality)
-                    if isinstance(cut, str):
-                        writer.reject(cut)
-                    else:
-                        # The source of a generated object is its latent's index: enough to make it again.
-                        writer.accept(ObjectItem(self.source.path.parent / f"{self.source.path.name}#{int(k)}", label), cut)
-                summary = writer.summary(len(images), self.segmenter, self.quality, 0.0)
+                for start in range(0, size, self.batch_size):
+                    if self._cancelled.is_set():
+                        raise _Cancelled()
+                    chunk = indices[start:start + self.batch_size]
+                    images = generate_objects(
+                        self.generator, self.seed, chunk, truncation=truncation, noise_mode=self.settings.noise_mode,
+                        crop=self.source.crop, batch_size=self.batch_size, device=self.device,
+                    )
+                    images = [fit_within(image, self.settings.object_size) for image in images]
+                    masks = _segment_chunk(self.segmenter, images, [None] * len(images))
+                    for k, image, soft, label in zip(chunk, images, masks, self._labels(chunk)):
+                        cut = soft if isinstance(soft, str) else _cutout(image, soft, self.segmenter.threshold, self.quality)
+                        if isinstance(cut, str):
+                            writer.reject(cut)
+                        else:
+                            # A generated object's source is its latent's index: enough to make it again.
+                            writer.accept(ObjectItem(self.source.path.parent / f"{self.source.path.name}#{int(k)}", label), cut)
+                summary = writer.summary(size, self.segmenter, self.quality, 0.0)
                 if writer.accepted == 0:
                     raise InputError(
-                        f"none of the {len(images)} objects {self.source.spec} generated for block {block} was accepted "
+                        f"none of the {size} objects {self.source.spec} generated for block {block} was accepted "
                         f"by the {self.segmenter.name} segmenter ({format_summary(summary)}). Try --segmenter none "
                         "(paste whole frames), another segmenter, or looser mask-quality bounds."
                     )
@@ -382,6 +395,10 @@ class _BlockBuilder:
         from synthgen.generators.latents import labels_for
 
         return [classes[i] for i in labels_for(self.seed, indices, self.generator.c_dim)]
+
+
+class _Cancelled(Exception):
+    """A block build stopped by :meth:`_BlockBuilder.cancel` (the run is over)."""
 
 
 def generated_objects(
