@@ -5,10 +5,10 @@ thread and the paste workers) after 5,000 and after 50,000 samples.
 Target (issue 12): RSS after 50,000 samples within 10% of RSS after 5,000, i.e. neither the
 object blocks (a fresh one every --refresh samples) nor anything else grows with the run.
 
-The generator is a small random-weight network on CPU (a mapping MLP and four upsampling conv
-layers, z 64 -> a textured 64x64 blob), put in place of synthgen's loader in the
-`synthgen paste` process this script starts, so that every other part runs as a user runs it:
-latents, batched generation, GrabCut segmentation, block files, workers, writer.
+The generator is a small random-weight StyleGAN2 on CPU (synthgen's own network, 64 px; see
+random_generator), put in place of synthgen's loader in the `synthgen paste` process this script
+starts, so that every other part runs as a user runs it: latents, batched generation,
+segmentation, block files, workers, writer.
 
 Run (needs ../shared/data/scenes, or any folder of photos):
     python bench/paste_generator_memory.py --backgrounds ../shared/data/scenes
@@ -29,33 +29,22 @@ from pathlib import Path
 from paste_memory import samples_written, tree_rss_kib
 
 
-def random_generator():
-    """The small random-weight generator (torch module with the generator contract)."""
+def random_generator(resolution: int = 64):
+    """A small StyleGAN2 (synthgen's own network) with random weights: z 64, w 64, 2 mapping
+    layers of learning-rate multiplier 1 (so each latent gives another image), 64 px."""
     import torch
-    from torch import nn
 
-    class RandomConvGenerator(nn.Module):
-        z_dim, c_dim, resolution, classes, family = 64, 0, (64, 64), ["thing"], "random-conv"
+    from synthgen.generators.stylegan2 import StyleGAN2Config, StyleGAN2Generator, channels_from_base
 
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.mapping = nn.Sequential(nn.Linear(64, 256), nn.LeakyReLU(0.2), nn.Linear(256, 128 * 4 * 4))
-            layers = []
-            for cin, cout in ((128, 96), (96, 64), (64, 48), (48, 32)):
-                layers += [nn.Upsample(scale_factor=2), nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2)]
-            self.synthesis = nn.Sequential(*layers, nn.Conv2d(32, 3, 1), nn.Tanh())
-            self.eval()
-
-        def sample(self, z, c=None, truncation_psi=1.0, noise_mode="const"):
-            x = self.mapping(torch.as_tensor(z, dtype=torch.float32) * truncation_psi).view(-1, 128, 4, 4)
-            texture = torch.tanh(8 * self.synthesis(x))  # random weights alone give a flat grey
-            # A bright, textured blob on a dark frame, so that GrabCut has an object to cut out.
-            yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
-            blob = torch.exp(-((yy - 31.5) ** 2 + (xx - 31.5) ** 2) / (2 * 14.0**2))
-            return (0.4 * texture + 1.8 * blob - 0.9).clamp(-1, 1)
-
-    return RandomConvGenerator()
+    config = StyleGAN2Config(z_dim=64, c_dim=0, w_dim=64, img_resolution=resolution, mapping_layers=2,
+                             mapping_lr_multiplier=1.0, channels=channels_from_base(resolution, 2048, 64))
+    G = StyleGAN2Generator(config)
+    draw = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.copy_(torch.randn(p.shape, generator=draw))
+    G.setup_pool_output(["thing"], None)
+    return G.eval()
 
 
 def child(argv: list[str]) -> None:
@@ -75,7 +64,7 @@ def main() -> None:
     parser.add_argument("--size", default="320x320")
     parser.add_argument("--refresh", type=int, default=1000)
     parser.add_argument("--pool-size", type=int, default=256)
-    parser.add_argument("--segmenter", default="grabcut")
+    parser.add_argument("--segmenter", default="none", help="random-weight images are noise: none pastes them whole")
     args = parser.parse_args()
     checkpoints = [int(c) for c in args.checkpoints.split(",")]
 

@@ -4,10 +4,8 @@ samples, the same bytes for any worker count, resume without duplicates, shards.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import sys
+import shutil
 import tarfile
-import types
 from pathlib import Path
 
 import numpy as np
@@ -22,44 +20,42 @@ from synthgen.sources.generators import GeneratorSettings, generated_objects  # 
 from synthgen.segmenters import MaskQuality  # noqa: E402
 
 
-class BlobGenerator(torch.nn.Module):
-    """A stand-in with the contract of ``synthgen.generators.load_generator``'s result: a bright
-    disk on a dark frame, colour, size and place set by the latent."""
-
-    z_dim, c_dim, resolution, classes, family = 8, 0, (40, 40), ["blob"], "test"
-
-    def sample(self, z, c=None, truncation_psi=1.0, noise_mode="const"):
-        z = torch.as_tensor(z, dtype=torch.float32)
-        yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
-        cy, cx = 20 + 4 * torch.tanh(z[:, 4]), 20 + 4 * torch.tanh(z[:, 5])
-        radius = 9 + 3 * torch.tanh(z[:, 3])
-        inside = ((yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2) < radius[:, None, None] ** 2
-        colour = 0.2 + 0.7 * torch.sigmoid(z[:, :3])  # bright, in (0.2, 0.9)
-        texture = 0.05 * torch.sin(xx * z[:, 6:7, None] + yy * z[:, 7:8, None])
-        image = torch.where(inside[:, None], colour[:, :, None, None] + texture[:, None], torch.tensor(-0.8))
-        return image * truncation_psi
+FIXTURES = Path(__file__).parent / "fixtures" / "generators"
 
 
-def _latents(seed, indices, z_dim):
-    return np.stack([np.random.Generator(np.random.Philox(key=[seed, int(i)])).standard_normal(z_dim).astype(np.float32) for i in indices])
+def random_stylegan2():
+    """A tiny StyleGAN2 (synthgen's own network, 32 px) with random weights and a mapping of
+    learning-rate multiplier 1, so that, unlike the published fixtures' random networks, each
+    latent gives a clearly different image."""
+    from synthgen.generators.stylegan2 import StyleGAN2Config, StyleGAN2Generator, channels_from_base
+
+    config = StyleGAN2Config(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, mapping_layers=2,
+                             mapping_lr_multiplier=1.0, channels=channels_from_base(32, 256, 32))
+    G = StyleGAN2Generator(config)
+    draw = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.copy_(torch.randn(p.shape, generator=draw))
+    G.setup_pool_output(["thing"], None)
+    return G.eval()
 
 
-@pytest.fixture(autouse=True)
-def blob_generator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """``load_generator`` returns a BlobGenerator for any file; the file is a named .pkl in the
-    models folder (so the name resolves through the registry like a real one)."""
-    try:
-        importlib.import_module("synthgen.generators.latents")
-    except ImportError:  # before the generators package lands: its latents contract, stood in
-        latents = types.ModuleType("synthgen.generators.latents")
-        latents.latents_for = _latents
-        latents.labels_for = lambda seed, indices, n: np.array([int(i) % n for i in indices])
-        monkeypatch.setitem(sys.modules, "synthgen.generators.latents", latents)
-    import synthgen.generators as generators
+@pytest.fixture
+def tiny_generator(tmp_path: Path) -> Path:
+    """A genuine generator file: a tiny random-weight StyleGAN2 in rosinality's .pt layout."""
+    path = tmp_path / "tiny-sg2.pt"
+    shutil.copy(FIXTURES / "rosinality-sg2-32.pt", path)
+    return path
 
-    monkeypatch.setattr(generators, "load_generator", lambda spec, device="cpu": BlobGenerator(), raising=False)
-    path = tmp_path / "blobs.pkl"
-    path.write_bytes(b"a generator file")
+
+@pytest.fixture
+def random_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A generator file whose loading gives :func:`random_stylegan2` (distinct objects)."""
+    import synthgen.generators
+
+    monkeypatch.setattr(synthgen.generators, "load_generator", lambda spec, device="cpu": random_stylegan2().to(device))
+    path = tmp_path / "random-sg2.pt"
+    path.write_bytes(b"loaded as random_stylegan2()")
     return path
 
 
@@ -83,15 +79,15 @@ def members(root: Path) -> list[tuple[str, bytes]]:
     return found
 
 
-def test_the_same_bytes_for_one_and_two_workers(tmp_path, blob_generator, backgrounds_dir):
-    s = spec(blob_generator, backgrounds=str(backgrounds_dir), seed=3)
+def test_the_same_bytes_for_one_and_two_workers(tmp_path, random_generator, backgrounds_dir):
+    s = spec(random_generator, backgrounds=str(backgrounds_dir), seed=3)
     one = run_paste(s, RunOptions(out=tmp_path / "one", format="wds", n=35, workers=1, shard_size=8, progress=False))
     two = run_paste(s, RunOptions(out=tmp_path / "two", format="wds", n=35, workers=2, shard_size=8, progress=False))
     assert one.written == two.written == 35 and one.objects > 35
     assert shards(tmp_path / "one") == shards(tmp_path / "two")
     batch = run_paste(s, RunOptions(out=tmp_path / "batch", format="wds", n=35, generator_batch=4, shard_size=8, progress=False))
     assert batch.written == 35 and shards(tmp_path / "batch") == shards(tmp_path / "one")
-    other = run_paste(spec(blob_generator, backgrounds=str(backgrounds_dir), seed=4),
+    other = run_paste(spec(random_generator, backgrounds=str(backgrounds_dir), seed=4),
                       RunOptions(out=tmp_path / "other", format="wds", n=35, shard_size=8, progress=False))
     assert other.written == 35 and shards(tmp_path / "other") != shards(tmp_path / "one")
     # Spent blocks are deleted as the run goes: only the last block (and the one built ahead) stay.
@@ -100,8 +96,8 @@ def test_the_same_bytes_for_one_and_two_workers(tmp_path, blob_generator, backgr
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_resume_continues_without_duplicates(tmp_path, blob_generator, backgrounds_dir, monkeypatch, workers):
-    s = spec(blob_generator, backgrounds=str(backgrounds_dir))
+def test_resume_continues_without_duplicates(tmp_path, random_generator, backgrounds_dir, monkeypatch, workers):
+    s = spec(random_generator, backgrounds=str(backgrounds_dir))
     run_paste(s, RunOptions(out=tmp_path / "full", format="wds", n=40, shard_size=7, progress=False))
     import synthgen.engine as engine
 
@@ -124,29 +120,43 @@ def test_resume_continues_without_duplicates(tmp_path, blob_generator, backgroun
     assert resumed == members(tmp_path / "full")  # a resumed run starts a new shard; the samples are the same
 
 
-def test_a_shard_makes_the_same_samples_as_the_whole_run(tmp_path, blob_generator, backgrounds_dir):
-    s = spec(blob_generator, backgrounds=str(backgrounds_dir))
+def test_a_shard_makes_the_same_samples_as_the_whole_run(tmp_path, random_generator, backgrounds_dir):
+    s = spec(random_generator, backgrounds=str(backgrounds_dir))
     whole = {x.index: x.image.tobytes() for x, _ in zip(iter_samples(s), range(24))}
     odd = {x.index: x.image.tobytes() for x, _ in zip(iter_samples(s, start=1, step=2, workers=2), range(12))}
     assert odd == {i: whole[i] for i in range(1, 24, 2)}
 
 
-def test_objects_never_repeat_across_refresh_blocks(tmp_path, blob_generator):
+def test_objects_never_repeat_across_refresh_blocks(tmp_path, random_generator):
+    from synthgen.generators.latents import latents_for
+
     settings = GeneratorSettings(refresh=10, pool_size=6)
-    objects = generated_objects(str(blob_generator), 0, settings, "grabcut", {}, MaskQuality())
+    objects = generated_objects(str(random_generator), 0, settings, "none", {}, MaskQuality())
     objects.attach(tmp_path / "run")
-    seen_sources, seen_pixels = set(), set()
+    seen = set()
     for block in range(4):
         pool = objects.pool_for(block * 10)
         assert objects.pool_for(block * 10 + 9) is pool  # one block for K samples
-        assert len(pool) > 0 and pool.classes == ["blob"]
-        sources = {pool[k].source for k in range(len(pool))}
-        assert sources <= {f"blobs.pkl#{i}" for i in range(block * 6, block * 6 + 6)}  # latent indices
-        pixels = {hashlib.sha256(pool[k].rgba.tobytes()).hexdigest() for k in range(len(pool))}
-        assert not sources & seen_sources and not pixels & seen_pixels
-        seen_sources |= sources
-        seen_pixels |= pixels
-    assert len(seen_pixels) >= 20  # grabcut kept most of the 24 discs
+        assert len(pool) == 6 and pool.classes == ["thing"]
+        assert [pool[k].source for k in range(6)] == [f"random-sg2.pt#{i}" for i in range(block * 6, block * 6 + 6)]
+        pixels = {hashlib.sha256(pool[k].rgba.tobytes()).hexdigest() for k in range(6)}
+        assert len(pixels) == 6 and not pixels & seen
+        seen |= pixels
+    # Object k is the generator's image of latents_for(seed, [k]) (alpha 255 with the none segmenter).
+    G = random_stylegan2()
+    (expected,) = G.images_from_latents(latents_for(0, [20], G.z_dim))
+    assert np.array_equal(objects.pool_for(30)[2].rgba[..., :3], expected)
+    objects.close()
+
+
+def test_a_conditional_generator_gives_each_object_its_drawn_class(tmp_path):
+    from synthgen.generators.latents import labels_for
+
+    objects = generated_objects(str(FIXTURES / "nvlabs-sg2-cond-resnet-16.pkl"), 3, GeneratorSettings(pool_size=12), "none", {}, MaskQuality())
+    objects.attach(tmp_path / "run")
+    pool = objects.pool_for(0)
+    assert pool.classes == ["class0", "class1", "class2", "class3"]
+    assert [pool[k].class_id for k in range(12)] == labels_for(3, range(12), 4).tolist()
     objects.close()
 
 
@@ -167,42 +177,48 @@ def test_generator_names_and_files_are_checked_before_anything_is_written(tmp_pa
         GeneratorSettings(refresh=0).validate()
 
 
-def test_models_sample_writes_pngs_and_a_sheet(tmp_path, blob_generator):
+def test_models_sample_writes_pngs_and_a_sheet(tmp_path, tiny_generator):
     from PIL import Image
 
     from tests.test_cli import run
 
-    code, text = run("models", "sample", blob_generator, "--seeds", "0-4,9", "--batch-size", "4", "--out", tmp_path / "look")
+    code, text = run("models", "sample", tiny_generator, "--seeds", "0-4,9", "--batch-size", "4", "--out", tmp_path / "look")
     assert code == 0, text
     names = sorted(p.name for p in (tmp_path / "look").iterdir())
     assert names == ["seed0000.png", "seed0001.png", "seed0002.png", "seed0003.png", "seed0004.png", "seed0009.png", "sheet.png"]
+    from synthgen.generators import load_generator, to_uint8
+
     first = np.asarray(Image.open(tmp_path / "look" / "seed0000.png"))
-    z = np.random.RandomState(0).randn(1, 8).astype(np.float32)  # NVIDIA's generate.py latent of seed 0
-    expected = (BlobGenerator().sample(torch.from_numpy(z)) * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
-    assert first.shape == (40, 40, 3) and np.array_equal(first, expected)
+    G = load_generator(tiny_generator)
+    z = np.random.RandomState(0).randn(1, G.z_dim).astype(np.float32)  # NVIDIA's generate.py latent of seed 0
+    (expected,) = to_uint8(G.sample(torch.from_numpy(z)))
+    assert first.shape == (32, 32, 3) and np.array_equal(first, expected)
     np.save(tmp_path / "z.npy", z.repeat(3, axis=0))
-    code, text = run("models", "sample", blob_generator, "--z", tmp_path / "z.npy", "--out", tmp_path / "z")
+    code, text = run("models", "sample", tiny_generator, "--z", tmp_path / "z.npy", "--out", tmp_path / "z")
     assert code == 0 and np.array_equal(np.asarray(Image.open(tmp_path / "z" / "z0002.png")), expected)
-    code, text = run("models", "sample", blob_generator, "--class", "cat", "--out", tmp_path / "bad")
+    code, text = run("models", "sample", tiny_generator, "--class", "cat", "--out", tmp_path / "bad")
     assert code == 2 and "unconditional" in text
-    code, text = run("models", "sample", blob_generator, "--seeds", "5-1", "--out", tmp_path / "bad")
+    code, text = run("models", "sample", tiny_generator, "--seeds", "5-1", "--out", tmp_path / "bad")
     assert code == 2 and "--seeds" in text
 
 
-def test_paste_from_a_generator_file_on_the_command_line(tmp_path, blob_generator, backgrounds_dir):
+def test_paste_from_a_generator_name_on_the_command_line(tmp_path, tiny_generator, backgrounds_dir, monkeypatch):
     from tests.test_cli import run
 
-    code, text = run("paste", "--objects", blob_generator, "--backgrounds", backgrounds_dir, "--segmenter", "grabcut",
+    monkeypatch.setenv("SYNTHGEN_MODELS", str(tmp_path / "models"))
+    (tmp_path / "models").mkdir()
+    shutil.copy(tiny_generator, tmp_path / "models" / "ffhq.pkl")  # the file is read by its content, not its name
+    code, text = run("paste", "--objects", "stylegan2-ada-ffhq", "--backgrounds", backgrounds_dir, "--segmenter", "none",
                      "--refresh", "5", "--pool-size", "4", "--size", "96x80", "--format", "wds", "--n", "12",
-                     "--workers", "2", "--quiet", "--out", tmp_path / "out")
+                     "--quiet", "--out", tmp_path / "out")
     assert code == 0, text
-    assert "generated by" in text and "4 per block" in text and "12 samples" in text
+    assert "generated by stylegan2-ada-ffhq" in text and "4 per block" in text and "12 samples" in text
     code, text = run("paste", "--backgrounds", backgrounds_dir, "--refresh", "5", "--quiet", "--out", tmp_path / "x")
     assert code == 2 and "apply to generator objects" in text
 
 
-def test_generated_objects_are_shrunk_to_the_object_size(tmp_path, blob_generator):
-    objects = generated_objects(str(blob_generator), 0, GeneratorSettings(pool_size=3, object_size=20), "none", {}, MaskQuality())
+def test_generated_objects_are_shrunk_to_the_object_size(tmp_path, random_generator):
+    objects = generated_objects(str(random_generator), 0, GeneratorSettings(pool_size=3, object_size=20), "none", {}, MaskQuality())
     objects.attach(None)
     pool = objects.pool_for(0)
     assert [pool[k].rgba.shape for k in range(3)] == [(20, 20, 4)] * 3

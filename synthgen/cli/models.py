@@ -176,7 +176,7 @@ def sample(
         z, names = seed_latents(chosen, generator.z_dim), [f"seed{s:04d}" for s in chosen]
     settings = SampleSettings(
         truncation=source.truncation(GeneratorSettings(truncation=truncation)),
-        noise_mode=noise_mode, batch_size=batch_size, crop=source.crop if crop else None,
+        noise_mode=noise_mode, batch_size=batch_size, crop=generator.crop if crop else None,
     )
     conditions = class_labels(generator, class_name, len(z))
     if caption is not None or captions is not None:

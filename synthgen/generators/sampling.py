@@ -96,24 +96,12 @@ class SampleSettings:
     crop: tuple[int, int, int, int] | None = None
 
 
-def to_uint8(images, crop: tuple[int, int, int, int] | None = None) -> list[np.ndarray]:
-    """``N x C x H x W`` floats in [-1, 1] to ``uint8`` RGB ``H x W x 3`` arrays as NVIDIA's
-    scripts write PNGs (``x * 127.5 + 128``, clamped, truncated), cropped to ``(x0, y0, x1, y1)``."""
-    import torch
-
-    pixels = (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    if pixels.shape[-1] == 1:
-        pixels = np.repeat(pixels, 3, axis=-1)
-    if crop is not None:
-        x0, y0, x1, y1 = crop
-        pixels = pixels[:, y0:y1, x0:x1]
-    return [np.ascontiguousarray(p) for p in pixels]
-
-
 def render(generator, z: np.ndarray, c, settings: SampleSettings, device: str) -> list[np.ndarray]:
     """Images for latents ``z`` and their conditions ``c`` (one-hot rows, or one caption per
     latent for a text-to-image model; None for none), ``settings.batch_size`` at a time."""
     import torch
+
+    from synthgen.generators import to_uint8
 
     images: list[np.ndarray] = []
     for start in range(0, len(z), settings.batch_size):

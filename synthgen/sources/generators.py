@@ -37,6 +37,7 @@ from synthgen.errors import InputError
 from synthgen.imageio import is_image_path
 
 if TYPE_CHECKING:
+    from synthgen.generators import GeneratorBase
     from synthgen.generators.registry import ModelCard
     from synthgen.pool import ObjectPool
     from synthgen.segmenters import MaskQuality
@@ -44,17 +45,6 @@ if TYPE_CHECKING:
 #: Bump when what a block holds for the same settings changes (generation, cut-outs).
 BLOCK_VERSION = 1
 BLOCKS_KEPT_MAPPED = 2
-
-
-class ObjectGenerator(Protocol):
-    """What a loaded generator offers (``synthgen.generators.load_generator``): ``sample(z, c,
-    truncation_psi, noise_mode)`` gives float images ``N x 3 x H x W`` in [-1, 1]."""
-
-    z_dim: int
-    c_dim: int
-    classes: list[str]
-
-    def sample(self, z: Any, c: Any = None, truncation_psi: float = 1.0, noise_mode: str = "const") -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +57,6 @@ class GeneratorSettings:
     pool_size: int = 256
     #: Truncation psi; None: the card's (0.7 for StyleGAN v1, as NVIDIA sampled it), else 1.
     truncation: float | None = None
-    noise_mode: str = "const"
     #: Generated images are resized (area averaging) so that their longer side is at most this
     #: before segmentation; 0 keeps them as generated. Pasted objects are rarely larger, and a
     #: block of 256 FFHQ faces at 1024 px would take 1 GiB (and GrabCut a second per face).
@@ -80,10 +69,6 @@ class GeneratorSettings:
             raise InputError(f"--object-size {self.object_size} must be 0 (as generated) or at least 16 pixels")
         if self.truncation is not None and not 0.0 <= self.truncation <= 2.0:
             raise InputError(f"--truncation {self.truncation} must be in [0, 2] (1 = none, 0.7 = NVIDIA's StyleGAN v1 default)")
-        if self.noise_mode not in ("const", "random", "none"):
-            raise InputError(f"--noise-mode {self.noise_mode!r}: expected const, random or none")
-        if self.noise_mode == "random":
-            raise InputError("--noise-mode random would make the objects differ between runs; paste uses const (or none)")
         return self
 
 
@@ -121,35 +106,28 @@ class GeneratorSource:
             )
         return cls(spec, card, path)
 
-    @property
-    def crop(self) -> tuple[int, int, int, int] | None:
-        return None if self.card is None else self.card.crop
-
     def truncation(self, settings: GeneratorSettings) -> float:
         if settings.truncation is not None:
             return settings.truncation
         return float(self.card.architecture.get("truncation_psi", 1.0)) if self.card is not None else 1.0
 
-    def load(self, device: str) -> ObjectGenerator:
-        from synthgen.generators import load_generator
+    def load(self, device: str) -> GeneratorBase:
+        from synthgen.generators import GeneratorBase, load_generator
 
-        return load_generator(self.spec, device=device)
+        generator = load_generator(self.spec, device=device)
+        if not isinstance(generator, GeneratorBase):
+            raise InputError(f"{self.spec}: a {generator.family} generator cannot make pool objects (no images_from_latents)")
+        return generator
 
 
-def generate_objects(
-    generator: ObjectGenerator, seed: int, indices: np.ndarray, *, truncation: float, noise_mode: str,
-    crop: tuple[int, int, int, int] | None, batch_size: int, device: str,
-) -> list[np.ndarray]:
-    """Objects ``indices`` of the stream seeded ``seed``: uint8 RGB images cropped to the content
-    (``(x0, y0, x1, y1)``); conditional models get each object's class from ``labels_for``."""
+def generate_objects(generator: GeneratorBase, seed: int, indices: np.ndarray) -> list[np.ndarray]:
+    """Objects ``indices`` of the stream seeded ``seed`` as post-processed uint8 RGB images (the
+    generator's crop and truncation; noise "const"): latents from ``latents_for``, and classes from
+    ``labels_for`` for a conditional model."""
     from synthgen.generators.latents import labels_for, latents_for
-    from synthgen.generators.sampling import SampleSettings, render
 
-    z = latents_for(seed, indices, generator.z_dim)
-    c = None
-    if generator.c_dim:
-        c = np.eye(generator.c_dim, dtype=np.float32)[labels_for(seed, indices, generator.c_dim)]
-    return render(generator, z, c, SampleSettings(truncation, noise_mode, batch_size, crop), device)
+    labels = labels_for(seed, indices, generator.c_dim) if generator.c_dim else None
+    return generator.images_from_latents(latents_for(seed, indices, generator.z_dim), labels)
 
 
 def fit_within(image: np.ndarray, side: int) -> np.ndarray:
@@ -287,16 +265,20 @@ class GeneratedObjects:
 class _BlockBuilder:
     """Generates, segments and writes blocks, one at a time, in the main process."""
 
-    def __init__(self, source: GeneratorSource, generator: ObjectGenerator, seed: int, settings: GeneratorSettings,
+    def __init__(self, source: GeneratorSource, generator: GeneratorBase, seed: int, settings: GeneratorSettings,
                  segmenter_name: str, segmenter_options: Mapping[str, Any], quality: "MaskQuality",
-                 device: str, batch_size: int) -> None:
+                 batch_size: int) -> None:
         from synthgen.segmenters import NoneSegmenter, make_segmenter
 
         self.source, self.generator, self.seed, self.settings = source, generator, seed, settings
         self.segmenter = make_segmenter(segmenter_name, segmenter_options)
         self.segmenter_options = dict(segmenter_options)
         self.quality = None if self.segmenter.name == NoneSegmenter.name else quality
-        self.device, self.batch_size = device, batch_size
+        self.batch_size = batch_size
+        # Images are computed compute_batch latents at a time (the last chunk padded), so an
+        # object's pixels do not depend on which objects it is generated with.
+        generator.truncation_psi = source.truncation(settings)
+        generator.compute_batch = batch_size
         self._lock = threading.Lock()
         self._background: dict[int, tuple[threading.Thread, list[BaseException]]] = {}
         self._cancelled = threading.Event()
@@ -306,7 +288,7 @@ class _BlockBuilder:
         changes what a block holds."""
         return fingerprint_files([self.source.path], {
             "version": BLOCK_VERSION, "seed": self.seed, "settings": dataclasses.asdict(self.settings),
-            "truncation": self.source.truncation(self.settings), "crop": self.source.crop,
+            "truncation": self.source.truncation(self.settings), "crop": self.generator.crop,
             "segmenter": self.segmenter.name, "options": self.segmenter_options,
             "quality": None if self.quality is None else dataclasses.asdict(self.quality),
         })
@@ -353,18 +335,13 @@ class _BlockBuilder:
                 return
             size = self.settings.pool_size
             indices = np.arange(block * size, (block + 1) * size, dtype=np.int64)
-            truncation = self.source.truncation(self.settings)
             with atomic_directory(path) as tmp, open(tmp / PIXELS_FILE, "wb") as pixels:
                 writer = _PoolWriter(pixels, self.source.path.parent, self.generator_classes)
                 for start in range(0, size, self.batch_size):
                     if self._cancelled.is_set():
                         raise _Cancelled()
                     chunk = indices[start:start + self.batch_size]
-                    images = generate_objects(
-                        self.generator, self.seed, chunk, truncation=truncation, noise_mode=self.settings.noise_mode,
-                        crop=self.source.crop, batch_size=self.batch_size, device=self.device,
-                    )
-                    images = [fit_within(image, self.settings.object_size) for image in images]
+                    images = [fit_within(image, self.settings.object_size) for image in generate_objects(self.generator, self.seed, chunk)]
                     masks = _segment_chunk(self.segmenter, images, [None] * len(images))
                     for k, image, soft, label in zip(chunk, images, masks, self._labels(chunk)):
                         cut = soft if isinstance(soft, str) else _cutout(image, soft, self.segmenter.threshold, self.quality)
@@ -410,7 +387,7 @@ def generated_objects(
     written); blocks are built on first use, after :meth:`GeneratedObjects.attach`."""
     source = GeneratorSource.resolve(spec)
     generator = source.load(device)
-    builder = _BlockBuilder(source, generator, seed, settings.validate(), segmenter_name, segmenter_options, quality, device, batch_size)
+    builder = _BlockBuilder(source, generator, seed, settings.validate(), segmenter_name, segmenter_options, quality, batch_size)
     classes = builder.generator_classes
     if len(classes) != max(1, generator.c_dim):
         raise InputError(f"{spec}: the generator names {len(classes)} classes for {generator.c_dim} labels")
