@@ -155,6 +155,7 @@ class GeneratedObjects:
         self.folder: Path | None = None
         self._mapped: dict[int, ObjectPool] = {}
         self._owned_folder = False
+        self._kept_from = 0  # blocks below this one are deleted
         # Forked paste workers inherit this object as it is: only the process that made it builds.
         self._owner = os.getpid()
 
@@ -254,9 +255,10 @@ class GeneratedObjects:
 
     def release_before(self, index: int) -> None:
         """Delete blocks only samples before ``index`` used (every such sample is written)."""
-        if self.folder is None:
-            return
         keep_from = self.block_of(index)
+        if self.folder is None or keep_from <= self._kept_from:  # the common case: nothing new to delete
+            return
+        self._kept_from = keep_from
         for path in self.folder.glob("block-*"):
             if int(path.name.split("-")[1]) < keep_from:
                 shutil.rmtree(path, ignore_errors=True)
