@@ -168,9 +168,7 @@ def test_generator_names_and_files_are_checked_before_anything_is_written(tmp_pa
     with pytest.raises(NotAvailableError, match="karras2019stylegan-cars-512x384.pkl"):
         run_paste(s, RunOptions(out=tmp_path / "out", format="wds", n=3, progress=False))
     assert not (tmp_path / "out").exists()
-    with pytest.raises(InputError, match="segmenter"):
-        (tmp_path / "models").mkdir()
-        (tmp_path / "models" / "lfw_netM_state.pth").write_bytes(b"x")
+    with pytest.raises(InputError, match="--segmenter redo --segmenter-options checkpoint=redo-lfw"):
         run_paste(PasteSpec(objects="redo-lfw", backgrounds=str(backgrounds_dir), generator=GeneratorSettings()),
                   RunOptions(out=tmp_path / "out", format="wds", n=3, progress=False))
     with pytest.raises(InputError, match="--refresh"):

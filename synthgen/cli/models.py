@@ -139,7 +139,7 @@ def sample(
     out: Path = typer.Option(..., "--out", help="Folder for seed<NNNN>.png and sheet.png."),
     seeds: str = typer.Option("0-15", "--seeds", help="Seeds (NVIDIA's generate.py latents), e.g. 0-15 or 0-99,200."),
     z_file: Optional[Path] = typer.Option(None, "--z", help="Latents instead of seeds: a .npy array N x z_dim."),
-    truncation: Optional[float] = typer.Option(None, "--truncation", help="Truncation psi [the card's: 0.7 for StyleGAN v1, else 1]."),
+    truncation: Optional[float] = typer.Option(None, "--truncation", help="Truncation psi (default: the model card's, 0.7 for StyleGAN v1, else 1)."),
     noise_mode: str = typer.Option("const", "--noise-mode", help="const | random | none."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per generator call."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),

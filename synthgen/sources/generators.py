@@ -9,17 +9,20 @@ objects of block ``i // refresh`` only. So a block is a pure function of ``(seed
 settings, sample ``i`` still depends only on ``(seed, i)``, and no object appears in two blocks:
 the pool is refreshed from fresh latents every ``refresh`` samples.
 
-Blocks are built in the main process only, batched on ``device`` (one block ahead is built in a
-background thread while the current one is pasted), and written into the run's folder
+Blocks are built in the main process only, batched on ``device`` (a learned segmenter, ReDO,
+runs there too; one block ahead is built in a background thread while the current one is
+pasted), and written into the run's folder
 (``OUT/.synthgen/objects/<fingerprint>/block-<b>``), where the paste workers map them: the worker
 count never changes what is generated, and a resumed run finds the block it stopped in, byte for
 byte, even when it was generated on a GPU. Blocks before the sample being written are deleted,
-so an endless run keeps at most about three blocks on disk and two mapped per process.
+so an endless run keeps a few blocks on disk (those of the samples in flight, and one ahead) and
+at most two mapped per process.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import shutil
@@ -96,14 +99,15 @@ class GeneratorSource:
 
     @classmethod
     def resolve(cls, spec: str) -> "GeneratorSource":
-        from synthgen.generators.registry import resolve_model_file
+        from synthgen.generators.registry import all_cards, resolve_model_file
 
-        card, path = resolve_model_file(spec)
-        if card is not None and card.kind != "generator":
+        card = all_cards().get(spec)
+        if card is not None and card.kind != "generator":  # said before whether its file is here
             raise InputError(
                 f"{spec} is a {card.kind} ({card.title}), not a generator of objects: use it as "
                 f"--segmenter {card.family} --segmenter-options checkpoint={card.name}"
             )
+        card, path = resolve_model_file(spec)
         return cls(spec, card, path)
 
     def truncation(self, settings: GeneratorSettings) -> float:
@@ -269,12 +273,15 @@ class _BlockBuilder:
 
     def __init__(self, source: GeneratorSource, generator: GeneratorBase, seed: int, settings: GeneratorSettings,
                  segmenter_name: str, segmenter_options: Mapping[str, Any], quality: "MaskQuality",
-                 batch_size: int) -> None:
-        from synthgen.segmenters import NoneSegmenter, make_segmenter
+                 device: str, batch_size: int) -> None:
+        from synthgen.segmenters import SEGMENTERS, NoneSegmenter, make_segmenter
 
         self.source, self.generator, self.seed, self.settings = source, generator, seed, settings
-        self.segmenter = make_segmenter(segmenter_name, segmenter_options)
-        self.segmenter_options = dict(segmenter_options)
+        self.segmenter_options = dict(segmenter_options)  # as the user gave them: they name the blocks
+        options = dict(segmenter_options)
+        if "device" in inspect.signature(SEGMENTERS.get(segmenter_name)).parameters:
+            options.setdefault("device", device)  # a learned segmenter (redo) runs where the generator does
+        self.segmenter = make_segmenter(segmenter_name, options)
         self.quality = None if self.segmenter.name == NoneSegmenter.name else quality
         self.batch_size = batch_size
         # Images are computed compute_batch latents at a time (the last chunk padded), so an
@@ -389,7 +396,7 @@ def generated_objects(
     written); blocks are built on first use, after :meth:`GeneratedObjects.attach`."""
     source = GeneratorSource.resolve(spec)
     generator = source.load(device)
-    builder = _BlockBuilder(source, generator, seed, settings.validate(), segmenter_name, segmenter_options, quality, batch_size)
+    builder = _BlockBuilder(source, generator, seed, settings.validate(), segmenter_name, segmenter_options, quality, device, batch_size)
     classes = builder.generator_classes
     if len(classes) != max(1, generator.c_dim):
         raise InputError(f"{spec}: the generator names {len(classes)} classes for {generator.c_dim} labels")
