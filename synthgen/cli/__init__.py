@@ -1,5 +1,5 @@
 """The ``synthgen`` command line: small typer functions over the library, one module per command
-group (:mod:`.paste`, :mod:`.look`, :mod:`.train`), mounted here on one app.
+group (:mod:`.paste`, :mod:`.look`, :mod:`.train`, :mod:`.models`), mounted here on one app.
 
 Every command reads its defaults from ``synthgen.toml`` (see :mod:`synthgen.config`); errors a
 user can fix are printed as one message, without a traceback, with a non-zero exit code.
@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from synthgen import __version__
-from synthgen.cli import look, paste, train
+from synthgen.cli import look, models, paste, train
 from synthgen.cli.common import friendly_errors, out_console
 
 app = typer.Typer(
@@ -71,6 +71,7 @@ for _name in ("pretrain", "finetune", "evaluate"):
     app.command(_name)(_command)
     train_group.command(_name)(_command)
 app.add_typer(train_group, name="train")
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from synthgen.errors import InputError
 
 @friendly_errors
 def paste(
-    objects: Optional[str] = typer.Option(None, "--objects", "-o", help="Folder of object images (one class, or one subfolder per class), an object pool from `synthgen segment`, or a generator name. Default: built-in demo objects.", rich_help_panel="Inputs"),
+    objects: Optional[str] = typer.Option(None, "--objects", "-o", help="Folder of object images (one class, or one subfolder per class), an object pool from `synthgen segment`, a generator name (`synthgen models list`) or a generator file. Default: built-in demo objects.", rich_help_panel="Inputs"),
     backgrounds: Optional[str] = typer.Option(None, "--backgrounds", "-b", help="Folder of scene photos, `voc`, `voc:PATH` or `coco:FILE.json`. Default: built-in demo scenes.", rich_help_panel="Inputs"),
     exclude_classes: Optional[str] = typer.Option(None, "--exclude-classes", help="Comma-separated classes: voc/coco backgrounds that contain them are dropped.", rich_help_panel="Inputs"),
     segmenter: str = typer.Option("auto", "--segmenter", help="none | alpha | mask | grabcut | redo | auto (alpha, else paired mask, else grabcut).", rich_help_panel="Inputs"),
@@ -35,6 +35,12 @@ def paste(
     min_mask_area: float = typer.Option(0.05, help="Reject masks covering less than this fraction of the object image.", rich_help_panel="Inputs"),
     max_mask_area: float = typer.Option(0.95, help="Reject masks covering more than this fraction.", rich_help_panel="Inputs"),
     max_border: float = typer.Option(0.5, help="Reject masks covering more than this fraction of the image border.", rich_help_panel="Inputs"),
+    refresh: Optional[int] = typer.Option(None, "--refresh", help="Generator objects: a fresh block of objects every K samples [1000].", rich_help_panel="Generator objects"),
+    pool_size: Optional[int] = typer.Option(None, "--pool-size", help="Generator objects: objects generated per block [256].", rich_help_panel="Generator objects"),
+    truncation_psi: Optional[float] = typer.Option(None, "--truncation", help="Generator objects: truncation psi (default: the model card's, 0.7 for StyleGAN v1, else 1).", rich_help_panel="Generator objects"),
+    object_size: Optional[int] = typer.Option(None, "--object-size", help="Generator objects: longest side they are shrunk to before segmentation; 0 = as generated [256].", rich_help_panel="Generator objects"),
+    device: str = typer.Option("cpu", "--device", help="Generator objects: where they are generated and segmented (cpu, cuda, cuda:1).", rich_help_panel="Generator objects"),
+    generator_batch: int = typer.Option(32, "--generator-batch", help="Generator objects: images per generator call (on CPU it does not change them; a GPU may round differently).", rich_help_panel="Generator objects"),
     out: Path = typer.Option(Path("synthgen_out"), "--out", help="Output folder.", rich_help_panel="Output"),
     format: str = typer.Option("coco", "--format", "-f", help="coco | wds | yolo.", rich_help_panel="Output"),
     n: str = typer.Option("1000", "--n", help="Number of samples, or `inf` (wds only: runs until Ctrl-C/SIGTERM).", rich_help_panel="Output"),
@@ -91,8 +97,15 @@ def paste_settings(**values: Any):
     parameter name): the one place where command-line values become library settings."""
     from synthgen.compositor import PRESETS, CompositeConfig
     from synthgen.engine import PasteSpec, RunOptions
+    from synthgen.sources.generators import GeneratorSettings, is_generator_spec
 
     v = values
+    generator = None
+    generator_values = {"refresh": v["refresh"], "pool_size": v["pool_size"], "truncation": v["truncation_psi"], "object_size": v["object_size"]}
+    if is_generator_spec(v["objects"]):
+        generator = GeneratorSettings(**{key: value for key, value in generator_values.items() if value is not None})
+    elif any(value is not None for value in generator_values.values()):
+        raise InputError("--refresh, --pool-size, --truncation and --object-size apply to generator objects (--objects NAME or a generator file)")
     width, height = parse_size(v["size"]) if v["size"] else (None, None)
     base = PRESETS.get(v["preset"]).config() if v["preset"] else CompositeConfig()
     composite = base.replace(
@@ -132,6 +145,7 @@ def paste_settings(**values: Any):
         seed=v["seed"],
         jpeg_quality=v["jpeg_quality"],
         masks=v["masks"],
+        generator=generator,
     )
     options = RunOptions(
         out=Path(v["out"]),
@@ -145,6 +159,8 @@ def paste_settings(**values: Any):
         shard_size=v["shard_size"],
         shard_max_bytes=v["shard_max_bytes"],
         progress=not v["quiet"],
+        device=v["device"],
+        generator_batch=v["generator_batch"],
     )
     return spec, options
 

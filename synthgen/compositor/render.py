@@ -29,6 +29,18 @@ class ObjectPoolLike(Protocol):
     def __getitem__(self, index: int) -> CutoutLike: ...
 
 
+class RefreshingPoolLike(Protocol):
+    """Objects that change along the run (a generator's blocks): sample ``index`` pastes from
+    ``pool_for(index)``, a function of the index only. Its pools store every cut-out's grey
+    level (the compositor's cache of computed ones is keyed by position in one pool)."""
+
+    classes: list[str]
+
+    def __len__(self) -> int: ...
+
+    def pool_for(self, index: int) -> ObjectPoolLike: ...
+
+
 class BackgroundPoolLike(Protocol):
     def __len__(self) -> int: ...
 
@@ -131,9 +143,10 @@ class Compositor:
     ``(seed, index)`` given the same pools and config.
     """
 
-    def __init__(self, config: CompositeConfig, objects: ObjectPoolLike, backgrounds: BackgroundPoolLike) -> None:
+    def __init__(self, config: CompositeConfig, objects: ObjectPoolLike | RefreshingPoolLike, backgrounds: BackgroundPoolLike) -> None:
         self.config = config.validate()
         self.objects = objects
+        self._pool_for = getattr(objects, "pool_for", None)
         self.backgrounds = backgrounds
         if len(objects) == 0:
             raise ValueError("the object pool is empty")
@@ -159,10 +172,11 @@ class Compositor:
         n_objects = low + int(u_count * (high - low + 1))
         skipped = 0
         motion_lo, motion_hi = cfg.motion_length
+        objects = self.objects if self._pool_for is None else self._pool_for(index)
         for _ in range(n_objects):
             draws = rng.random(_OBJECT_DRAWS + 2 * cfg.max_tries).tolist()
-            choice = int(draws[0] * len(self.objects))
-            cutout = self.objects[choice]
+            choice = int(draws[0] * len(objects))
+            cutout = objects[choice]
             patch = self._augmented(choice, cutout, draws, rng)
             blend_mode = cfg.blend[int(draws[12] * len(cfg.blend))]
             blend_params = (draws[13] * 180.0, motion_lo + int(draws[14] * (motion_hi - motion_lo + 1)))
