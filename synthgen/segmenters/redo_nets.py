@@ -224,7 +224,7 @@ class _ResidualEncoder(nn.Module):
             x = self.selfAtt(self.bloc0(x) + self.sc0(x))
         for bloc, shortcut in zip(self.blocs, self.sc):
             x = bloc(x) + shortcut(x)
-        return self.dense(x.sum((2, 3)))
+        return self.dense(x.sum(3).sum(2))
 
 
 class Discriminator(_ResidualEncoder):
