@@ -208,14 +208,6 @@ def test_auto_prefers_alpha_then_mask_then_grabcut() -> None:
     assert iou(clean_mask(auto.segment(opaque, None)), truth) > 0.8
 
 
-def test_redo_needs_a_checkpoint_loader() -> None:
-    with pytest.raises(NotAvailableError) as err:
-        make_segmenter("redo", {"checkpoint": "cub_nets_state.pth"})
-    assert "ReDO checkpoint loader" in str(err.value) and "grabcut" in str(err.value)
-    with pytest.raises(InputError, match="fg_channel"):
-        make_segmenter("redo", {"checkpoint": "x.pth", "fg_channel": "left"})
-
-
 def test_redo_segmenter_runs_a_mask_network_in_batches() -> None:
     torch = pytest.importorskip("torch")
     seen: list[tuple[int, ...]] = []

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from synthgen import __version__
-from synthgen.cli import look, models, paste, train
+from synthgen.cli import look, models, paste, redo, train
 from synthgen.cli.common import friendly_errors, out_console
 
 app = typer.Typer(
@@ -70,6 +70,7 @@ for _name in ("pretrain", "finetune", "evaluate"):
     _command = friendly_errors(getattr(train, _name))
     app.command(_name)(_command)
     train_group.command(_name)(_command)
+train_group.command("redo")(friendly_errors(redo.redo))
 app.add_typer(train_group, name="train")
 app.add_typer(models.app, name="models")
 
