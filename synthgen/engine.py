@@ -515,16 +515,32 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
     continues after it. Raises :class:`synthgen.errors.SynthgenError` on bad input and
     :class:`WriteError` when the disk fills up.
     """
+    spec.validate()
+    _check_options(options)
+    scene = prepare(spec, progress=options.progress)
+    return write_dataset(scene.compositor, spec, options, scene.notes, console)
+
+
+def write_dataset(renderer, spec, options: RunOptions, notes: list[str], console=None, description: str = "pasting") -> RunSummary:
+    """Render samples with ``renderer`` and write them to ``options.out``, in index order, with
+    resume and clean stops: the writing half of :func:`run_paste`, shared by every command that
+    makes samples.
+
+    ``renderer`` is anything shaped like a :class:`Compositor`: ``render(seed, index,
+    keep_masks=..., out=...) -> Sample`` (a function of ``(seed, index)`` only), ``categories``
+    (class names) and ``config.width``/``config.height``; it must pickle for ``spawn`` workers.
+    ``spec`` has ``seed``, ``jpeg_quality``, ``masks``, ``validate()`` and ``to_dict()`` (the
+    settings a resume must repeat).
+    """
     from synthgen.writers import WriterOptions, make_writer
 
     spec.validate()
     _check_options(options)
-    scene = prepare(spec, progress=options.progress)
     _prepare_output(spec, options)
     writer = make_writer(
         options.format,
         options.out,
-        scene.compositor.categories,
+        renderer.categories,
         WriterOptions(
             shard_size=options.shard_size,
             shard_max_bytes=options.shard_max_bytes,
@@ -543,8 +559,8 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
     progress = progress_bar("samples", options.progress, console)
     try:
         with stop, progress:
-            task = progress.add_task("pasting", total=total, completed=done)
-            for staged in _produce(scene.compositor, spec, indices, options.workers, stop, writer.stager()):
+            task = progress.add_task(description, total=total, completed=done)
+            for staged in _produce(renderer, spec, indices, options.workers, stop, writer.stager()):
                 writer.commit(staged)
                 written += 1
                 objects += staged.objects
@@ -571,7 +587,7 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
         empty_images=empty,
         seconds=time.perf_counter() - started,
         interrupted=stop.requested,
-        notes=scene.notes,
+        notes=notes,
     )
 
 
