@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from synthgen import __version__
-from synthgen.cli import look, paste, train
+from synthgen.cli import insert, look, paste, train
 from synthgen.cli.common import friendly_errors, out_console
 
 app = typer.Typer(
@@ -62,6 +62,7 @@ app.command()(paste.segment)
 app.command()(look.preview)
 app.command()(look.stats)
 app.command()(look.download)
+app.command()(insert.insert)
 
 # `synthgen pretrain|finetune|evaluate`, and the same commands under `synthgen train`, beside the
 # trainers of the generative models.
@@ -70,6 +71,7 @@ for _name in ("pretrain", "finetune", "evaluate"):
     _command = friendly_errors(getattr(train, _name))
     app.command(_name)(_command)
     train_group.command(_name)(_command)
+train_group.command("detectorgan")(insert.detectorgan)
 app.add_typer(train_group, name="train")
 
 

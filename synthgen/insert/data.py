@@ -92,7 +92,7 @@ def load_labelled(path: str | Path, size: int, category: str | None = None) -> L
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 ``N x H x W x 3`` -> float ``N x 3 x H x W`` in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # a copy: pools are read-only
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -168,6 +168,18 @@ class Inserter(nn.Module):
 
             detector = build_detector(c.detector, 1, c.size, c.pretrained_backbone)
             self.detector = twice_differentiable(detector) if method.unroll else detector
+            freeze_batch_norm(self.detector)
+
+
+def freeze_batch_norm(model: nn.Module) -> None:
+    """Training mode with every batch norm on its running statistics (its affine weights still
+    train): batches of a few images cannot estimate statistics (at 64 px SSD's last maps are
+    1x1 and batch norm fails outright on one image), and the unrolled inner loss then does not
+    mix the statistics of real and synthetic images."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 class _Trainer:
