@@ -258,3 +258,19 @@ def test_to_tensor_round_trips_uint8_images():
 
     image = np.random.default_rng(0).integers(0, 256, (1, 8, 8, 3), dtype=np.uint8)
     assert (to_uint8(to_tensor(image)) == image).all()
+
+
+def test_methods_start_jointly_from_one_shared_pretraining(tmp_path):
+    data, labelled = _tiny_data()
+    base = dict(
+        clean=("unused",), labeled=Path("unused.json"), size=SIZE, batch_size=1, ngf=4, ndf=4, n_blocks=1,
+        pretrain_gan=2, pretrain_detector=1, pretrained_backbone=False, log_every=1, sample_every=100,
+        checkpoint_every=100, device="cpu", progress=False,
+    )
+    train_inserter(InsertTrainConfig(out=tmp_path / "pre", method="detectorgan", steps=0, **base), data, labelled)
+    cyclegan = train_inserter(InsertTrainConfig(out=tmp_path / "cyc", method="cyclegan", steps=1, init=tmp_path / "pre", **base), data, labelled)
+    assert [r["step"] for r in cyclegan.history] == [3] and cyclegan.history[0]["det_step"] is None
+    joint = train_inserter(InsertTrainConfig(out=tmp_path / "dg", method="no-unroll", steps=1, init=tmp_path / "pre", **base), data, labelled)
+    assert [r["step"] for r in joint.history] == [4] and joint.history[0]["det_synthetic"] is not None
+    with pytest.raises(InputError, match="other settings"):
+        train_inserter(InsertTrainConfig(out=tmp_path / "x", method="cyclegan", steps=1, init=tmp_path / "pre", **{**base, "ngf": 8}), data, labelled)

@@ -80,7 +80,7 @@ def detectorgan(
     category: Annotated[Optional[str], typer.Option("--category", help="The labelled class to insert (default: the file's only one).")] = None,
     exclude_classes: Annotated[Optional[str], typer.Option("--exclude-classes", help="coco/voc clean images: drop those showing these classes.")] = None,
     size: Annotated[int, typer.Option("--size", help="Square image side (multiple of 4; 9 residual blocks at 256+, else 6).")] = 128,
-    steps: Annotated[int, typer.Option("--steps", help="Joint training steps (after pretraining).")] = 1000,
+    steps: Annotated[int, typer.Option("--steps", help="Joint training steps (after pretraining; 0: pretrain only, for --init).")] = 1000,
     pretrain_gan: Annotated[int, typer.Option("--pretrain-gan", help="Steps of the GAN alone first.")] = 500,
     pretrain_detector: Annotated[int, typer.Option("--pretrain-detector", help="Steps of the detector alone on the labelled images next.")] = 500,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Clean / labelled image pairs per step.")] = 1,
@@ -98,6 +98,7 @@ def detectorgan(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the run.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start from another run's networks and step, e.g. a shared pretraining made with --steps 0.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a live progress bar with each loss.")] = True,
 ) -> None:
     """Train an inserter (DetectorGAN or a baseline) for `synthgen insert`."""
@@ -109,7 +110,7 @@ def detectorgan(
         pretrain_detector=pretrain_detector, batch_size=batch_size, ngf=ngf, ndf=ndf, detector=detector,
         pretrained_backbone=pretrained_backbone, lr=lr, detector_lr=detector_lr, unroll_lr=unroll_lr,
         lambda_det=lambda_det, lambda_unroll=lambda_unroll, sample_every=sample_every,
-        checkpoint_every=checkpoint_every, seed=seed, device=device, resume=resume, progress=progress,
+        checkpoint_every=checkpoint_every, seed=seed, device=device, resume=resume, init=init, progress=progress,
     )
     result = train_inserter(config)
     out_console.print(

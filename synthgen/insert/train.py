@@ -87,6 +87,9 @@ class InsertTrainConfig:
     seed: int = 0
     device: str = "auto"
     resume: bool = False
+    #: Start from another run's networks, optimizers and step: e.g. one shared pretraining
+    #: (a run with ``steps=0``) that several methods then continue jointly.
+    init: Path | None = None
     progress: bool = True
 
     @property
@@ -97,10 +100,12 @@ class InsertTrainConfig:
         method = METHODS.get(self.method)
         if self.size % 4 or self.size < 64:
             raise InputError(f"--size {self.size}: the generator needs a multiple of 4, at least 64 (the detectors' minimum)")
-        if min(self.steps, self.batch_size, self.ngf, self.ndf, self.log_every, self.sample_every, self.checkpoint_every) < 1:
-            raise InputError("steps, batch size, ngf, ndf and the log/sample/checkpoint intervals must be at least 1")
-        if self.pretrain_gan < 0 or self.pretrain_detector < 0:
-            raise InputError("pretraining steps cannot be negative")
+        if min(self.batch_size, self.ngf, self.ndf, self.log_every, self.sample_every, self.checkpoint_every) < 1:
+            raise InputError("batch size, ngf, ndf and the log/sample/checkpoint intervals must be at least 1")
+        if self.pretrain_gan < 0 or self.pretrain_detector < 0 or self.steps < 0 or self.total_steps < 1:
+            raise InputError("steps cannot be negative, and a run needs at least one (joint or pretraining) step")
+        if self.resume and self.init is not None:
+            raise InputError("--resume continues this run's own checkpoint; --init starts a new run from another's: choose one")
         if not (self.lr > 0 and self.detector_lr > 0 and self.unroll_lr > 0):
             raise InputError("learning rates must be positive")
         if method.detector:
@@ -314,6 +319,8 @@ class _Trainer:
         return sum(isinstance(m, ResidualBlock) for m in self.nets.insert.net.model)
 
     def load(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (this run's, or with ``init`` another run's; a detector the
+        checkpoint has and this method does not use is left out)."""
         n = self.nets
         for name, sd in state["nets"].items():
             getattr(n, name).load_state_dict(sd)
@@ -325,6 +332,26 @@ class _Trainer:
             n.detector.load_state_dict(state["detector"]["model"])
             self.opt_det.load_state_dict(state["opt_det"])
         self.step = int(state["step"])
+
+
+def _load_init(config: InsertTrainConfig, method: Method) -> dict[str, Any]:
+    """The checkpoint of ``config.init``, checked to fit this run."""
+    state = ckpt.load(config.init)
+    saved, current = state["settings"], config.settings()
+    shared = [k for k in FIXED_ON_RESUME if k not in ("method", "seed")]
+    if not method.detector:
+        shared = [k for k in shared if k not in ("detector", "pretrained_backbone", "pretrain_detector")]
+    changed = [f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in shared if saved.get(k) != current[k]]
+    if changed:
+        raise InputError(f"cannot start from {config.init}: it was trained with other settings ({'; '.join(changed)})")
+    if method.detector and "detector" not in state:
+        raise InputError(f"cannot start a {config.method} run from {config.init}: it has no detector ({saved['method']} run)")
+    step = int(state["step"])
+    if not method.detector:  # this run has no detector phase: the init's does not count
+        step -= min(max(0, step - int(saved["pretrain_gan"])), int(saved.get("pretrain_detector") or 0))
+    if step > config.total_steps:
+        raise InputError(f"{config.init} is at step {state['step']}, beyond this run's {config.total_steps} steps")
+    return {**state, "step": step}
 
 
 def _prepare_out(config: InsertTrainConfig) -> dict[str, Any] | None:
@@ -381,6 +408,8 @@ def train_inserter(config: InsertTrainConfig, data: InsertionData | None = None,
     method = config.check()
     started = time.perf_counter()
     state = _prepare_out(config)
+    if state is None and config.init is not None:
+        state = _load_init(config, method)
     if labelled is None:
         labelled = load_labelled(config.labeled, config.size, config.category)
     if data is None:
