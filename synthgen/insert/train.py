@@ -47,8 +47,8 @@ from synthgen.insert.methods import METHODS, Method
 from synthgen.insert.networks import BoxGenerator, ImagePool, PatchDiscriminator, init_weights
 from synthgen.insert.unroll import check_unrollable, detection_loss, detector_weights, twice_differentiable, unrolled_real_loss
 
-LOSS_KEYS = (
-    "g_total", "g_adv", "g_local", "cycle", "box_l1", "det_synthetic", "det_real", "d_object", "d_clean", "d_local", "det_step",
+LOSS_KEYS = (  # "loss": the generators' total
+    "loss", "g_adv", "g_local", "cycle", "box_l1", "det_synthetic", "det_real", "d_object", "d_clean", "d_local", "det_step",
 )
 
 
@@ -74,11 +74,11 @@ class InsertTrainConfig:
     pretrained_backbone: bool = True
     lr: float = 2e-4
     detector_lr: float = 1e-4
-    unroll_lr: float = 0.01  # eta of the virtual SGD step
+    unroll_lr: float = 1e-3  # eta of the virtual SGD step (0.01 overshoots: see docs/results-detectorgan.md)
     lambda_cycle: float = 10.0
     lambda_box: float = 10.0
     lambda_local: float = 1.0
-    lambda_det: float = 1.0
+    lambda_det: float = 0.1  # its gradient at G is ~100x the adversarial one
     lambda_unroll: float = 1.0
     pool_size: int = 50
     log_every: int = 10
@@ -176,6 +176,31 @@ class Inserter(nn.Module):
             freeze_batch_norm(self.detector)
 
 
+def calibrate_batch_norm(model: nn.Module, images: torch.Tensor) -> None:
+    """Set the running statistics of the batch norms that never saw data (still mean 0,
+    variance 1: a from-scratch backbone, SSD's extra layers and heads) to those of ``images``
+    (``N x 3 x H x W`` in [0, 1]; one no-grad forward pass). Frozen at their initial values,
+    such layers would not normalise anything, and activations shrink layer after layer until
+    the detector's output hardly depends on its input."""
+    fresh = [
+        m for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        and bool((m.running_mean == 0).all()) and bool((m.running_var == 1).all())
+    ]
+    if not fresh:
+        return
+    momenta = [m.momentum for m in fresh]
+    model.eval()
+    for m in fresh:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: this one batch sets the statistics
+        m.train()
+    with torch.no_grad():
+        model(list(images))
+    for m, momentum in zip(fresh, momenta):
+        m.momentum = momentum
+
+
 def freeze_batch_norm(model: nn.Module) -> None:
     """Training mode with every batch norm on its running statistics (its affine weights still
     train): batches of a few images cannot estimate statistics (at 64 px SSD's last maps are
@@ -204,6 +229,10 @@ class _Trainer:
             else None
         )
         self.pools = {name: ImagePool(config.pool_size, seed=config.seed * 1000 + k) for k, name in enumerate(("object", "clean", "local"))}
+        if n.detector is not None:
+            labelled = torch.from_numpy(np.array(data.labelled.images[:16])).permute(0, 3, 1, 2).float() / 255
+            calibrate_batch_norm(n.detector, labelled.to(device))
+            freeze_batch_norm(n.detector)
         self.crop = config.crop or config.size // 2
         self.step = 0
 
@@ -263,7 +292,7 @@ class _Trainer:
         for p, g in zip(g_params, grads):
             p.grad = g
         self.opt_g.step()
-        parts["g_total"] = total
+        parts["loss"] = total
 
         for d in (n.d_object, n.d_clean, n.d_local):
             d.requires_grad_(True)
