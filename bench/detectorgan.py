@@ -191,6 +191,39 @@ def _seconds_per_step(run: Path) -> dict[str, float]:
     return {k: round(statistics.median(v), 3) for k, v in phases.items()}
 
 
+def _locality(args, method: str, n: int = 20) -> dict[str, float]:
+    """Where the inserter changed the clean image (before JPEG), over samples 0..n-1: pixels
+    changed outside the box's blending margin (should be none), inside the box, in the margin."""
+    import torch
+
+    from synthgen.compositor import sample_rng
+    from synthgen.insert.networks import insertion_weight
+    from synthgen.insert.render import InsertSpec, prepare_insert
+
+    renderer, _, _ = prepare_insert(InsertSpec(str(args.work / "runs" / method), str(args.work / "clean")), progress=False)
+    outside = inside = ring = 0.0
+    counts = [0, 0, 0]
+    for index in range(n):
+        sample = renderer.render(args.seed, index)
+        rng = sample_rng(args.seed, index)
+        background = np.asarray(renderer.backgrounds[int(rng.integers(len(renderer.backgrounds)))]).astype(int)
+        x, y, w, h = sample.annotations[0].bbox
+        weight = insertion_weight([torch.tensor([[x, y, x + w, y + h]])], args.size, renderer.architecture["margin"])[0, 0].numpy()
+        diff = np.abs(sample.image.astype(int) - background).max(axis=2)
+        box = np.zeros_like(weight, dtype=bool)
+        box[int(y) : int(y + h), int(x) : int(x + w)] = True
+        outside += (diff[weight == 0] > 0).sum()
+        inside += diff[box].sum()
+        ring += diff[(weight > 0) & ~box].sum()
+        counts = [counts[0] + (weight == 0).sum(), counts[1] + box.sum(), counts[2] + ((weight > 0) & ~box).sum()]
+    return {
+        "changed_pixels_outside_margin": int(outside),
+        "mean_abs_change_in_box": round(inside / counts[1], 1),
+        "mean_abs_change_in_margin": round(ring / max(1, counts[2]), 1),
+        "samples": n,
+    }
+
+
 def _report(args) -> None:
     from synthgen.preview import make_contact_sheet
 
@@ -214,6 +247,7 @@ def _report(args) -> None:
                 "seconds": [round(s["seconds"]) for s in scores],
             }
     results["ap50_test"] = table
+    results["locality"] = {m: _locality(args, m) for m in METHODS if (args.work / "runs" / m / "last.pt").is_file()}
     img = ROOT / "docs" / "img"
     img.mkdir(parents=True, exist_ok=True)
     for method in (*METHODS, "paste"):
@@ -232,12 +266,12 @@ def main() -> None:
     parser.add_argument("--ngf", type=int, default=16, help="Generator and discriminator width (CycleGAN: 64).")
     parser.add_argument("--pretrain-gan", type=int, default=100)
     parser.add_argument("--pretrain-detector", type=int, default=60)
-    parser.add_argument("--joint-steps", type=int, default=40)
+    parser.add_argument("--joint-steps", type=int, default=25)
     parser.add_argument("--n-train", type=int, default=50, help="Penn-Fudan images in the labelled split.")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0, help="Seed of the inserters and of the generated data.")
     parser.add_argument("--n-synthetic", type=int, default=200)
-    parser.add_argument("--det-steps", type=int, default=200)
+    parser.add_argument("--det-steps", type=int, default=150)
     parser.add_argument("--det-size", type=int, default=128)
     sub = parser.add_subparsers(dest="stage", required=True)
     sub.add_parser("data").set_defaults(func=_data)
