@@ -553,18 +553,37 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
     continues after it. Raises :class:`synthgen.errors.SynthgenError` on bad input and
     :class:`WriteError` when the disk fills up.
     """
+    spec.validate()
+    _check_options(options)
+    scene = prepare(spec, progress=options.progress, device=options.device, generator_batch=options.generator_batch)
+    return write_dataset(scene.compositor, spec, options, scene.notes, console, generated=scene.generated)
+
+
+def write_dataset(
+    renderer, spec, options: RunOptions, notes: list[str], console=None, description: str = "pasting", generated=None
+) -> RunSummary:
+    """Render samples with ``renderer`` and write them to ``options.out``, in index order, with
+    resume and clean stops: the writing half of :func:`run_paste`, shared by every command that
+    makes samples.
+
+    ``renderer`` is anything shaped like a :class:`Compositor`: ``render(seed, index,
+    keep_masks=..., out=...) -> Sample`` (a function of ``(seed, index)`` only), ``categories``
+    (class names) and ``config.width``/``config.height``; it must pickle for ``spawn`` workers.
+    ``spec`` has ``seed``, ``jpeg_quality``, ``masks``, ``validate()`` and ``to_dict()`` (the
+    settings a resume must repeat). ``generated``: a generator object source, whose object blocks
+    are kept in the run's folder so that a resume reuses them.
+    """
     from synthgen.writers import WriterOptions, make_writer
 
     spec.validate()
     _check_options(options)
-    scene = prepare(spec, progress=options.progress, device=options.device, generator_batch=options.generator_batch)
     _prepare_output(spec, options)
-    if scene.generated is not None:
-        scene.generated.attach(options.out / RUN_DIR)
+    if generated is not None:
+        generated.attach(options.out / RUN_DIR)
     writer = make_writer(
         options.format,
         options.out,
-        scene.compositor.categories,
+        renderer.categories,
         WriterOptions(
             shard_size=options.shard_size,
             shard_max_bytes=options.shard_max_bytes,
@@ -583,8 +602,8 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
     progress = progress_bar("samples", options.progress, console)
     try:
         with stop, progress:
-            task = progress.add_task("pasting", total=total, completed=done)
-            for staged in _produce(scene.compositor, spec, indices, options.workers, stop, writer.stager()):
+            task = progress.add_task(description, total=total, completed=done)
+            for staged in _produce(renderer, spec, indices, options.workers, stop, writer.stager()):
                 writer.commit(staged)
                 written += 1
                 objects += staged.objects
@@ -614,7 +633,7 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
         empty_images=empty,
         seconds=time.perf_counter() - started,
         interrupted=stop.requested,
-        notes=scene.notes,
+        notes=notes,
     )
 
 

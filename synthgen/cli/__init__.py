@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from synthgen import __version__
-from synthgen.cli import look, models, paste, redo, train
+from synthgen.cli import insert, look, models, paste, redo, train
 from synthgen.cli.common import friendly_errors, out_console
 
 app = typer.Typer(
@@ -62,6 +62,7 @@ app.command()(paste.segment)
 app.command()(look.preview)
 app.command()(look.stats)
 app.command()(look.download)
+app.command()(insert.insert)
 
 # `synthgen pretrain|finetune|evaluate`, and the same commands under `synthgen train`, beside the
 # trainers of the generative models.
@@ -71,6 +72,7 @@ for _name in ("pretrain", "finetune", "evaluate"):
     app.command(_name)(_command)
     train_group.command(_name)(_command)
 train_group.command("redo")(friendly_errors(redo.redo))
+train_group.command("detectorgan")(insert.detectorgan)
 app.add_typer(train_group, name="train")
 app.add_typer(models.app, name="models")
 
