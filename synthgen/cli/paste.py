@@ -49,6 +49,10 @@ def paste(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out.", rich_help_panel="Output"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier synthgen output in --out.", rich_help_panel="Output"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel="Output"),
+    compositor: Optional[str] = typer.Option(None, "--compositor", help="numpy (OpenCV, one sample at a time) | torch (batched on --device; the same boxes and labels, pixels within a few grey levels). Default: torch with a CUDA device, else numpy. Torch draws alpha and gaussian blending on the device; a sample with poisson or motion blending is rendered whole on the CPU.", rich_help_panel="Device"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N: where the torch compositor draws and encodes (nvJPEG on CUDA).", rich_help_panel="Device"),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated GPUs (0,1 or cuda:0,cuda:1): one process per device, each writing its share to OUT/part-K (the parts together: one gap-free shard set).", rich_help_panel="Device"),
+    batch_size: int = typer.Option(64, "--batch-size", help="Samples per pass of the torch compositor (changes no sample).", rich_help_panel="Device"),
     preset: Optional[str] = typer.Option(None, "--preset", help="faces | birds | cars: the paper authors' ranges; other flags override.", rich_help_panel="Composition"),
     size: Optional[str] = typer.Option(None, "--size", help="Output WIDTHxHEIGHT [320x320].", rich_help_panel="Composition"),
     background_fit: Optional[str] = typer.Option(None, "--bg-fit", help="crop (keep aspect, random crop) | stretch.", rich_help_panel="Composition"),
@@ -77,8 +81,16 @@ def paste(
     Example: synthgen paste --objects faces/ --backgrounds voc --exclude-classes person --format wds --n inf
     """
     spec, options = paste_settings(**locals())
-    from synthgen.engine import run_paste
+    from synthgen.engine import run_paste, run_paste_on_devices
 
+    if devices:
+        parts = run_paste_on_devices(spec, options, parse_devices(devices))
+        for part in parts:
+            _print_paste_summary(part)
+        if any(part.interrupted for part in parts) and options.n is not None:
+            console.print("[yellow]interrupted[/]: run the same command with --resume to finish every part.")
+            raise typer.Exit(130)
+        return
     summary = run_paste(spec, options, console=console)
     _print_paste_summary(summary)
     if summary.interrupted and options.n is not None:
@@ -132,6 +144,7 @@ def paste_settings(**values: Any):
         seed=v["seed"],
         jpeg_quality=v["jpeg_quality"],
         masks=v["masks"],
+        compositor=v["compositor"] or ("torch" if v["devices"] or v["device"].startswith("cuda") else "numpy"),
     )
     options = RunOptions(
         out=Path(v["out"]),
@@ -145,8 +158,18 @@ def paste_settings(**values: Any):
         shard_size=v["shard_size"],
         shard_max_bytes=v["shard_max_bytes"],
         progress=not v["quiet"],
+        device=v["device"],
+        batch_size=v["batch_size"],
     )
     return spec, options
+
+
+def parse_devices(text: str) -> list[str]:
+    """``0,1`` or ``cuda:0,cuda:1`` -> ["cuda:0", "cuda:1"]."""
+    names = [f"cuda:{d}" if d.isdigit() else d for d in parse_list(text)]
+    if not names or len(set(names)) != len(names):
+        raise InputError(f"--devices {text!r}: give distinct devices, e.g. 0,1 or cuda:0,cuda:1")
+    return names
 
 
 def paste_spec_from_config(path: Path | None = None):

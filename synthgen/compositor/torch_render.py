@@ -60,7 +60,7 @@ _KNOWN_FIELDS = frozenset(
 
 def check_supported(config: CompositeConfig) -> None:
     """Raise InputError if ``config`` uses a setting the torch compositor does not implement."""
-    default = CompositeConfig()
+    default = type(config)()
     unknown = [f.name for f in dataclasses.fields(config) if f.name not in _KNOWN_FIELDS and getattr(config, f.name) != getattr(default, f.name)]
     if unknown:
         raise InputError(
@@ -234,7 +234,7 @@ class DeviceImages:
         pixels = torch.empty((total, channels), dtype=torch.uint8, device=device)
         start = 0
         for im, (h, w) in zip(images, shapes):
-            src = im if isinstance(im, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(im))
+            src = im if isinstance(im, torch.Tensor) else torch.from_numpy(np.array(im))  # a writable copy
             pixels[start : start + h * w].copy_(src.reshape(h * w, channels), non_blocking=False)
             start += h * w
         return cls(pixels, [h for h, _ in shapes], [w for _, w in shapes])
