@@ -263,8 +263,8 @@ def _ragged(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 def _resize_taps(src: torch.Tensor, dst: torch.Tensor, area: torch.Tensor):
     """Source indices and weights (T, K) for every output coordinate of every item (T = sum of
     ``dst``), OpenCV's rules: ``INTER_AREA`` box weights where ``area`` (the source is not
-    smaller), else ``INTER_LINEAR`` (half-pixel centres, edge replicated). Returns the taps and
-    each item's first row."""
+    smaller), else ``INTER_LINEAR`` (half-pixel centres, edge replicated). Returns the taps,
+    each item's first row and how many taps each item uses."""
     owner, j, starts = _ragged(dst)
     s, d = src[owner].double(), dst[owner].double()
     scale = s / d
@@ -295,7 +295,14 @@ def _resize_taps(src: torch.Tensor, dst: torch.Tensor, area: torch.Tensor):
     limit = (s - 1)[:, None]
     idx = torch.minimum(idx.clamp_min(0), limit).long()
     weights = torch.where(is_area[:, None], w_area, w_lin).float()
-    return idx, weights, starts
+    needed = torch.where(area, torch.ceil(src.double() / dst.double()).long() + 1, torch.full_like(src, 2))
+    return idx, weights, starts, needed
+
+
+def _rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[index]`` along the first axis (``index_select``: on the CPU several times
+    faster than advanced indexing)."""
+    return torch.index_select(values, 0, index)
 
 
 def _reflect101(i: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -309,8 +316,21 @@ def _reflect101(i: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
 def _recolour(matrices: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
     """``cv2.transform`` of (E, 3) pixels by per-element (E, 3, 4) affine colour matrices:
     rounded and saturated."""
-    out = torch.einsum("eij,ej->ei", matrices[:, :, :3], rgb) + matrices[:, :, 3]
+    out = matrices[:, :, 0] * rgb[:, 0:1] + matrices[:, :, 1] * rgb[:, 1:2] + matrices[:, :, 2] * rgb[:, 2:3] + matrices[:, :, 3]
     return torch.round(out).clamp_(0, 255)
+
+
+def _taps_sum(read, idx: torch.Tensor, weights: torch.Tensor, tap_row: torch.Tensor, needed: torch.Tensor) -> torch.Tensor:
+    """``sum_k read(k, elements) * weights[tap_row, k]`` over the taps each element ``needed``:
+    ``read(k, sel)`` returns the (len(sel), C) values of tap k for the elements ``sel`` (None:
+    all). A big shrink in the batch widens the tap table; only its own elements pay for it."""
+    out = read(0, None) * _rows(weights[:, 0], tap_row)[:, None]
+    for k in range(1, idx.shape[1]):
+        sel = torch.nonzero(needed > k).squeeze(1)
+        if sel.numel() == 0:
+            break
+        out.index_add_(0, sel, read(k, sel) * _rows(weights[:, k], _rows(tap_row, sel))[:, None])
+    return out
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
@@ -345,7 +365,7 @@ def _blur(values: torch.Tensor, sel: torch.Tensor, owner: torch.Tensor, y: torch
                 src = base + _reflect101(yy, h) * w + xs
             if constant:
                 weight = torch.where(inside, weight, torch.zeros_like(weight))
-            acc += source[src] * weight[:, None]
+            acc += _rows(source, src) * weight[:, None]
         if axis == 1:
             source = values.clone()
             source[sel] = acc
@@ -420,8 +440,8 @@ class TorchCompositor:
             alpha = part[:, 3:4]
             # OpenCV's blend_alpha: two rounded products, a saturating sum.
             colour = torch.round(part[:, :3] * alpha * (1.0 / 255.0))
-            under = torch.round(flat[pix].float() * (255.0 - alpha) * (1.0 / 255.0))
-            flat[pix] = (colour + under).clamp_(0, 255).to(torch.uint8)
+            under = torch.round(_rows(flat, pix).float() * (255.0 - alpha) * (1.0 / 255.0))
+            flat.index_copy_(0, pix, (colour + under).clamp_(0, 255).to(torch.uint8))
         return canvas
 
     def _backgrounds(self, crops: list[tuple[int, int, int]]) -> torch.Tensor:
@@ -440,7 +460,7 @@ class TorchCompositor:
             w = bg.widths[index[sl]]
             start = bg.starts[index[sl]] + y0[sl] * w + x0[sl]
             src = start[:, None, None] + rows[None, :, None] * w[:, None, None] + cols[None, None, :]
-            canvas[sl] = bg.pixels[src]
+            canvas[sl] = _rows(bg.pixels, src.reshape(-1)).view(src.shape + (3,))
         return canvas
 
     def _patches(self, plans: list[ObjectPlan]):
@@ -464,30 +484,39 @@ class TorchCompositor:
             first = torch.as_tensor([p.colour_first for p in plans], dtype=torch.bool, device=dev)
 
         # Resize, horizontal pass: (source rows x output columns) per object.
-        x_idx, x_w, x_starts = _resize_taps(src_w, rw, area)
+        x_idx, x_w, x_starts, x_needed = _resize_taps(src_w, rw, area)
         owner, local, inter_starts = _ragged(src_h * rw)
         row, col = local // rw[owner], local % rw[owner]
         tap_row = x_starts[owner] + col
         base = pool.starts[choice][owner] + row * src_w[owner]
-        recolour_source = first is not None and bool(first.any())
-        if recolour_source:
-            source_matrix = torch.where(first[:, None, None], matrices, torch.eye(3, 4, device=dev))[owner]
-        inter = torch.zeros((owner.numel(), 4), dtype=torch.float32, device=dev)
-        for k in range(x_idx.shape[1]):
-            value = pool.pixels[base + x_idx[tap_row, k]].float()
-            if recolour_source:
-                value[:, :3] = _recolour(source_matrix, value[:, :3])
-            inter += value * x_w[tap_row, k, None]
+        source_matrices = None
+        if first is not None and bool(first.any()):
+            source_matrices = matrices
+
+        def read_source(k: int, sel: torch.Tensor | None) -> torch.Tensor:
+            b, t, o = (base, tap_row, owner) if sel is None else (base[sel], tap_row[sel], owner[sel])
+            value = _rows(pool.pixels, b + _rows(x_idx[:, k], t)).float()
+            if source_matrices is not None:
+                sub = torch.nonzero(_rows(first, o)).squeeze(1)
+                value[sub, :3] = _recolour(_rows(source_matrices, _rows(o, sub)), value[sub, :3])
+            return value
+
+        inter = _taps_sum(read_source, x_idx, x_w, tap_row, x_needed[owner])
         # Vertical pass, and the flip: output (rows x columns) per object.
-        y_idx, y_w, y_starts = _resize_taps(src_h, rh, area)
+        y_idx, y_w, y_starts, y_needed = _resize_taps(src_h, rh, area)
         owner, local, resized_starts = _ragged(rh * rw)
         row, col = local // rw[owner], local % rw[owner]
         read_col = torch.where(flip[owner], rw[owner] - 1 - col, col)
         tap_row = y_starts[owner] + row
         base = inter_starts[owner] + read_col
-        resized = torch.zeros((owner.numel(), 4), dtype=torch.float32, device=dev)
-        for k in range(y_idx.shape[1]):
-            resized += inter[base + y_idx[tap_row, k] * rw[owner]] * y_w[tap_row, k, None]
+        stride = rw[owner]
+
+        def read_rows(k: int, sel: torch.Tensor | None) -> torch.Tensor:
+            if sel is None:
+                return _rows(inter, base + _rows(y_idx[:, k], tap_row) * stride)
+            return _rows(inter, _rows(base, sel) + _rows(y_idx[:, k], _rows(tap_row, sel)) * _rows(stride, sel))
+
+        resized = _taps_sum(read_rows, y_idx, y_w, tap_row, y_needed[owner])
         resized = torch.round(resized).clamp_(0, 255)
         del inter
 
@@ -529,7 +558,7 @@ class TorchCompositor:
                 inside = (u >= 1) & (u <= rw[o]) & (v >= 1) & (v <= rh[o])
                 ru = torch.minimum((u - 1).clamp(min=0), rw[o] - 1)
                 rv = torch.minimum((v - 1).clamp(min=0), rh[o] - 1)
-                value = resized[resized_starts[o] + rv * rw[o] + ru].clone()
+                value = _rows(resized, resized_starts[o] + rv * rw[o] + ru)
                 value[:, 3] *= inside
                 weight = (ax if dx else 1 - ax) * (ay if dy else 1 - ay)
                 acc += value * weight[:, None]
@@ -538,8 +567,9 @@ class TorchCompositor:
 
         # Colour matrix (on the pasted pixels, unless done on the cut-out's), noise, blur, feathering.
         if coloured:
-            after = torch.where(first[:, None, None], torch.eye(3, 4, device=dev), matrices)
-            patches[:, :3] = _recolour(after[owner], patches[:, :3])
+            later = torch.as_tensor([p.colour is not None and not p.colour_first for p in plans], dtype=torch.bool, device=dev)
+            sub = torch.nonzero(_rows(later, owner)).squeeze(1)
+            patches[sub, :3] = _recolour(_rows(matrices, _rows(owner, sub)), patches[sub, :3])
         noisy = [n for n, p in enumerate(plans) if p.noise is not None]
         if noisy:
             first = np.cumsum([0] + [p.shape[0] * p.shape[1] for p in plans])
