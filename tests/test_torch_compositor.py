@@ -169,3 +169,22 @@ def test_device_settings_are_checked(tmp_path, objects_dir, backgrounds_dir):
         run_paste(spec_for(objects_dir, backgrounds_dir), RunOptions(out=tmp_path / "a", n=2, device="cuda", progress=False))
     with pytest.raises(InputError, match="compositor 'jax'"):
         spec_for(objects_dir, backgrounds_dir, compositor="jax").validate()
+
+
+def test_training_batches_come_from_the_device_stream_with_the_host_streams_boxes(objects_dir, backgrounds_dir):
+    from synthgen.training.data import DevicePasteSource, live_paste_source, make_loader
+
+    spec = spec_for(objects_dir, backgrounds_dir, compositor="torch")
+    source = live_paste_source(spec, device="cpu")
+    assert isinstance(source, DevicePasteSource)
+    batches = make_loader(source, image_size=64, batch_size=3, seed=0, resume_from=2, rank=1, world_size=2)
+    images, targets = next(batches)
+    assert len(images) == 3 and images[0].shape == (3, 64, 64) and images[0].dtype == torch.float32
+    # Samples 3, 5, 7 (resume_from + rank, stepping by world_size), boxes scaled to 64x64.
+    host = list(zip(range(3), source.stream(0, 3, 2)))
+    for (_, item), target in zip(host, targets):
+        expected = torch.from_numpy(item.boxes) * torch.tensor([64 / 96, 64 / 80] * 2)
+        wide = ((expected[:, 2] - expected[:, 0]) >= 1) & ((expected[:, 3] - expected[:, 1]) >= 1)
+        assert torch.allclose(target["boxes"], expected[wide], atol=1e-4)
+        assert target["labels"].tolist() == torch.from_numpy(item.labels)[wide].tolist()
+    assert isinstance(live_paste_source(spec_for(objects_dir, backgrounds_dir), device="cpu"), type(source.stream.__self__))
