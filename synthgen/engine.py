@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from synthgen.writers import StagedSample
 
 RUN_DIR = ".synthgen"
+COMPOSITORS = ("numpy", "torch")
 RUN_FILE = "run.json"
 
 
@@ -68,6 +69,9 @@ class PasteSpec:
     masks: bool = False
     #: How a generator source (``objects`` a model name or file) makes objects; None otherwise.
     generator: GeneratorSettings | None = None
+    #: "numpy": the OpenCV renderer, one sample at a time; "torch": the batched torch compositor
+    #: (same boxes and labels, pixels within a few grey levels: synthgen.compositor.torch_render).
+    compositor: str = "numpy"
 
     def validate(self) -> "PasteSpec":
         self.composite.validate()
@@ -83,6 +87,12 @@ class PasteSpec:
             raise InputError(f"seed {self.seed} must be >= 0")
         if self.generator is not None:
             self.generator.validate()
+        if self.compositor not in COMPOSITORS:
+            raise InputError(f"compositor {self.compositor!r}: choose one of {', '.join(COMPOSITORS)}")
+        if self.compositor == "torch":
+            from synthgen.compositor.torch_render import check_supported
+
+            check_supported(self.composite)
         if self.exclude_classes and self.backgrounds is None:
             raise InputError("--exclude-classes needs --backgrounds voc or coco:FILE.json (the demo scenes have no classes)")
         return self
@@ -110,9 +120,13 @@ class RunOptions:
     shard_size: int = 1000
     shard_max_bytes: int = 1 << 30
     progress: bool = True
-    #: Where a generator source runs ("cpu", "cuda", "cuda:1"), and its batch size.
+    #: Where a generator source and the torch compositor run ("cpu", "cuda", "cuda:N"); the numpy
+    #: compositor runs on the CPU.
     device: str = "cpu"
+    #: Objects a generator source makes per forward pass.
     generator_batch: int = 32
+    #: Samples drawn per pass of the torch compositor (no effect on any sample).
+    batch_size: int = 64
 
 
 @dataclass
@@ -217,9 +231,9 @@ def new_canvas(compositor: Compositor) -> np.ndarray:
     return np.empty((compositor.config.height, compositor.config.width, 3), dtype=np.uint8)
 
 
-def encode_sample(sample: Sample, jpeg_quality: int, masks: bool) -> EncodedSample:
-    """JPEG-encode a rendered sample and turn its annotations into plain data (RLE masks when
-    ``masks``), ready for any writer."""
+def encode_sample(sample: Sample, jpeg_quality: int, masks: bool, jpeg: bytes | None = None) -> EncodedSample:
+    """JPEG-encode a rendered sample (or take its ``jpeg``, encoded elsewhere) and turn its
+    annotations into plain data (RLE masks when ``masks``), ready for any writer."""
     from pycocotools import mask as mask_utils
 
     annotations = []
@@ -234,7 +248,7 @@ def encode_sample(sample: Sample, jpeg_quality: int, masks: bool) -> EncodedSamp
         key=sample_key(sample.index),
         width=sample.width,
         height=sample.height,
-        jpeg=encode_jpeg(sample.image, jpeg_quality),
+        jpeg=encode_jpeg(sample.image, jpeg_quality) if jpeg is None else jpeg,
         annotations=annotations,
         skipped_objects=sample.skipped_objects,
     )
@@ -394,9 +408,23 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _produce(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], workers: int, stop: _StopFlag, stage) -> Iterator[StagedSample]:
+@dataclass
+class DeviceRun:
+    """The torch compositor's part of a run: the CPU compositor that plans, where to draw, and
+    how many samples per pass."""
+
+    compositor: Compositor
+    device: str = "cpu"
+    batch_size: int = 64
+
+
+def _produce(compositor: Compositor | DeviceRun, spec: PasteSpec, indices: Iterator[int], workers: int, stop: _StopFlag, stage) -> Iterator[StagedSample]:
     """Staged samples for ``indices``, in order, rendered, encoded and staged (``stage``, a
-    writer's stager) in this process or, with several ``workers``, in worker processes."""
+    writer's stager) in this process or, with several ``workers``, in worker processes; by the
+    torch compositor given a :class:`DeviceRun`."""
+    if isinstance(compositor, DeviceRun):
+        yield from _produce_on_device(compositor, spec, indices, workers, stop, stage)
+        return
     if workers <= 1:
         canvas = new_canvas(compositor)
         for index in indices:
@@ -405,6 +433,30 @@ def _produce(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], wo
             yield stage(render_encoded(compositor, spec, index, canvas))
         return
     yield from _render_in_workers(compositor, spec, indices, workers, stage=stage, should_stop=lambda: stop.requested)
+
+
+def _produce_on_device(run: DeviceRun, spec: PasteSpec, indices: Iterator[int], workers: int, stop: _StopFlag, stage) -> Iterator[StagedSample]:
+    """:func:`_produce` with the torch compositor: samples are planned (every draw, placement
+    and box) by the CPU renderer, here or in ``workers`` processes, then drawn and JPEG-encoded
+    ``run.batch_size`` at a time on ``run.device``; staged and committed by this process."""
+    from synthgen.compositor.torch_render import Planner, TorchCompositor, encode_images
+
+    planner = Planner(run.compositor.config, run.compositor.objects, run.compositor.backgrounds)
+    if workers <= 1:
+        planned: Iterator = (planner.render(spec.seed, i, keep_masks=spec.masks) for i in indices)
+    else:
+        planned = _render_in_workers(planner, spec, indices, workers, stage=None, should_stop=lambda: stop.requested)
+    drawer = None
+    for batch in _batched(planned, run.batch_size):
+        if stop.requested:
+            return
+        if drawer is None:  # after the planning workers have forked: no device state in them
+            drawer = TorchCompositor(planner.config, planner.objects, planner.backgrounds, run.device)
+        jpegs = encode_images(drawer.draw(batch), spec.jpeg_quality)
+        for sample, jpeg in zip(batch, jpegs):
+            if stop.requested:
+                return
+            yield stage(encode_sample(sample, spec.jpeg_quality, spec.masks, jpeg=jpeg))
 
 
 def _render_in_workers(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], workers: int, stage, should_stop) -> Iterator:
@@ -459,6 +511,9 @@ def _run_settings(spec: PasteSpec, options: RunOptions) -> dict:
         "num_shards": options.num_shards,
         "shard_size": options.shard_size,
         "shard_max_bytes": options.shard_max_bytes,
+        # The JPEG encoder (nvJPEG on CUDA, libjpeg-turbo otherwise) changes the bytes: a resume
+        # must use the same one.
+        "jpeg_encoder": "cuda" if spec.compositor == "torch" and options.device.startswith("cuda") else "cpu",
     }
 
 
@@ -539,6 +594,87 @@ def _check_options(options: RunOptions) -> None:
         )
     if options.shard_size < 1 or options.shard_max_bytes < 1024:
         raise InputError("--shard-size must be >= 1 and --shard-max-bytes >= 1024")
+    if options.batch_size < 1:
+        raise InputError(f"--batch-size {options.batch_size} must be at least 1")
+
+
+def _check_device(spec: PasteSpec, options: RunOptions) -> None:
+    if spec.compositor == "torch":
+        from synthgen.detectors import resolve_device
+
+        resolve_device(options.device)  # a clear error for a GPU that is not there
+    elif options.device != "cpu":
+        raise InputError(f"--device {options.device} needs --compositor torch: the numpy compositor runs on the CPU")
+
+
+def device_parts(options: RunOptions, devices: list[str]) -> list[RunOptions]:
+    """The run options of one process per device: process k writes ``OUT/part-k`` and makes the
+    samples of shard ``shard_index + num_shards * k`` of ``num_shards * len(devices)``, so the
+    parts of all devices (and machines) together are the whole dataset, and for WebDataset one
+    gap-free ``shard-*.tar`` numbering. Only the first part shows a progress bar."""
+    if not devices:
+        raise InputError("--devices needs at least one device, e.g. 0,1 or cuda:0,cuda:1")
+    return [
+        dataclasses.replace(
+            options,
+            out=options.out / f"part-{k}",
+            device=device,
+            shard_index=options.shard_index + options.num_shards * k,
+            num_shards=options.num_shards * len(devices),
+            progress=options.progress and k == 0,
+        )
+        for k, device in enumerate(devices)
+    ]
+
+
+def _device_main(spec: PasteSpec, options: RunOptions, results) -> None:
+    try:
+        results.put((options.shard_index, run_paste(spec, options), None))
+    except SynthgenError as err:
+        results.put((options.shard_index, None, err))
+    except BaseException:
+        results.put((options.shard_index, None, traceback.format_exc()))
+
+
+def run_paste_on_devices(spec: PasteSpec, options: RunOptions, devices: list[str]) -> list[RunSummary]:
+    """:func:`run_paste` in one process per device (see :func:`device_parts`), all at once.
+    Ctrl-C / SIGTERM reach every process (one process group): each stops cleanly and
+    ``--resume`` with the same ``--devices`` continues all parts."""
+    spec.validate()
+    parts = device_parts(options, devices)
+    for part in parts:
+        _check_options(part)
+        _check_device(spec, part)
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
+    results = context.Queue()
+    processes = [context.Process(target=_device_main, args=(spec, part, results)) for part in parts]
+    summaries: dict[int, RunSummary] = {}
+    errors: list = []
+    with _StopFlag():  # the children receive the signal themselves and stop cleanly
+        for process in processes:
+            process.start()
+        answered = 0
+        while answered < len(processes):
+            try:
+                shard, summary, error = results.get(timeout=1.0)
+            except queue.Empty:
+                if sum(p.exitcode is not None for p in processes) > answered:
+                    time.sleep(1.0)  # a result put just before exiting may still be in the pipe
+                    if results.empty():
+                        raise RuntimeError("a device process died unexpectedly (out of memory?)") from None
+                continue
+            answered += 1
+            if error is not None:
+                errors.append(error)
+            else:
+                summaries[shard] = summary
+        for process in processes:
+            process.join()
+    for error in errors:
+        if isinstance(error, BaseException):
+            raise error
+        raise RuntimeError(f"a device process failed:\n{error}")
+    return [summaries[part.shard_index] for part in parts]
 
 
 def local_count(n: int, shard_index: int, num_shards: int) -> int:
@@ -555,6 +691,7 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
     """
     spec.validate()
     _check_options(options)
+    _check_device(spec, options)
     scene = prepare(spec, progress=options.progress, device=options.device, generator_batch=options.generator_batch)
     return write_dataset(scene.compositor, spec, options, scene.notes, console, generated=scene.generated)
 
@@ -603,6 +740,8 @@ def write_dataset(
     try:
         with stop, progress:
             task = progress.add_task(description, total=total, completed=done)
+            if getattr(spec, "compositor", "numpy") == "torch":
+                renderer = DeviceRun(renderer, options.device, options.batch_size)
             for staged in _produce(renderer, spec, indices, options.workers, stop, writer.stager()):
                 writer.commit(staged)
                 written += 1
@@ -620,8 +759,8 @@ def write_dataset(
             "fix the cause (free disk space?) and rerun with --resume."
         ) from None
     finally:
-        if scene.generated is not None:
-            scene.generated.close()
+        if generated is not None:
+            generated.close()
     writer.close()
     return RunSummary(
         out=options.out,

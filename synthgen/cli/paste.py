@@ -39,7 +39,6 @@ def paste(
     pool_size: Optional[int] = typer.Option(None, "--pool-size", help="Generator objects: objects generated per block [256].", rich_help_panel="Generator objects"),
     truncation_psi: Optional[float] = typer.Option(None, "--truncation", help="Generator objects: truncation psi (default: the model card's, 0.7 for StyleGAN v1, else 1).", rich_help_panel="Generator objects"),
     object_size: Optional[int] = typer.Option(None, "--object-size", help="Generator objects: longest side they are shrunk to before segmentation; 0 = as generated [256].", rich_help_panel="Generator objects"),
-    device: str = typer.Option("cpu", "--device", help="Generator objects: where they are generated and segmented (cpu, cuda, cuda:1).", rich_help_panel="Generator objects"),
     generator_batch: int = typer.Option(32, "--generator-batch", help="Generator objects: images per generator call (on CPU it does not change them; a GPU may round differently).", rich_help_panel="Generator objects"),
     out: Path = typer.Option(Path("synthgen_out"), "--out", help="Output folder.", rich_help_panel="Output"),
     format: str = typer.Option("coco", "--format", "-f", help="coco | wds | yolo.", rich_help_panel="Output"),
@@ -55,6 +54,10 @@ def paste(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out.", rich_help_panel="Output"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier synthgen output in --out.", rich_help_panel="Output"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel="Output"),
+    compositor: Optional[str] = typer.Option(None, "--compositor", help="numpy (OpenCV, one sample at a time) | torch (batched on --device; the same boxes and labels, pixels within a few grey levels). Default: torch with a CUDA device, else numpy. Torch draws alpha and gaussian blending on the device; a sample with poisson or motion blending is rendered whole on the CPU.", rich_help_panel="Device"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N: where generator objects are generated and segmented, and where the torch compositor draws and encodes (nvJPEG on CUDA).", rich_help_panel="Device"),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated GPUs (0,1 or cuda:0,cuda:1): one process per device, each writing its share to OUT/part-K (the parts together: one gap-free shard set).", rich_help_panel="Device"),
+    batch_size: int = typer.Option(64, "--batch-size", help="Samples per pass of the torch compositor (changes no sample).", rich_help_panel="Device"),
     preset: Optional[str] = typer.Option(None, "--preset", help="faces | birds | cars: the paper authors' ranges; other flags override.", rich_help_panel="Composition"),
     size: Optional[str] = typer.Option(None, "--size", help="Output WIDTHxHEIGHT [320x320].", rich_help_panel="Composition"),
     background_fit: Optional[str] = typer.Option(None, "--bg-fit", help="crop (keep aspect, random crop) | stretch.", rich_help_panel="Composition"),
@@ -83,8 +86,16 @@ def paste(
     Example: synthgen paste --objects faces/ --backgrounds voc --exclude-classes person --format wds --n inf
     """
     spec, options = paste_settings(**locals())
-    from synthgen.engine import run_paste
+    from synthgen.engine import run_paste, run_paste_on_devices
 
+    if devices:
+        parts = run_paste_on_devices(spec, options, parse_devices(devices))
+        for part in parts:
+            _print_paste_summary(part)
+        if any(part.interrupted for part in parts) and options.n is not None:
+            console.print("[yellow]interrupted[/]: run the same command with --resume to finish every part.")
+            raise typer.Exit(130)
+        return
     summary = run_paste(spec, options, console=console)
     _print_paste_summary(summary)
     if summary.interrupted and options.n is not None:
@@ -146,6 +157,7 @@ def paste_settings(**values: Any):
         jpeg_quality=v["jpeg_quality"],
         masks=v["masks"],
         generator=generator,
+        compositor=v["compositor"] or ("torch" if v["devices"] or v["device"].startswith("cuda") else "numpy"),
     )
     options = RunOptions(
         out=Path(v["out"]),
@@ -161,8 +173,17 @@ def paste_settings(**values: Any):
         progress=not v["quiet"],
         device=v["device"],
         generator_batch=v["generator_batch"],
+        batch_size=v["batch_size"],
     )
     return spec, options
+
+
+def parse_devices(text: str) -> list[str]:
+    """``0,1`` or ``cuda:0,cuda:1`` -> ["cuda:0", "cuda:1"]."""
+    names = [f"cuda:{d}" if d.isdigit() else d for d in parse_list(text)]
+    if not names or len(set(names)) != len(names):
+        raise InputError(f"--devices {text!r}: give distinct devices, e.g. 0,1 or cuda:0,cuda:1")
+    return names
 
 
 def paste_spec_from_config(path: Path | None = None):
