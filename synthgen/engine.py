@@ -53,8 +53,15 @@ class PasteSpec:
     objects: str | None = None
     #: A folder of photos, ``voc``/``voc:PATH``, or ``coco:PATH.json``. None: built-in demo scenes.
     backgrounds: str | None = None
-    #: With voc/coco backgrounds: drop images that contain any of these classes.
+    #: With voc/coco/yolo backgrounds: drop images that contain any of these classes.
     exclude_classes: tuple[str, ...] = ()
+    #: With coco/yolo backgrounds: keep the images' own objects as labels, updated under
+    #: occlusion by the pasted ones (copy-paste augmentation of a labelled set).
+    keep_annotations: bool = False
+    #: With coco backgrounds: only the images with these ids (e.g. a few-shot subset).
+    background_images: tuple[int, ...] = ()
+    #: Objects pasted without labels (same forms as ``objects``): Cut-Paste-Learn's distractors.
+    distractors: str | None = None
     segmenter: str = "auto"
     #: Options of the segmenter, e.g. {"margin": "0.1"} for grabcut or {"checkpoint": "..."} for redo.
     segmenter_options: dict[str, str] = field(default_factory=dict)
@@ -72,6 +79,9 @@ class PasteSpec:
     #: "numpy": the OpenCV renderer, one sample at a time; "torch": the batched torch compositor
     #: (same boxes and labels, pixels within a few grey levels: synthgen.compositor.torch_render).
     compositor: str = "numpy"
+    #: Write each object's visible fraction, visible box and amodal box (COCO and WebDataset
+    #: JSON keys, a YOLO sidecar).
+    visibility: bool = False
 
     def validate(self) -> "PasteSpec":
         self.composite.validate()
@@ -95,11 +105,14 @@ class PasteSpec:
             check_supported(self.composite)
         if self.exclude_classes and self.backgrounds is None:
             raise InputError("--exclude-classes needs --backgrounds voc or coco:FILE.json (the demo scenes have no classes)")
+        if self.keep_annotations and self.backgrounds is None:
+            raise InputError("--keep-annotations needs labelled --backgrounds: coco:FILE.json or yolo:DIR (the demo scenes have no labels)")
         return self
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["exclude_classes"] = list(self.exclude_classes)
+        data["background_images"] = list(self.background_images)
         return data
 
 
@@ -152,6 +165,8 @@ class RunSummary:
     seconds: float
     interrupted: bool
     notes: list[str]
+    #: Boxes written by this run per class name, in category order.
+    per_class: dict[str, int] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -165,7 +180,7 @@ def prepare(spec: PasteSpec, progress: bool = True, device: str = "cpu", generat
     """Resolve objects and backgrounds, building (or loading cached) object and background pools.
     A generator source is loaded on ``device``; its objects are made as samples need them (see
     :mod:`synthgen.sources.generators`), once the scene's ``generated`` objects are attached."""
-    from synthgen.backgrounds import cached_background_pool, resolve_backgrounds
+    from synthgen.backgrounds import BackgroundLabels, cached_background_pool, resolve_backgrounds
     from synthgen.demo import ensure_demo_data
     from synthgen.pool import ObjectPool, cached_pool, format_summary
     from synthgen.segmenters import MaskQuality
@@ -206,11 +221,27 @@ def prepare(spec: PasteSpec, progress: bool = True, device: str = "cpu", generat
             pool = cached_pool(resolved, spec.segmenter, dict(spec.segmenter_options), quality, progress=progress)
         notes.append("objects: " + format_summary(pool.summary))
 
+    distractors = None
+    if spec.distractors is not None:
+        resolved = resolve_objects(spec.distractors)
+        if isinstance(resolved, Path):
+            distractors = ObjectPool.load(resolved)
+        else:
+            quality = MaskQuality(min_area=spec.min_mask_area, max_area=spec.max_mask_area, max_border=spec.max_border)
+            distractors = cached_pool(resolved, spec.segmenter, dict(spec.segmenter_options), quality, progress=progress)
+        notes.append("distractors (unlabelled): " + format_summary(distractors.summary))
+
     cfg = spec.composite
-    source = resolve_backgrounds(backgrounds_spec, list(spec.exclude_classes))
+    source = resolve_backgrounds(backgrounds_spec, list(spec.exclude_classes), spec.keep_annotations, spec.background_images)
     backgrounds = cached_background_pool(source, cfg.width, cfg.height, cfg.background_fit, progress=progress)
     notes.append("backgrounds: " + _background_note(backgrounds.summary))
-    return Scene(compositor=Compositor(cfg, pool, backgrounds), notes=notes, is_demo=is_demo, generated=generated)
+    labels = None
+    if spec.keep_annotations:
+        labels = BackgroundLabels(source.labels, backgrounds, pool.classes)
+        extra = f"; new classes after the objects': {', '.join(labels.extra_classes)}" if labels.extra_classes else ""
+        notes.append(f"kept annotations: {labels.count:,} objects of the backgrounds{extra}")
+    compositor = Compositor(cfg, pool, backgrounds, distractors=distractors, labels=labels)
+    return Scene(compositor=compositor, notes=notes, is_demo=is_demo, generated=generated)
 
 
 def _background_note(summary: dict) -> str:
@@ -224,16 +255,17 @@ def _background_note(summary: dict) -> str:
 def render_encoded(compositor: Compositor, spec: PasteSpec, index: int, canvas: np.ndarray) -> EncodedSample:
     """Render and encode sample ``index`` into the reusable ``canvas`` buffer (a fresh 300 KB
     array per sample costs page faults that show on the hot path)."""
-    return encode_sample(compositor.render(spec.seed, index, keep_masks=spec.masks, out=canvas), spec.jpeg_quality, spec.masks)
+    return encode_sample(compositor.render(spec.seed, index, keep_masks=spec.masks, out=canvas), spec.jpeg_quality, spec.masks, visibility=getattr(spec, "visibility", False))
 
 
 def new_canvas(compositor: Compositor) -> np.ndarray:
     return np.empty((compositor.config.height, compositor.config.width, 3), dtype=np.uint8)
 
 
-def encode_sample(sample: Sample, jpeg_quality: int, masks: bool, jpeg: bytes | None = None) -> EncodedSample:
+def encode_sample(sample: Sample, jpeg_quality: int, masks: bool, jpeg: bytes | None = None, visibility: bool = False) -> EncodedSample:
     """JPEG-encode a rendered sample (or take its ``jpeg``, encoded elsewhere) and turn its
-    annotations into plain data (RLE masks when ``masks``), ready for any writer."""
+    annotations into plain data (RLE masks when ``masks``; visible fraction, visible and amodal
+    boxes when ``visibility``), ready for any writer."""
     from pycocotools import mask as mask_utils
 
     annotations = []
@@ -242,7 +274,12 @@ def encode_sample(sample: Sample, jpeg_quality: int, masks: bool, jpeg: bytes | 
         if masks and ann.mask is not None:
             rle = mask_utils.encode(np.asfortranarray(ann.mask.astype(np.uint8)))
             segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-        annotations.append(EncodedAnnotation(list(ann.bbox), ann.category_id, ann.area, segmentation))
+        encoded = EncodedAnnotation(list(ann.bbox), ann.category_id, ann.area, segmentation)
+        if visibility:
+            encoded.visibility = float(ann.visible_fraction)
+            encoded.visible_bbox = list(ann.visible_bbox or ann.bbox)
+            encoded.amodal_bbox = list(ann.amodal_bbox or ann.bbox)
+        annotations.append(encoded)
     return EncodedSample(
         index=sample.index,
         key=sample_key(sample.index),
@@ -456,7 +493,7 @@ def _produce_on_device(run: DeviceRun, spec: PasteSpec, indices: Iterator[int], 
         for sample, jpeg in zip(batch, jpegs):
             if stop.requested:
                 return
-            yield stage(encode_sample(sample, spec.jpeg_quality, spec.masks, jpeg=jpeg))
+            yield stage(encode_sample(sample, spec.jpeg_quality, spec.masks, jpeg=jpeg, visibility=getattr(spec, "visibility", False)))
 
 
 def _render_in_workers(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], workers: int, stage, should_stop) -> Iterator:
@@ -533,16 +570,19 @@ def _prepare_output(spec: PasteSpec, options: RunOptions) -> None:
     from synthgen.cache import atomic_write_json
 
     out = options.out
-    settings_path = out / RUN_DIR / RUN_FILE
+    settings_path = run_settings_path(options)
     if options.resume and options.overwrite:
         raise InputError("--resume and --overwrite contradict each other: choose one")
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder")
     if options.resume:
         if not settings_path.exists():
-            raise InputError(f"nothing to resume in {out}: it holds no synthgen run (no {RUN_DIR}/{RUN_FILE})")
+            raise InputError(f"nothing to resume in {out}: it holds no synthgen run (no {settings_path.relative_to(out)})")
         previous = _flatten(json.loads(settings_path.read_text()))
         current = _flatten(json.loads(json.dumps(_run_settings(spec, options))))
+        # Settings added since the run was made count as their defaults (what that run used).
+        defaults = _flatten(json.loads(json.dumps(_run_settings(PasteSpec(), options))))
+        previous = {**{k: v for k, v in defaults.items() if k not in previous}, **previous}
         changed = [
             f"{key}: {previous.get(key)!r} -> {current.get(key)!r}"
             for key in sorted(set(previous) | set(current))
@@ -554,7 +594,9 @@ def _prepare_output(spec: PasteSpec, options: RunOptions) -> None:
                 "Resume with the same settings, or write to a new folder."
             )
         return
-    if out.exists() and any(out.iterdir()):
+    if options.num_shards > 1 and out.exists() and any(out.iterdir()):
+        _check_shared_output(options, settings_path)
+    elif out.exists() and any(out.iterdir()):
         if not options.overwrite:
             raise OutputExistsError(
                 f"output folder {out} is not empty: pass --overwrite to replace it, "
@@ -572,6 +614,35 @@ def _prepare_output(spec: PasteSpec, options: RunOptions) -> None:
                 child.unlink()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(settings_path, _run_settings(spec, options))
+
+
+def run_settings_path(options: RunOptions) -> Path:
+    """``OUT/.synthgen/run.json``, or this machine's own in a folder several machines share."""
+    from synthgen.writers import WriterOptions, state_dir
+
+    return state_dir(options.out, WriterOptions(shard_index=options.shard_index, num_shards=options.num_shards)) / RUN_FILE
+
+
+def _check_shared_output(options: RunOptions, settings_path: Path) -> None:
+    """A folder that other machines of the same job write into may hold their files; it must
+    hold nothing of this machine's (unless resuming) and nothing that is not synthgen's."""
+    out = options.out
+    run_dir = out / RUN_DIR
+    if not run_dir.is_dir() or (run_dir / RUN_FILE).exists():
+        raise OutputExistsError(
+            f"output folder {out} is not empty and holds no other part of a job split over machines "
+            "(--num-shards): choose an empty or new folder, shared by all machines of the job"
+        )
+    if options.overwrite:
+        raise InputError(
+            f"--overwrite with --num-shards {options.num_shards}: other machines share {out}, so it is not "
+            "deleted; remove it yourself, or continue with --resume"
+        )
+    if settings_path.exists():
+        raise OutputExistsError(
+            f"machine {options.shard_index} of {options.num_shards} already wrote into {out}: pass --resume to "
+            "continue its part, or choose another --out"
+        )
 
 
 def _check_options(options: RunOptions) -> None:
@@ -726,6 +797,7 @@ def write_dataset(
             shard_max_bytes=options.shard_max_bytes,
             shard_index=options.shard_index,
             num_shards=options.num_shards,
+            visibility=getattr(spec, "visibility", False),
         ),
     )
     done = writer.open(resume=options.resume)
@@ -734,6 +806,8 @@ def write_dataset(
     indices = (options.shard_index + p * options.num_shards for p in positions)
 
     written = objects = skipped = empty = 0
+    categories = renderer.categories
+    per_class = [0] * (len(categories) + 1)  # by category id
     started = time.perf_counter()
     stop = _StopFlag()
     progress = progress_bar("samples", options.progress, console)
@@ -748,6 +822,8 @@ def write_dataset(
                 objects += staged.objects
                 skipped += staged.skipped_objects
                 empty += not staged.objects
+                for label in staged.labels:
+                    per_class[label] += 1
                 progress.advance(task)
     except WriteError:
         _close_after_failure(writer)
@@ -773,6 +849,7 @@ def write_dataset(
         seconds=time.perf_counter() - started,
         interrupted=stop.requested,
         notes=notes,
+        per_class=dict(zip(categories, per_class[1:])),
     )
 
 

@@ -31,6 +31,10 @@ class Annotation:
     area: float
     mask: np.ndarray | None = None  # (H, W) bool visible mask; None when masks were not kept
     visible_fraction: float = 1.0  # visible pixels / pixels of the whole pasted object
+    #: The extent of the visible pixels (``bbox`` unless the amodal box was chosen as main box).
+    visible_bbox: tuple[float, float, float, float] | None = None
+    #: The extent of the whole object's mask, hidden parts included, not clipped to the image.
+    amodal_bbox: tuple[float, float, float, float] | None = None
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
@@ -60,6 +64,10 @@ class EncodedAnnotation:
     category_id: int
     area: float
     segmentation: dict | None = None  # COCO RLE ({"size": [h, w], "counts": str}) when masks are kept
+    #: With --visibility (else None): visible / whole-object pixels, and both boxes (COCO xywh).
+    visibility: float | None = None
+    visible_bbox: list[float] | None = None
+    amodal_bbox: list[float] | None = None
 
 
 @dataclass

@@ -20,7 +20,9 @@ from synthgen.backgrounds.pool import (
     fit_image,
     fitted_size,
 )
+from synthgen.backgrounds.labels import BackgroundLabels, SourceLabels
 from synthgen.backgrounds.voc import VOC_CLASSES, voc_source
+from synthgen.backgrounds.yolo import yolo_source
 from synthgen.errors import InputError
 from synthgen.registry import Registry
 
@@ -31,21 +33,27 @@ BACKGROUND_KINDS.register("voc", help="Pascal VOC devkit: voc:PATH, or bare `voc
     voc_source
 )
 BACKGROUND_KINDS.register("coco", help="images of a COCO annotation file: coco:PATH.json")(coco_source)
+BACKGROUND_KINDS.register("yolo", help="train images of a YOLO folder: yolo:DIR (holding data.yaml)")(yolo_source)
 BACKGROUND_KINDS.register("folder", help="all images in a folder, recursively: folder:PATH or just PATH")(
     folder_source
 )
 
 # Kinds that mean a downloadable dataset when given without a path.
 _BARE_KINDS = ("voc",)
+# Kinds whose annotations can be kept (--keep-annotations).
+LABELLED_KINDS = ("coco", "yolo")
 
 
-def resolve_backgrounds(spec: str, exclude_classes: Sequence[str] = ()) -> BackgroundSource:
+def resolve_backgrounds(
+    spec: str, exclude_classes: Sequence[str] = (), keep_annotations: bool = False, image_ids: Sequence[int] = ()
+) -> BackgroundSource:
     """Turn a user's ``--backgrounds`` value into a :class:`BackgroundSource`.
 
     ``voc`` (the downloaded Pascal VOC) | ``voc:PATH`` | ``coco:PATH.json`` or any ``*.json``
     (COCO) | ``folder:PATH`` or a plain folder / image path. ``exclude_classes`` drops images
-    that show those classes, which needs annotations (voc or coco). A folder that happens to be
-    called ``voc`` is written ``./voc``.
+    that show those classes, which needs annotations (voc, coco or yolo). A folder that happens
+    to be called ``voc`` is written ``./voc``. ``keep_annotations`` (coco and yolo) attaches the
+    images' own objects; ``image_ids`` (coco) takes only those images.
     """
     spec = spec.strip()
     if not spec:
@@ -60,13 +68,23 @@ def resolve_backgrounds(spec: str, exclude_classes: Sequence[str] = ()) -> Backg
         kind, target = "coco", Path(spec)
     else:
         kind, target = "folder", Path(spec)
-    return BACKGROUND_KINDS.get(kind)(target, exclude)
+    if keep_annotations and kind not in LABELLED_KINDS:
+        raise InputError(
+            f"--keep-annotations needs labelled backgrounds (coco:FILE.json or yolo:DIR); {spec} is a {kind} source"
+        )
+    if image_ids and kind != "coco":
+        raise InputError(f"choosing background images by id needs coco:FILE.json backgrounds, not {spec}")
+    extra: dict = {"keep_annotations": True} if keep_annotations else {}
+    if image_ids:
+        extra["image_ids"] = tuple(image_ids)
+    return BACKGROUND_KINDS.get(kind)(target, exclude, **extra)
 
 
 __all__ = [
     "BACKGROUND_KINDS",
     "FITS",
     "VOC_CLASSES",
+    "BackgroundLabels",
     "BackgroundPool",
     "BackgroundSource",
     "build_background_pool",
@@ -76,5 +94,7 @@ __all__ = [
     "fitted_size",
     "folder_source",
     "resolve_backgrounds",
+    "SourceLabels",
+    "yolo_source",
     "voc_source",
 ]

@@ -6,10 +6,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from synthgen.errors import InputError
 from synthgen.imageio import IMAGE_SUFFIXES, is_image_path
+
+if TYPE_CHECKING:
+    from synthgen.backgrounds.labels import SourceLabels
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ class BackgroundSource:
 
     paths: tuple[Path, ...]
     description: str
+    #: The images' own annotations, when asked to keep them (coco and yolo sources).
+    labels: "SourceLabels | None" = None
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from synthgen import __version__
-from synthgen.cli import insert, look, models, paste, redo, train
+from synthgen.cli import insert, look, models, paste, redo, train, verify
 from synthgen.cli.common import friendly_errors, out_console
 
 app = typer.Typer(
@@ -63,6 +63,7 @@ app.command()(look.preview)
 app.command()(look.stats)
 app.command()(look.download)
 app.command()(insert.insert)
+app.command()(verify.verify)
 
 # `synthgen pretrain|finetune|evaluate`, and the same commands under `synthgen train`, beside the
 # trainers of the generative models.

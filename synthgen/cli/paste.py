@@ -30,6 +30,8 @@ def paste(
     objects: Optional[str] = typer.Option(None, "--objects", "-o", help="Folder of object images (one class, or one subfolder per class), an object pool from `synthgen segment`, a generator name (`synthgen models list`) or a generator file. Default: built-in demo objects.", rich_help_panel="Inputs"),
     backgrounds: Optional[str] = typer.Option(None, "--backgrounds", "-b", help="Folder of scene photos, `voc`, `voc:PATH` or `coco:FILE.json`. Default: built-in demo scenes.", rich_help_panel="Inputs"),
     exclude_classes: Optional[str] = typer.Option(None, "--exclude-classes", help="Comma-separated classes: voc/coco backgrounds that contain them are dropped.", rich_help_panel="Inputs"),
+    keep_annotations: bool = typer.Option(False, "--keep-annotations", help="With --backgrounds coco:FILE.json or yolo:DIR: keep the images' own boxes and classes, updated where pasted objects cover them (copy-paste augmentation).", rich_help_panel="Inputs"),
+    distractors: Optional[str] = typer.Option(None, "--distractors", help="Folder of objects pasted WITHOUT labels (other kinds of things, against false positives); segmented like --objects.", rich_help_panel="Inputs"),
     segmenter: str = typer.Option("auto", "--segmenter", help="none | alpha | mask | grabcut | auto (alpha, else paired mask, else grabcut) | redo-lfw, redo-cub, redo-flowers (ReDO model names) | redo:PATH.pth (a ReDO checkpoint).", rich_help_panel="Inputs"),
     segmenter_options: Optional[str] = typer.Option(None, "--segmenter-options", help="Comma-separated KEY=VALUE options of the segmenter, e.g. margin=0.1,iterations=8 (grabcut) or fg_channel=0,threshold=0.5,device=cuda (redo).", rich_help_panel="Inputs"),
     min_mask_area: float = typer.Option(0.05, help="Reject masks covering less than this fraction of the object image.", rich_help_panel="Inputs"),
@@ -46,6 +48,8 @@ def paste(
     seed: int = typer.Option(0, help="Same seed, same dataset, byte for byte.", rich_help_panel="Output"),
     jpeg_quality: int = typer.Option(90, help="JPEG quality 1-100.", rich_help_panel="Output"),
     masks: bool = typer.Option(False, "--masks", help="Also write instance masks (COCO RLE) of each object's visible part.", rich_help_panel="Output"),
+    visibility: bool = typer.Option(False, "--visibility", help="Also write each object's visible fraction, visible box and amodal (whole-object) box: COCO/WebDataset JSON keys, a YOLO sidecar visibility/<split>/<key>.txt.", rich_help_panel="Output"),
+    box: Optional[str] = typer.Option(None, "--box", help="Main box of each object: visible (its visible pixels) | amodal (the whole object, clipped to the image) [visible].", rich_help_panel="Output"),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (output is identical for any number).", rich_help_panel="Output"),
     shard_index: int = typer.Option(0, help="This machine's part when several machines share the work.", rich_help_panel="Output"),
     num_shards: int = typer.Option(1, help="How many machines share the work (machine k makes samples i % num_shards == k).", rich_help_panel="Output"),
@@ -80,6 +84,10 @@ def paste(
     min_visible: Optional[float] = typer.Option(None, help="Keep every object at least this fraction visible (occlusion and truncation) [0.6]; 1 = no occlusion.", rich_help_panel="Composition"),
     truncation: Optional[float] = typer.Option(None, help="Max fraction of an object outside the image [0].", rich_help_panel="Composition"),
     max_tries: Optional[int] = typer.Option(None, help="Placement attempts per object before it is skipped [20].", rich_help_panel="Composition"),
+    class_balance: Optional[str] = typer.Option(None, "--class-balance", help="How often each object class is drawn: source (as many as its cut-outs) | uniform | W1,W2,... (one weight per class) [source].", rich_help_panel="Composition"),
+    distractors_per_image: Optional[str] = typer.Option(None, help="MIN,MAX distractors per image, with --distractors [1,3].", rich_help_panel="Composition"),
+    distractor_scale: Optional[str] = typer.Option(None, help="MIN,MAX distractor size relative to the image's short side [0.1,0.5].", rich_help_panel="Composition"),
+    protect: Optional[float] = typer.Option(None, "--protect", help="With --keep-annotations: the largest fraction of an existing object pasted objects may cover [1 - min-visible].", rich_help_panel="Composition"),
 ) -> None:
     """Paste segmented objects onto backgrounds: a COCO dataset, WebDataset shards or a YOLO folder.
 
@@ -142,11 +150,18 @@ def paste_settings(**values: Any):
         min_visible=v["min_visible"],
         truncation=v["truncation"],
         max_tries=v["max_tries"],
+        box=v["box"],
+        class_balance=parse_class_balance(v["class_balance"]),
+        distractors_per_image=parse_range(v["distractors_per_image"], "distractors-per-image", int),
+        distractor_scale=parse_range(v["distractor_scale"], "distractor-scale"),
+        protect=v["protect"],
     )
     spec = PasteSpec(
         objects=v["objects"],
         backgrounds=v["backgrounds"],
         exclude_classes=parse_list(v["exclude_classes"]),
+        keep_annotations=v["keep_annotations"],
+        distractors=v["distractors"],
         segmenter=v["segmenter"],
         segmenter_options=parse_options(v["segmenter_options"]),
         min_mask_area=v["min_mask_area"],
@@ -158,6 +173,7 @@ def paste_settings(**values: Any):
         masks=v["masks"],
         generator=generator,
         compositor=v["compositor"] or ("torch" if v["devices"] or v["device"].startswith("cuda") else "numpy"),
+        visibility=v["visibility"],
     )
     options = RunOptions(
         out=Path(v["out"]),
@@ -184,6 +200,19 @@ def parse_devices(text: str) -> list[str]:
     if not names or len(set(names)) != len(names):
         raise InputError(f"--devices {text!r}: give distinct devices, e.g. 0,1 or cuda:0,cuda:1")
     return names
+
+
+def parse_class_balance(text: str | None):
+    """``--class-balance``: None, "source", "uniform" or a tuple of weights from ``"1,2,1"``."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text.lower() in ("source", "uniform"):
+        return text.lower()
+    try:
+        return tuple(float(w) for w in parse_list(text))
+    except ValueError:
+        raise InputError(f"--class-balance {text!r}: expected source, uniform or comma-separated weights like 1,2,1") from None
 
 
 def paste_spec_from_config(path: Path | None = None):
@@ -215,6 +244,9 @@ def _print_paste_summary(summary) -> None:
     table.add_row("objects", f"{summary.objects:,} boxes; {summary.skipped_objects:,} objects skipped (no valid place)")
     if summary.empty_images:
         table.add_row("empty", f"{summary.empty_images:,} images without objects")
+    if len(summary.per_class) > 1:
+        total = max(sum(summary.per_class.values()), 1)
+        table.add_row("per class", ", ".join(f"{escape(name)} {count:,} ({100 * count / total:.0f}%)" for name, count in summary.per_class.items()))
     if summary.interrupted:
         table.add_row("stopped", "by signal; every written file is complete")
     console.print(table)

@@ -61,6 +61,28 @@ Amp = Annotated[bool, typer.Option("--amp", help="Mixed precision (CUDA only).")
 NReal = Annotated[Optional[int], typer.Option("--n-real", help="Train on a seeded subset of this many real images.")]
 SubsetSeed = Annotated[Optional[int], typer.Option("--subset-seed", help="Seed of the real subset (default: --seed).")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a live progress bar.")]
+AugmentPaste = Annotated[
+    float,
+    typer.Option(
+        "--augment-paste",
+        help="Copy-paste augmentation of the real images: this share of them (0-1) get objects pasted on, their "
+        "own boxes kept and updated, as the [paste] table of synthgen.toml (or --paste-config) describes. 0: off.",
+    ),
+]
+PasteConfig = Annotated[Optional[Path], typer.Option("--paste-config", help="TOML file whose [paste] table --augment-paste uses (default: ./synthgen.toml).")]
+
+
+def _augmented(source, augment_paste: float, paste_config: Path | None):
+    """``source`` (real COCO images) with --augment-paste applied, or as it is when 0."""
+    if not augment_paste:
+        return source
+    from synthgen.cli.paste import paste_spec_from_config
+    from synthgen.errors import InputError
+    from synthgen.training.data import CocoSource, augment_paste_source
+
+    if not isinstance(source, CocoSource):
+        raise InputError("--augment-paste pastes onto real COCO images: give the real data as a COCO file")
+    return augment_paste_source(source, paste_spec_from_config(paste_config), augment_paste)
 
 
 def _config(**options: Any):
@@ -171,6 +193,8 @@ def pretrain(
         bool, typer.Option("--pretrained-backbone/--no-pretrained-backbone", help="ImageNet backbone weights, or from scratch.")
     ] = True,
     progress: Progress = True,
+    augment_paste: AugmentPaste = 0.0,
+    paste_config: PasteConfig = None,
 ) -> None:
     """Pretrain a detector on synthetic data (optionally interleaved with real images)."""
     from synthgen.errors import InputError
@@ -190,6 +214,9 @@ def pretrain(
     real_source = None
     if real is not None:
         real_source = open_source(str(real), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed)
+        real_source = _augmented(real_source, augment_paste, paste_config)
+    elif augment_paste:
+        raise InputError("--augment-paste pastes onto the real images of --real; give --real too")
     config = _config(**locals())
     result = run_pretrain(config, synthetic, _load_val(val), real=real_source, synthetic_fraction=synthetic_fraction)
     _report(result)
@@ -226,6 +253,8 @@ def finetune(
         ),
     ] = True,
     progress: Progress = True,
+    augment_paste: AugmentPaste = 0.0,
+    paste_config: PasteConfig = None,
 ) -> None:
     """Finetune on real images (a seeded --n-real subset for few-shot runs), from --init or, without
     it, from an ImageNet backbone (the baseline without synthetic pretraining)."""
@@ -234,6 +263,7 @@ def finetune(
     from synthgen.training.loop import train
 
     source = open_source(str(data), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed)
+    source = _augmented(source, augment_paste, paste_config)
     config = _config(**locals())
     if init is None:
         result = train(config, source, _load_val(val))

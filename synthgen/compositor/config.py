@@ -12,6 +12,8 @@ from synthgen.registry import Registry
 BLEND_MODES = ("alpha", "gaussian", "poisson", "motion")
 BACKGROUND_FITS = ("crop", "stretch")
 ASPECT_POLICIES = ("keep", "stretch")
+BOX_KINDS = ("visible", "amodal")
+CLASS_BALANCES = ("source", "uniform")
 
 Range = tuple[float, float]
 
@@ -65,6 +67,21 @@ class CompositeConfig:
     #: Largest fraction of an object's mask that may fall outside the image (0 = no truncation).
     truncation: float = 0.0
     max_tries: int = 20
+    #: The main box of each object: "visible" (the extent of its visible pixels) or "amodal"
+    #: (the extent of the whole object, hidden parts included, clipped to the image). Every
+    #: annotation carries both boxes and the visible fraction whichever is chosen.
+    box: str = "visible"
+    #: How often each class is drawn: "source" (a uniform draw over all cut-outs, so classes in
+    #: proportion to their cut-outs), "uniform" (every class alike), or one weight per class
+    #: of the object pool, in its class order.
+    class_balance: str | tuple[float, ...] = "source"
+    #: Distractors (unlabelled objects, with a distractor pool) per image, and their size as
+    #: ``scale`` measures it. Pasted after the objects under the same occlusion rule.
+    distractors_per_image: tuple[int, int] = (1, 3)
+    distractor_scale: Range = (0.1, 0.5)
+    #: Labelled backgrounds (kept annotations): the largest fraction of an existing object that
+    #: the pasted objects together may cover. None: ``1 - min_visible``, the rule pasted objects get.
+    protect: float | None = None
 
     def validate(self) -> "CompositeConfig":
         """Raise InputError naming the first impossible setting; return self when all is fine."""
@@ -103,6 +120,19 @@ class CompositeConfig:
             raise InputError(f"blend {','.join(self.blend)!r}: choose from {', '.join(BLEND_MODES)}")
         if self.max_tries < 1:
             raise InputError("max tries must be at least 1")
+        if self.box not in BOX_KINDS:
+            raise InputError(f"box {self.box!r}: choose one of {', '.join(BOX_KINDS)}")
+        if isinstance(self.class_balance, str):
+            if self.class_balance not in CLASS_BALANCES:
+                raise InputError(
+                    f"class balance {self.class_balance!r}: choose {' or '.join(CLASS_BALANCES)}, or give one weight per class (e.g. 1,2,1)"
+                )
+        elif not self.class_balance or any(not w >= 0 for w in self.class_balance) or not sum(self.class_balance) > 0:
+            raise InputError(f"class weights {self.class_balance}: need one weight >= 0 per class, not all zero")
+        check_range("distractors per image", *self.distractors_per_image, 0, 1000)
+        check_range("distractor scale", *self.distractor_scale, 1e-3, 4.0)
+        if self.protect is not None and not 0.0 <= self.protect <= 1.0:
+            raise InputError(f"protect {self.protect} must be in [0, 1]")
         return self
 
     def replace(self, **changes: Any) -> "CompositeConfig":

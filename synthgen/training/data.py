@@ -451,6 +451,25 @@ class DevicePasteSource:
         return list(pixels), targets
 
 
+def augment_paste_source(real: CocoSource, spec, fraction: float) -> MixedSource:
+    """Copy-paste augmentation of a real COCO set, live: a share ``fraction`` of the items are
+    ``spec``'s objects pasted onto the set's own images (only ``real``'s, e.g. its few-shot
+    subset), their boxes kept and updated where the pasted objects cover them (``synthgen
+    paste --keep-annotations``); the rest are the real items as they are."""
+    import dataclasses
+
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"--augment-paste {fraction}: the share of pasted-onto images must lie strictly between 0 and 1")
+    spec = dataclasses.replace(
+        spec,
+        backgrounds=f"coco:{real.coco.source}",
+        keep_annotations=True,
+        background_images=tuple(real.image_ids),
+        exclude_classes=(),
+    )
+    return MixedSource(real, live_paste_source(spec), fraction)
+
+
 def open_source(
     data: str,
     *,

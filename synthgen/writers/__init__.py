@@ -44,6 +44,9 @@ class WriterOptions:
     shard_index: int = 0  # this machine's part, for --shard-index/--num-shards
     num_shards: int = 1
     split: str = "train"  # yolo split folder name
+    #: yolo: write the visibility sidecar ``visibility/<split>/<key>.txt`` (the other formats
+    #: carry visibility in their annotations when the samples have it).
+    visibility: bool = False
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
@@ -73,13 +76,15 @@ class StagedSample:
     payload: bytes | memoryview
     #: COCO: the journal entry, kept in memory for annotations.json.
     entry: dict | None = None
+    #: The category id of every box, for the run's per-class counts.
+    labels: tuple[int, ...] = ()
 
     def __reduce_ex__(self, protocol: int):
         # Under pickle protocol 5 the payload goes out of band: a paste worker's
         # synthgen.channel.Channel writes it from this object's memory, not from a copy in the
         # pickle. (With no out-of-band receiver, protocol 5 stores it in the pickle as bytes.)
         payload = pickle.PickleBuffer(self.payload) if protocol >= 5 else self.payload
-        return (StagedSample, (self.index, self.key, self.objects, self.skipped_objects, payload, self.entry))
+        return (StagedSample, (self.index, self.key, self.objects, self.skipped_objects, payload, self.entry, self.labels))
 
 
 class Writer(Protocol):
@@ -111,6 +116,39 @@ class Writer(Protocol):
 WriterFactory = Callable[[Path, list[str], WriterOptions], Writer]
 
 WRITERS: Registry[WriterFactory] = Registry("output format")
+
+
+def state_dir(out: Path, options: WriterOptions) -> Path:
+    """Where a run keeps its bookkeeping (settings, journals) in ``out``: ``.synthgen/``, or, for
+    one machine of several writing into the same folder, ``.synthgen/part-KKKKK-of-NNNNN/``."""
+    base = Path(out) / ".synthgen"
+    if options.num_shards == 1:
+        return base
+    return base / f"part-{options.shard_index:05d}-of-{options.num_shards:05d}"
+
+
+def check_resume_layout(out: Path, options: WriterOptions) -> None:
+    """Refuse to resume a folder written with other --shard-index/--num-shards values: its
+    journals are elsewhere, and a resume would take the other machines' files for leftovers."""
+    base = Path(out) / ".synthgen"
+    parts = sorted(p.name for p in base.glob("part-*-of-*")) if base.is_dir() else []
+    mine = state_dir(out, options).name
+    if (options.num_shards == 1 and parts) or (options.num_shards > 1 and parts and mine not in parts) or (
+        options.num_shards > 1 and not parts and base.is_dir() and any(base.glob("*.jsonl"))
+    ):
+        found = ", ".join(parts) if parts else "one machine's run"
+        raise InputError(
+            f"{out} was written with other --shard-index/--num-shards values than {options.shard_index}/"
+            f"{options.num_shards} (it holds {found}); resume with the values of the first run"
+        )
+
+
+def owns_key(options: WriterOptions) -> Callable[[str], bool]:
+    """Whether a sample file name stem (a sample key) is this machine's to write or delete."""
+    k, n = options.shard_index, options.num_shards
+    if n == 1:
+        return lambda key: True
+    return lambda key: key.isdigit() and int(key) % n == k
 
 
 def make_writer(format: str, out: Path, categories: list[str], options: WriterOptions) -> Writer:

@@ -19,7 +19,7 @@ from typing import ClassVar
 from synthgen import __version__
 from synthgen.cache import atomic_write_bytes
 from synthgen.sample import EncodedSample
-from synthgen.writers import StagedSample, WriterOptions
+from synthgen.writers import StagedSample, WriterOptions, check_resume_layout, owns_key, state_dir
 from synthgen.writers.journal import (
     Journal,
     SampleJournalWriter,
@@ -33,6 +33,9 @@ from synthgen.writers.journal import (
 )
 
 ANNOTATIONS = "annotations.json"
+#: Keys of an annotation beyond COCO's own, written when the run asks for them (--visibility).
+#: ``iscrowd`` keeps its meaning (always 0: every pasted object is one instance).
+EXTRA_KEYS = ("visibility", "visible_bbox", "amodal_bbox")
 
 
 def journal_entry(sample: EncodedSample) -> dict:
@@ -42,9 +45,19 @@ def journal_entry(sample: EncodedSample) -> dict:
         record = {"bbox": [float(v) for v in ann.bbox], "category_id": int(ann.category_id), "area": float(ann.area)}
         if ann.segmentation is not None:
             record["segmentation"] = json_rle(ann.segmentation)
+        if ann.visibility is not None:
+            record["visibility"] = ann.visibility
+            record["visible_bbox"] = [float(v) for v in ann.visible_bbox]
+            record["amodal_bbox"] = [float(v) for v in ann.amodal_bbox]
         annotations.append(record)
     return {"index": sample.index, "key": sample.key, "width": sample.width, "height": sample.height,
             "annotations": annotations}
+
+
+def annotations_part_name(options: WriterOptions) -> str:
+    """The annotation file of one machine of several writing COCO into one folder
+    (``synthgen verify --merge`` joins the parts into annotations.json)."""
+    return f"annotations.part-{options.shard_index:05d}-of-{options.num_shards:05d}.json"
 
 
 def json_rle(rle: dict) -> dict:
@@ -67,7 +80,7 @@ class CocoStager:
         with deferred_interrupts(), write_errors(f"image {name}", path, intact="everything already journaled"):
             place_file(path, sample.jpeg)
         return StagedSample(sample.index, sample.key, len(sample.annotations), sample.skipped_objects,
-                            journal_line(entry), entry)
+                            journal_line(entry), entry, tuple(a.category_id for a in sample.annotations))
 
 
 class CocoWriter(SampleJournalWriter):
@@ -79,7 +92,10 @@ class CocoWriter(SampleJournalWriter):
         self.categories = categories
         self.options = options
         self.images_dir = out / "images"
-        self.journal = Journal(out / ".synthgen" / "coco.jsonl")
+        self.journal = Journal(state_dir(out, options) / "coco.jsonl")
+        self._mine = owns_key(options)
+        # Several machines in one folder: each writes its own part of the annotations.
+        self.annotations_name = ANNOTATIONS if options.num_shards == 1 else annotations_part_name(options)
         self._journaled: list[dict] = []  # the journal entries, in order
         self._opened = False
         self._failed = False
@@ -87,11 +103,13 @@ class CocoWriter(SampleJournalWriter):
     def open(self, *, resume: bool) -> int:
         with write_errors("the COCO image folder", self.out, intact="everything already journaled"):
             self.images_dir.mkdir(parents=True, exist_ok=True)
+            if resume:
+                check_resume_layout(self.out, self.options)
             entries = self.journal.open(resume=resume)
             with self.journal.closed_on_error():
                 if resume:
                     entries = resume_sample_journal(self.journal, entries, self._files_of)
-                    remove_unjournaled(self.images_dir, ".jpg", {e["key"] for e in entries})
+                    remove_unjournaled(self.images_dir, ".jpg", {e["key"] for e in entries}, self._mine)
         self._journaled = entries
         self._opened = True
         return len(entries)
@@ -110,12 +128,12 @@ class CocoWriter(SampleJournalWriter):
         if not self._opened:
             return
         self._opened = False
-        target = self.out / ANNOTATIONS
-        with write_errors(ANNOTATIONS, target, intact=f"every image and the journal ({len(self._journaled)} samples)"):
+        target = self.out / self.annotations_name
+        with write_errors(self.annotations_name, target, intact=f"every image and the journal ({len(self._journaled)} samples)"):
             try:
                 self.journal.close()
             finally:
-                remove_unjournaled(self.images_dir, ".jpg", {e["key"] for e in self._journaled})
+                remove_unjournaled(self.images_dir, ".jpg", {e["key"] for e in self._journaled}, self._mine)
                 # Compact JSON: the indented form goes through json's pure-Python encoder, which
                 # cost about a tenth of the whole run at 10 objects per image.
                 atomic_write_bytes(target, compact_json(coco_document(self._journaled, self.categories)))
@@ -135,6 +153,8 @@ def coco_document(entries: list[dict], categories: list[str]) -> dict:
                       "bbox": ann["bbox"], "area": ann["area"], "iscrowd": 0}
             if "segmentation" in ann:
                 record["segmentation"] = ann["segmentation"]
+            if "visibility" in ann:
+                record.update((key, ann[key]) for key in EXTRA_KEYS)
             annotations.append(record)
     return {
         "info": {"description": "synthetic detection data made by synthgen", "version": __version__},

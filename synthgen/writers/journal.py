@@ -194,14 +194,17 @@ def resume_sample_journal(journal: Journal, entries: list[dict], files_of: Calla
     return entries
 
 
-def remove_unjournaled(folder: Path, suffix: str, keep: set[str]) -> None:
+def remove_unjournaled(folder: Path, suffix: str, keep: set[str], mine: Callable[[str], bool] | None = None) -> None:
     """Delete files ``<key><suffix>`` in ``folder`` that the journal does not list (written by a
     run that was stopped before journaling them, possibly cut short, or staged by a worker
-    process for a sample the main process never committed)."""
+    process for a sample the main process never committed). ``mine``: only keys this machine
+    writes (other machines share the folder)."""
     with os.scandir(folder) as entries:
         for entry in entries:
-            if entry.name.endswith(suffix) and entry.name[: -len(suffix)] not in keep:
-                os.unlink(entry.path)
+            if entry.name.endswith(suffix):
+                key = entry.name[: -len(suffix)]
+                if key not in keep and (mine is None or mine(key)):
+                    os.unlink(entry.path)
 
 
 class deferred_interrupts:  # noqa: N801 - used like the context-manager functions beside it

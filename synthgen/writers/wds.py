@@ -30,7 +30,7 @@ from typing import IO, Any, ClassVar, Sequence
 from synthgen.cache import atomic_write_json
 from synthgen.errors import InputError, WriteError
 from synthgen.sample import EncodedSample
-from synthgen.writers import StagedSample, WriterOptions
+from synthgen.writers import StagedSample, WriterOptions, check_resume_layout, state_dir
 from synthgen.writers.coco import json_rle
 from synthgen.writers.journal import Journal, compact_json, deferred_interrupts, write_errors
 
@@ -59,7 +59,16 @@ def sample_json(sample: EncodedSample, categories: Sequence[str]) -> dict:
     }
     if any(a.segmentation is not None for a in anns):
         record["segmentations"] = [json_rle(a.segmentation) if a.segmentation is not None else None for a in anns]
+    if anns and anns[0].visibility is not None:
+        record["visibility"] = [float(a.visibility) for a in anns]
+        record["visible_boxes"] = [_xyxy(a.visible_bbox) for a in anns]
+        record["amodal_boxes"] = [_xyxy(a.amodal_bbox) for a in anns]
     return record
+
+
+def _xyxy(bbox) -> list[float]:
+    x, y, w, h = (float(v) for v in bbox)
+    return [x, y, x + w, y + h]
 
 
 def _file_bytes(members: int) -> int:
@@ -126,7 +135,8 @@ class WdsStager:
     def __call__(self, sample: EncodedSample) -> StagedSample:
         meta = compact_json(sample_json(sample, self.categories))
         members = tar_members(sample.key, (("jpg", sample.jpeg), ("json", meta)))
-        return StagedSample(sample.index, sample.key, len(sample.annotations), sample.skipped_objects, members)
+        return StagedSample(sample.index, sample.key, len(sample.annotations), sample.skipped_objects, members,
+                            labels=tuple(a.category_id for a in sample.annotations))
 
 
 class _Publisher:
@@ -192,7 +202,7 @@ class WdsWriter:
         self.out = out
         self.categories = categories
         self.options = options
-        self.journal = Journal(out / ".synthgen" / "wds.jsonl")
+        self.journal = Journal(state_dir(out, options) / "wds.jsonl")
         self._shards_done = 0  # finished shards of this machine (j of the next shard)
         self._partial = self._partial_path()  # the shard being (or next to be) written
         self._publisher = _Publisher(self.journal)
@@ -219,6 +229,8 @@ class WdsWriter:
         with write_errors("the WebDataset folder", self.out, intact="every .tar shard already written"):
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.out / CATEGORIES, [{"id": i + 1, "name": n} for i, n in enumerate(self.categories)])
+            if resume:
+                check_resume_layout(self.out, self.options)
             entries = self.journal.open(resume=resume)
             with self.journal.closed_on_error():
                 if resume:
@@ -242,13 +254,15 @@ class WdsWriter:
                 self.journal.keep(j)
                 entries = entries[:j]
                 break
+        # Only this machine's shard numbers: other machines may be writing into the same folder.
+        mine = lambda number: number.isdigit() and int(number) % self.options.num_shards == self.options.shard_index  # noqa: E731
         for path in self.out.glob("shard-*.tar.partial"):
-            path.unlink()
+            if mine(path.name[len("shard-") : -len(".tar.partial")]):
+                path.unlink()
         first_unjournaled = self.shard_number(len(entries))
         for path in self.out.glob("shard-*.tar"):
             number = path.name[len("shard-") : -len(".tar")]
-            if (number.isdigit() and int(number) >= first_unjournaled
-                    and int(number) % self.options.num_shards == self.options.shard_index):
+            if mine(number) and int(number) >= first_unjournaled:
                 path.unlink()
         return entries
 
