@@ -211,11 +211,12 @@ class Compositor:
         cfg = self.config
         rng = self._streams(seed, index)
         u_background, u_y, u_x, u_count = rng.random(4).tolist()
-        canvas, background, crop = self._background(u_background, u_y, u_x, out)
+        canvas = self._background(u_background, u_y, u_x, out)
         placed: list[_Placed] = []
         owners = _Owners(cfg.height, cfg.width, placed)
-        if self.labels is not None:
-            self._keep_labels(self.labels.objects(background), crop, placed)
+        if self.labels is not None:  # the background's own objects, at the bottom of the scene
+            _, background, y0, x0 = self._background_crop(u_background, u_y, u_x)
+            self._keep_labels(self.labels.objects(background), (x0, y0), placed)
         low, high = cfg.objects_per_image
         n_objects = low + int(u_count * (high - low + 1))
         skipped = 0
@@ -278,15 +279,14 @@ class Compositor:
 
     def _background(self, u_background: float, u_y: float, u_x: float, out: np.ndarray | None):
         """A crop of the output size from the background ``u_background`` picks, at the place
-        ``u_y``, ``u_x`` pick (uniform numbers in [0, 1)): ``(canvas, background index, (x0, y0)
-        of the crop in the background)``."""
+        ``u_y``, ``u_x`` pick (uniform numbers in [0, 1))."""
         cfg = self.config
-        bg, background, y0, x0 = self._background_crop(u_background, u_y, u_x)
+        bg, _, y0, x0 = self._background_crop(u_background, u_y, u_x)
         crop = bg[y0 : y0 + cfg.height, x0 : x0 + cfg.width]
         if out is None:
             out = np.empty((cfg.height, cfg.width, 3), np.uint8)
         cv2.copyTo(crop, None, out)  # row by row: about 15% faster than NumPy's strided copy
-        return out, background, (x0, y0)
+        return out
 
     def _background_crop(self, u_background: float, u_y: float, u_x: float) -> tuple[np.ndarray, int, int, int]:
         """The background ``u_background`` picks, its index, and the top-left corner (y0, x0) of
