@@ -225,3 +225,11 @@ def test_generated_objects_are_shrunk_to_the_object_size(tmp_path, random_genera
     assert not folder.exists()  # a stream's temporary blocks go with it
     with pytest.raises(InputError, match="--object-size"):
         GeneratorSettings(object_size=8).validate()
+
+
+def test_generator_objects_run_with_the_numpy_compositor(tmp_path, random_generator, backgrounds_dir):
+    from dataclasses import replace
+
+    s = replace(spec(random_generator, backgrounds=str(backgrounds_dir)), compositor="torch")
+    with pytest.raises(InputError, match="--compositor numpy"):
+        run_paste(s, RunOptions(out=tmp_path / "out", format="wds", n=3, progress=False))
