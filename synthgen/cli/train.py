@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from synthgen.cli.common import out_console
+from synthgen.cli.common import console, out_console
 
 # The CLI imports this module at start-up: it must not import torch (via synthgen.detectors), or
 # every `synthgen paste` would pay seconds and hundreds of MB for it. tests/test_cli.py checks
@@ -233,15 +233,35 @@ def evaluate(
     batch_size: BatchSize = 4,
     device: Device = "auto",
     preview: Annotated[
-        int, typer.Option("--preview", help="Draw predictions beside ground truth for the first N images (preview.png).")
+        int, typer.Option("--preview", help="Draw predictions beside ground truth for the first N images (preview.png, a grid).")
     ] = 0,
+    preview_min_score: Annotated[
+        float, typer.Option("--preview-min-score", help="Preview: draw predictions scoring at least this.")
+    ] = 0.3,
+    preview_max_boxes: Annotated[
+        int, typer.Option("--preview-max-boxes", help="Preview: draw at most this many predictions per image (best first).")
+    ] = 10,
+    preview_columns: Annotated[int, typer.Option("--preview-columns", help="Preview: image pairs per row.")] = 2,
+    skip_unreadable: Annotated[
+        bool,
+        typer.Option(
+            "--skip-unreadable",
+            help="Leave ground-truth images whose files do not decode out of the scores (counted and listed in "
+            "metrics.json) instead of stopping.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a checkpoint on a COCO file: COCO AP/AR and VOC AP@0.5 per class."""
+    from synthgen.errors import InputError
     from synthgen.evaluation import evaluate as run_evaluate
 
     out = out or checkpoint.parent / f"eval-{data.stem}"
+    if preview_max_boxes < 1 or preview_columns < 1 or not 0 <= preview_min_score <= 1:
+        raise InputError("--preview-max-boxes and --preview-columns must be >= 1, --preview-min-score in [0, 1]")
     metrics = run_evaluate(
-        checkpoint, data, images_root, score_threshold, out, device=device, batch_size=batch_size, preview=preview
+        checkpoint, data, images_root, score_threshold, out, device=device, batch_size=batch_size, preview=preview,
+        preview_min_score=preview_min_score, preview_max_boxes=preview_max_boxes, preview_columns=preview_columns,
+        skip_unreadable=skip_unreadable,
     )
     table = Table(title=f"{escape(str(checkpoint))} on {escape(str(data))}")
     table.add_column("metric")
@@ -253,4 +273,9 @@ def evaluate(
         else:
             table.add_row(name, "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value)))
     out_console.print(table)
+    if metrics.skipped:
+        console.print(
+            f"[yellow]skipped {len(metrics.skipped)} unreadable ground-truth image(s)[/] (--skip-unreadable), e.g. "
+            f"{escape(metrics.skipped[0])}; all are listed in metrics.json. The scores are over the other {metrics.num_images}."
+        )
     out_console.print(f"detections, metrics.json and pr_curve.png in {escape(str(out))}")
