@@ -127,6 +127,7 @@ class RunSummary:
     seconds: float
     interrupted: bool
     notes: list[str]
+    planned: int | None = None  # samples this machine makes in all (None: endless)
 
     @property
     def rate(self) -> float:
@@ -481,14 +482,15 @@ def _prepare_output(spec: PasteSpec, options: RunOptions) -> None:
     atomic_write_json(settings_path, _run_settings(spec, options))
 
 
-def _check_options(options: RunOptions) -> None:
+def check_run_options(options: RunOptions) -> None:
+    """InputError for run options that cannot work together (e.g. an endless COCO run)."""
     from synthgen.writers import WRITERS
 
     factory = WRITERS.get(options.format)
     if options.n is None and not getattr(factory, "supports_infinite", False):
         raise InputError(
-            f"--n inf needs --format wds (an endless stream of shards); the {options.format} format "
-            "is one finite dataset: give a number of samples"
+            f"--n inf writes an endless stream, which only --format wds can hold (it is the default with --n inf); "
+            f"the {options.format} format is one finite dataset: give a number of samples, or leave --format out"
         )
     if options.n is not None and options.n < 1:
         raise InputError(f"--n {options.n}: give at least 1 sample, or inf")
@@ -518,7 +520,7 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
     from synthgen.writers import WriterOptions, make_writer
 
     spec.validate()
-    _check_options(options)
+    check_run_options(options)
     scene = prepare(spec, progress=options.progress)
     _prepare_output(spec, options)
     writer = make_writer(
@@ -570,8 +572,9 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
         skipped_objects=skipped,
         empty_images=empty,
         seconds=time.perf_counter() - started,
-        interrupted=stop.requested,
+        interrupted=stop.requested and (total is None or done + written < total),
         notes=scene.notes,
+        planned=total,
     )
 
 

@@ -189,3 +189,201 @@ def test_evaluation_scores_a_truncated_image_and_refuses_or_skips_an_undecodable
     metrics = evaluate(_Fixed(), gt, categories=cats, device="cpu", skip_unreadable=True, out_dir=tmp_path / "eval")
     assert metrics.num_images == 2 and metrics.voc_ap50 == pytest.approx(1.0)  # its box is not a miss
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["skipped_unreadable"] == [str(tmp_path / "broken.jpg")]
+
+
+# -- 1. --n inf means WebDataset; every problem of a command is reported at once --------------
+
+
+def test_n_inf_without_format_writes_webdataset_and_says_so(tmp_path, objects_dir, backgrounds_dir):
+    from synthgen.cli.paste import _paste_only, paste_settings  # noqa: F401
+
+    import typer.main
+
+    command = typer.main.get_command(_paste_only)
+    values = {param.name: param.default for param in command.params}
+    values.update(objects=str(objects_dir), backgrounds=str(backgrounds_dir), n="inf", out=str(tmp_path / "o"))
+    spec, options = paste_settings(**values)
+    assert options.format == "wds" and options.n is None
+    values.update(n="10")
+    assert paste_settings(**values)[1].format == "coco"
+    values.update(n="inf", format="yolo")
+    with pytest.raises(InputError, match="only --format wds"):
+        paste_settings(**values)
+
+
+def test_an_endless_run_without_format_starts_and_stops_cleanly(tmp_path, objects_dir, backgrounds_dir):
+    import subprocess
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "endless"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synthgen", "paste", "--objects", str(objects_dir), "--backgrounds", str(backgrounds_dir),
+         "--size", "64x64", "--n", "inf", "--shard-size", "5", "--quiet", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.glob("shard-*.tar")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err  # an endless run stopped by the user ended normally
+    assert "--n inf without --format: writing WebDataset shards" in " ".join(err.split())
+    assert list(out.glob("shard-*.tar"))
+
+
+def test_all_problems_of_a_command_are_reported_at_once_most_fundamental_first(tmp_path, backgrounds_dir):
+    code, text = run("paste", "--objects", "stylegan-nonesuch", "--backgrounds", backgrounds_dir, "--scale", "0.9,0.1",
+                     "--n", "0", "--quiet", "--out", tmp_path / "o")
+    assert code == 2
+    assert "3 problems" in text
+    first, second, third = (text.index(s) for s in ("stylegan-nonesuch", "MIN 0.9 is above MAX 0.1", "--n 0"))
+    assert first < second < third
+
+
+# -- 3. a command with nothing configured says where defaults come from -----------------------
+
+
+@pytest.mark.parametrize("command,missing", [("pretrain", "--data and --out"), ("finetune", "--data and --out"),
+                                             ("evaluate", "--checkpoint and --data"), ("segment", "--objects and --out")])
+def test_nothing_configured_explains_synthgen_toml(tmp_path, monkeypatch, command, missing):
+    code, text = run(command, cwd=tmp_path, monkeypatch=monkeypatch)
+    assert code == 2
+    assert f"needs {missing}" in text and "no synthgen.toml was found" in text
+    assert "examples/" in text and f"synthgen {command} --help" in text
+    assert "Missing option" not in text
+    (tmp_path / "synthgen.toml").write_text("[pretrain]\nsteps = 5\n")
+    if command == "pretrain":
+        assert "table of" in run(command, cwd=tmp_path, monkeypatch=monkeypatch)[1] and "has no `data`" in run(command)[1]
+    else:
+        assert f"has no [{command}] table" in run(command, cwd=tmp_path, monkeypatch=monkeypatch)[1]
+
+
+# -- 7. help pages read right for a newcomer ----------------------------------------------------
+
+
+def _help(*command):
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200", "TERM": "dumb"})
+    assert result.exit_code == 0
+    return " ".join(result.output.replace("│", " ").split())
+
+
+def test_help_pages_show_brackets_defaults_and_no_bool_values():
+    pretrain = _help("pretrain")
+    assert "[paste] table" in pretrain and "<bool>" not in pretrain
+    assert "--init" not in pretrain  # pretrain has no --init
+    paste = _help("paste")
+    for option, default in (("--blend", "alpha"), ("--bg-fit", "crop"), ("--aspect ", "keep"), ("--scale", "0.1,0.5")):
+        chunk = paste[paste.index(option):][:250]
+        assert f"[default: {default}]" in chunk, chunk
+    assert "<bool>" not in paste and "-o " not in paste.replace("--o", "")
+    assert "MIN,MAX" in paste
+    for command in (("finetune",), ("evaluate",), ("segment",), ("preview",), ("stats",)):
+        assert "<bool>" not in _help(*command)
+
+
+# -- 8. settings that would silently train badly are named ------------------------------------
+
+
+def test_a_warmup_longer_than_the_run_is_scaled_with_a_warning(tmp_path):
+    from synthgen.training.loop import TrainConfig, checked_settings
+
+    config, notes = checked_settings(TrainConfig(out=tmp_path, steps=20, warmup_steps=50, eval_every=250), [{"id": 1, "name": "face"}], None)
+    assert config.warmup_steps == 4
+    assert any("--warmup 50" in n for n in notes) and any("--eval-every 250" in n for n in notes)
+    config, notes = checked_settings(TrainConfig(out=tmp_path, steps=1000, warmup_steps=50, eval_every=250), [{"id": 1, "name": "face"}], None)
+    assert config.warmup_steps == 50 and notes == []
+
+
+def test_a_validation_set_without_boxes_of_the_trained_classes_is_named(tmp_path):
+    from synthgen.training.coco import load_coco
+    from synthgen.training.loop import TrainConfig, checked_settings
+
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "val.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 32, "height": 32}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [1, 1, 5, 5]}],
+        "categories": [{"id": 1, "name": "face"}, {"id": 2, "name": "car"}],
+    }))
+    _, notes = checked_settings(TrainConfig(out=tmp_path), [{"id": 1, "name": "face"}], load_coco(tmp_path / "val.json"))
+    assert any("no boxes of the trained classes" in n for n in notes)
+
+
+# -- 9. Ctrl-C: a finite run exits 130 saying what was written and how to resume -------------
+
+
+def test_ctrl_c_of_a_finite_run_exits_130_with_how_to_resume(tmp_path, objects_dir, backgrounds_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "finite"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synthgen", "paste", "--objects", str(objects_dir), "--backgrounds", str(backgrounds_dir),
+         "--size", "64x64", "--n", "1000000", "--format", "wds", "--shard-size", "5", "--quiet", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.glob("shard-*.tar")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    err = " ".join(err.split())
+    assert proc.returncode == 130, err
+    assert "of 1,000,000 samples are complete" in err and "--resume" in err
+
+
+class _CtrlCSource:
+    """A training source whose reader is interrupted (as by Ctrl-C) at item number ``after``."""
+
+    def __init__(self, source, after: int) -> None:
+        self.source, self.after, self.categories = source, after, source.categories
+
+    def stream(self, seed, part, parts, resume_from=0):
+        for number, item in enumerate(self.source.stream(seed, part, parts, resume_from)):
+            if number == self.after:
+                raise KeyboardInterrupt
+            yield item
+
+
+def test_ctrl_c_of_training_says_what_last_pt_holds_and_resume_works(tmp_path):
+    from synthgen.errors import Interrupted
+    from synthgen.training.data import open_source
+    from synthgen.training.loop import train
+    from tests.test_training import config, make_coco
+
+    source = open_source(str(make_coco(tmp_path / "data", 6)), real=True)
+    with pytest.raises(Interrupted, match=r"at step 4 of 6.*last.pt holds step 3.*--resume") as err:
+        train(config(tmp_path / "run", steps=6, detector="ssdlite-mbv3", image_size=96), _CtrlCSource(source, after=8))
+    assert err.value.exit_code == 130
+    result = train(config(tmp_path / "run", steps=6, detector="ssdlite-mbv3", image_size=96, resume=True), source)
+    assert result.steps == 6
+
+
+# -- 11. a run followed from a log prints plain lines ------------------------------------------
+
+
+def test_progress_in_a_log_is_plain_lines_with_rate_and_eta():
+    import io
+
+    from rich.console import Console
+
+    from synthgen.progress import LineProgress, progress_bar
+
+    log = io.StringIO()
+    bar = progress_bar("steps", console=Console(file=log, force_terminal=False), every=10)
+    assert isinstance(bar, LineProgress)
+    with bar:
+        task = bar.add_task("train", total=50, loss="-", val="")
+        for step in range(50):
+            bar.update(task, loss=f"{1 / (step + 1):.3f}")
+            bar.advance(task)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 5
+    assert lines[0].startswith("train: 10/50 steps,") and "steps/s" in lines[0] and "eta" in lines[0] and "loss 0.100" in lines[0]
+    assert lines[-1].startswith("train: 50/50 steps")
+    assert not isinstance(progress_bar("steps", console=Console(file=io.StringIO(), force_terminal=True)), LineProgress)
