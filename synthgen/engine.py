@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 RUN_DIR = ".synthgen"
 RUN_FILE = "run.json"
+UNREADABLE_LIST = "unreadable.txt"  # in RUN_DIR: the input files skipped, with their reasons
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class Scene:
     compositor: Compositor
     notes: list[str]  # human lines about the inputs: demo notice, pool and background summaries
     is_demo: bool
+    unreadable: list[str] = field(default_factory=list)  # every input file skipped, with its reason
 
 
 @dataclass
@@ -137,8 +139,9 @@ class RunSummary:
 # -- inputs -----------------------------------------------------------------------------------
 
 
-def prepare(spec: PasteSpec, progress: bool = True) -> Scene:
-    """Resolve objects and backgrounds, building (or loading cached) object and background pools."""
+def prepare(spec: PasteSpec, progress: bool = True, workers: int = 1) -> Scene:
+    """Resolve objects and backgrounds, building (or loading cached) object and background pools
+    (objects segmented by ``workers`` processes; the pool is the same for any number)."""
     from synthgen.backgrounds import cached_background_pool, resolve_backgrounds
     from synthgen.demo import ensure_demo_data
     from synthgen.pool import ObjectPool, cached_pool, format_summary
@@ -165,21 +168,34 @@ def prepare(spec: PasteSpec, progress: bool = True) -> Scene:
         pool = ObjectPool.load(resolved)
     else:
         quality = MaskQuality(min_area=spec.min_mask_area, max_area=spec.max_mask_area, max_border=spec.max_border)
-        pool = cached_pool(resolved, spec.segmenter, dict(spec.segmenter_options), quality, progress=progress)
+        pool = cached_pool(resolved, spec.segmenter, dict(spec.segmenter_options), quality, progress=progress, workers=workers)
     notes.append("objects: " + format_summary(pool.summary))
 
     cfg = spec.composite
     source = resolve_backgrounds(backgrounds_spec, list(spec.exclude_classes))
     backgrounds = cached_background_pool(source, cfg.width, cfg.height, cfg.background_fit, progress=progress)
     notes.append("backgrounds: " + _background_note(backgrounds.summary))
-    return Scene(compositor=Compositor(cfg, pool, backgrounds), notes=notes, is_demo=is_demo)
+    unreadable = [f"objects: {line}" for line in _pool_unreadable(pool)]
+    unreadable += [f"backgrounds: {line}" for line in backgrounds.summary.get("unreadable_files", backgrounds.summary["unreadable_examples"])]
+    return Scene(compositor=Compositor(cfg, pool, backgrounds), notes=notes, is_demo=is_demo, unreadable=unreadable)
+
+
+def _pool_unreadable(pool) -> list[str]:
+    from synthgen.pool import UNREADABLE_FILE
+
+    listing = pool.path / UNREADABLE_FILE
+    if listing.is_file():
+        return listing.read_text().splitlines()
+    return list(pool.summary.get("unreadable_examples", []))  # pools built before the listing existed
 
 
 def _background_note(summary: dict) -> str:
     """One line from a BackgroundPool summary (keys images, unreadable, unreadable_examples)."""
     line = f"{summary['images']:,} images"
     if summary["unreadable"]:
-        line += f"; {summary['unreadable']:,} unreadable files skipped (e.g. {summary['unreadable_examples'][0]})"
+        examples = summary["unreadable_examples"][:3]
+        line += f"; {summary['unreadable']:,} unreadable files skipped: {', '.join(examples)}"
+        line += ", ..." if summary["unreadable"] > len(examples) else ""
     return line
 
 
@@ -521,8 +537,12 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
 
     spec.validate()
     check_run_options(options)
-    scene = prepare(spec, progress=options.progress)
+    scene = prepare(spec, progress=options.progress, workers=options.workers)
     _prepare_output(spec, options)
+    if scene.unreadable:
+        listing = options.out / RUN_DIR / UNREADABLE_LIST
+        listing.write_text("".join(line + "\n" for line in scene.unreadable))
+        scene.notes.append(f"{len(scene.unreadable):,} unreadable input files skipped; all are listed in {listing}")
     writer = make_writer(
         options.format,
         options.out,

@@ -107,14 +107,14 @@ def unreadable_reason(path: str | Path) -> str:
         with open(path, "rb") as f:
             head = f.read(16)
     except OSError as err:
-        return f"cannot be read ({err.strerror or err})"
+        return f"cannot be read: {err.strerror or err}"
     if not head:
         return "empty file"
     known = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"RIFF": "WebP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
     for magic, name in known.items():
         if head.startswith(magic):
-            return f"damaged {name} (does not decode)"
-    return "not an image (unknown file content)"
+            return f"damaged {name}, does not decode"
+    return "not an image"
 
 
 def read_mask(path: str | Path) -> np.ndarray | None:

@@ -42,7 +42,7 @@ def paste(
     seed: int = typer.Option(0, help="Same seed, same dataset, byte for byte.", rich_help_panel="Output"),
     jpeg_quality: int = typer.Option(90, help="JPEG quality 1-100.", rich_help_panel="Output"),
     masks: bool = typer.Option(False, "--masks", help="Also write instance masks (COCO RLE) of each object's visible part.", rich_help_panel="Output"),
-    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (output is identical for any number).", rich_help_panel="Output"),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes, for segmenting the objects and for pasting (output is identical for any number).", rich_help_panel="Output"),
     shard_index: int = typer.Option(0, help="This machine's part when several machines share the work.", rich_help_panel="Output"),
     num_shards: int = typer.Option(1, help="How many machines share the work (machine k makes samples i % num_shards == k).", rich_help_panel="Output"),
     shard_size: int = typer.Option(1000, help="wds: samples per shard.", rich_help_panel="Output"),
@@ -112,12 +112,8 @@ def paste_settings(**values: Any):
     width, height = (problems.check(parse_size, v["size"]) or (None, None)) if v["size"] else (None, None)
     preset = problems.check(PRESETS.get, v["preset"]) if v["preset"] else None
     base = preset.config() if preset else CompositeConfig()
-    scale_from = problems.check(_scale_from, v.get("scale_from")) if v.get("scale_from") else None
     scale = problems.check(parse_range, v["scale"], "scale")
     objects_per_image = problems.check(parse_range, v["objects_per_image"], "objects-per-image", int)
-    if scale_from is not None:
-        scale = scale or scale_from.scale
-        objects_per_image = objects_per_image or scale_from.objects_per_image
     ranges = {
         name: problems.check(parse_range, v[name], name.replace("_", "-"), int if name == "motion_length" else float)
         for name in ("aspect_range", "brightness", "contrast", "saturation", "blur_sigma", "noise_std", "motion_length")
@@ -181,12 +177,6 @@ ENDLESS = ("inf", "infinite", "infinity")
 ENDLESS_DEFAULT_NOTE = "--n inf without --format: writing WebDataset shards (--format wds), the one endless format."
 
 
-def _scale_from(path: str):
-    from synthgen.stats import size_distribution
-
-    return size_distribution(Path(path))
-
-
 def paste_spec_from_config(path: Path | None = None):
     """The PasteSpec that ``synthgen paste`` would run with the ``[paste]`` table of a config
     file (``path``, or ./synthgen.toml): how training streams samples live, with no disk in
@@ -233,6 +223,7 @@ def segment(
     min_mask_area: float = typer.Option(0.05, help="Reject masks covering less than this fraction of the image."),
     max_mask_area: float = typer.Option(0.95, help="Reject masks covering more than this fraction."),
     max_border: float = typer.Option(0.5, help="Reject masks covering more than this fraction of the image border."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Processes that segment in parallel (the pool is identical for any number)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Segment object images once into a reusable object pool (cut-outs with masks)."""
@@ -249,8 +240,14 @@ def segment(
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} is not empty: choose a new folder for the pool")
     quality = MaskQuality(min_area=min_mask_area, max_area=max_mask_area, max_border=max_border)
-    pool = build_pool(resolved, make_segmenter(segmenter, parse_options(segmenter_options)), out, quality, progress=not quiet)
+    if workers < 1:
+        raise InputError(f"--workers {workers} must be at least 1")
+    pool = build_pool(resolved, make_segmenter(segmenter, parse_options(segmenter_options)), out, quality, progress=not quiet, workers=workers)
     console.print(f"pool written to {escape(str(out))}: {escape(format_summary(pool.summary))}")
+    if pool.summary["unreadable"]:
+        from synthgen.pool import UNREADABLE_FILE
+
+        console.print(f"every unreadable file, with its reason: {escape(str(out / UNREADABLE_FILE))}")
 
 
 # A one-command app: click's view of `paste` (its parameters and defaults), for
