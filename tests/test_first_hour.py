@@ -387,3 +387,70 @@ def test_progress_in_a_log_is_plain_lines_with_rate_and_eta():
     assert lines[0].startswith("train: 10/50 steps,") and "steps/s" in lines[0] and "eta" in lines[0] and "loss 0.100" in lines[0]
     assert lines[-1].startswith("train: 50/50 steps")
     assert not isinstance(progress_bar("steps", console=Console(file=io.StringIO(), force_terminal=True)), LineProgress)
+
+
+# -- 4. segmentation in worker processes: the same pool for any number ------------------------
+
+
+def test_grabcut_pool_is_identical_with_one_or_two_workers(tmp_path):
+    from synthgen.pool import CHUNK, build_pool
+    from synthgen.segmenters import MaskQuality, make_segmenter
+    from synthgen.sources import FolderSource
+
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for k in range(CHUNK + 9):  # two chunks
+        image = np.full((40, 40, 3), 200, np.uint8) + rng.integers(0, 20, (40, 40, 3), dtype=np.uint8)
+        cv2.circle(image, (20, 20), 11, [int(v) for v in rng.integers(0, 90, 3)], -1)
+        cv2.imwrite(str(folder / f"{k:03d}.png"), image)
+    pools = [build_pool(FolderSource(folder), make_segmenter("grabcut"), tmp_path / f"pool{w}", MaskQuality(), progress=False, workers=w)
+             for w in (1, 2)]
+    assert (pools[0].path / "pixels.bin").read_bytes() == (pools[1].path / "pixels.bin").read_bytes()
+    one, two = (json.loads((p.path / "index.json").read_text()) for p in pools)
+    assert one["objects"] == two["objects"] and len(one["objects"]["offset"]) > CHUNK
+
+
+# -- 5. unreadable files are named, with a reason, and listed in the run's folder -------------
+
+
+def test_unreadable_files_are_named_with_reasons_and_listed(tmp_path, backgrounds_dir):
+    objects = write_rgba_objects(tmp_path / "objects", classes=("cat",))
+    (objects / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
+    (objects / "cat" / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    code, text = run(*small(objects, backgrounds_dir, out, "--n", "2"))
+    assert code == 0, text
+    assert "cat/broken.png (damaged PNG" in text and "cat/empty.jpg (empty file)" in text
+    listing = (out / ".synthgen" / "unreadable.txt").read_text()
+    assert "objects: cat/broken.png" in listing and "objects: cat/empty.jpg (empty file)" in listing
+
+
+def test_a_folder_of_only_unreadable_files_gets_advice_that_fits(tmp_path, backgrounds_dir):
+    (tmp_path / "bad").mkdir()
+    for k in range(3):
+        (tmp_path / "bad" / f"{k}.jpg").write_text("these are notes, not photos")
+    code, text = run(*small(tmp_path / "bad", backgrounds_dir, tmp_path / "out", "--n", "2"))
+    assert code == 2
+    assert "none of the 3 files" in text and "(not an image)" in text
+    assert "another segmenter would not help" in text and "Try another segmenter" not in text
+
+
+# -- 6. files synthgen writes follow the umask --------------------------------------------------
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_labels_are_as_readable_as_images(tmp_path, objects_dir, backgrounds_dir, umask):
+    previous = os.umask(umask)
+    try:
+        for fmt in ("coco", "wds", "yolo"):
+            out = tmp_path / fmt
+            code, text = run(*small(objects_dir, backgrounds_dir, out, "--n", "3", "--format", fmt))
+            assert code == 0, text
+            files = [p for p in out.rglob("*") if p.is_file()]
+            assert any(p.name in ("annotations.json", "categories.json", "data.yaml") for p in files)
+            modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in files}
+            assert set(modes.values()) == {0o666 & ~umask}, modes
+    finally:
+        os.umask(previous)
