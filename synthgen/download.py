@@ -17,6 +17,7 @@ import http.client
 import os
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,10 +224,40 @@ def _fetch_archive(archive: Archive, dest: Path, progress: bool) -> Path:
 
 
 def _stream(url: str, part: Path, archive: Archive, progress: bool) -> None:
-    """Copy ``url`` into ``part`` with a progress bar."""
-    with urllib.request.urlopen(url, timeout=NETWORK_TIMEOUT_S) as response:
+    stream_url(url, part, label=archive.filename, expected_size=archive.size, progress=progress)
+
+
+class NotTheFile(ValueError):
+    """The server answered with a web page instead of the file (a login, quota or confirmation
+    page); ``page`` holds the start of it for callers that can follow it."""
+
+    def __init__(self, url: str, page: bytes) -> None:
+        super().__init__(f"{url} answered with a web page, not the file")
+        self.page = page
+
+
+def stream_url(url: str, part: Path, *, label: str, expected_size: int | None, progress: bool, resume: bool = False) -> None:
+    """Copy ``url`` into ``part`` with a progress bar (on stderr).
+
+    With ``resume`` and ``part`` already holding bytes, only the rest is asked for (an HTTP
+    ``Range`` request) and appended; a server that ignores the range sends the whole file, which
+    then replaces ``part``. Network problems raise OSError / HTTPException (``part`` keeps what
+    arrived); a full disk raises WriteError; an HTML page where a file was expected, NotTheFile.
+    """
+    have = part.stat().st_size if resume and part.is_file() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=NETWORK_TIMEOUT_S)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and have:  # nothing after what we have: the file is complete
+            return
+        raise
+    with response:
+        if response.headers.get_content_type() == "text/html":
+            raise NotTheFile(url, response.read(1 << 18))
+        appending = have and response.status == 206
         length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else archive.size
+        total = int(length) + (have if appending else 0) if length and length.isdigit() else expected_size
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -234,8 +265,9 @@ def _stream(url: str, part: Path, archive: Archive, progress: bool) -> None:
             TransferSpeedColumn(),
             TimeRemainingColumn(),
         )
-        with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar, _open_for_writing(part) as out:
-            task = bar.add_task(f"downloading {archive.filename}", total=total)
+        with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar, \
+                _open_for_writing(part, append=bool(appending)) as out:
+            task = bar.add_task(f"downloading {label}", total=total, completed=have if appending else 0)
             while chunk := response.read(_CHUNK):
                 try:
                     out.write(chunk)
@@ -246,11 +278,20 @@ def _stream(url: str, part: Path, archive: Archive, progress: bool) -> None:
             os.fsync(out.fileno())
 
 
-def _open_for_writing(path: Path) -> BinaryIO:
+def _open_for_writing(path: Path, append: bool = False) -> BinaryIO:
     try:
-        return open(path, "wb")
+        return open(path, "ab" if append else "wb")
     except OSError as err:
         raise WriteError(f"could not write {path}: {err}") from err
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """The hex digest of ``path``'s bytes (``"md5"``, ``"sha256"``), read in 1 MB chunks."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)  # integrity, not secrecy (FIPS builds refuse md5 otherwise)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _verify(archive: Archive, path: Path, *, source: str, removable: bool) -> None:
@@ -260,12 +301,9 @@ def _verify(archive: Archive, path: Path, *, source: str, removable: bool) -> No
     if archive.size is not None and size != archive.size:
         problem = f"has {size} bytes, expected {archive.size}"
     elif archive.md5 is not None:
-        digest = hashlib.md5(usedforsecurity=False)
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-        if digest.hexdigest() != archive.md5:
-            problem = f"has md5 {digest.hexdigest()}, expected {archive.md5}"
+        md5 = file_digest(path, "md5")
+        if md5 != archive.md5:
+            problem = f"has md5 {md5}, expected {archive.md5}"
     if problem is None:
         return
     if removable:

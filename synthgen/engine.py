@@ -34,10 +34,13 @@ from synthgen.imageio import encode_jpeg
 from synthgen.progress import progress_bar
 from synthgen.sample import EncodedAnnotation, EncodedSample, Sample, sample_key
 
+from synthgen.sources.generators import GeneratedObjects, GeneratorSettings
+
 if TYPE_CHECKING:
     from synthgen.writers import StagedSample
 
 RUN_DIR = ".synthgen"
+COMPOSITORS = ("numpy", "torch")
 RUN_FILE = "run.json"
 UNREADABLE_LIST = "unreadable.txt"  # in RUN_DIR: the input files skipped, with their reasons
 
@@ -65,6 +68,11 @@ class PasteSpec:
     jpeg_quality: int = 90
     #: Write instance masks (COCO RLE) of the visible part of each object.
     masks: bool = False
+    #: How a generator source (``objects`` a model name or file) makes objects; None otherwise.
+    generator: GeneratorSettings | None = None
+    #: "numpy": the OpenCV renderer, one sample at a time; "torch": the batched torch compositor
+    #: (same boxes and labels, pixels within a few grey levels: synthgen.compositor.torch_render).
+    compositor: str = "numpy"
 
     def validate(self) -> "PasteSpec":
         self.composite.validate()
@@ -78,6 +86,14 @@ class PasteSpec:
             raise InputError(f"max border {self.max_border} must be in [0, 1]")
         if self.seed < 0:
             raise InputError(f"seed {self.seed} must be >= 0")
+        if self.generator is not None:
+            self.generator.validate()
+        if self.compositor not in COMPOSITORS:
+            raise InputError(f"compositor {self.compositor!r}: choose one of {', '.join(COMPOSITORS)}")
+        if self.compositor == "torch":
+            from synthgen.compositor.torch_render import check_supported
+
+            check_supported(self.composite)
         if self.exclude_classes and self.backgrounds is None:
             raise InputError("--exclude-classes needs --backgrounds voc or coco:FILE.json (the demo scenes have no classes)")
         return self
@@ -105,6 +121,13 @@ class RunOptions:
     shard_size: int = 1000
     shard_max_bytes: int = 1 << 30
     progress: bool = True
+    #: Where a generator source and the torch compositor run ("cpu", "cuda", "cuda:N"); the numpy
+    #: compositor runs on the CPU.
+    device: str = "cpu"
+    #: Objects a generator source makes per forward pass.
+    generator_batch: int = 32
+    #: Samples drawn per pass of the torch compositor (no effect on any sample).
+    batch_size: int = 64
 
 
 @dataclass
@@ -114,6 +137,8 @@ class Scene:
     compositor: Compositor
     notes: list[str]  # human lines about the inputs: demo notice, pool and background summaries
     is_demo: bool
+    #: The compositor's objects when they come from a generator (blocks to attach and close).
+    generated: GeneratedObjects | None = None
     unreadable: list[str] = field(default_factory=list)  # every input file skipped, with its reason
 
 
@@ -139,14 +164,17 @@ class RunSummary:
 # -- inputs -----------------------------------------------------------------------------------
 
 
-def prepare(spec: PasteSpec, progress: bool = True, workers: int = 1) -> Scene:
+def prepare(spec: PasteSpec, progress: bool = True, device: str = "cpu", generator_batch: int = 32, workers: int = 1) -> Scene:
     """Resolve objects and backgrounds, building (or loading cached) object and background pools
-    (objects segmented by ``workers`` processes; the pool is the same for any number)."""
+    (objects of a folder segmented by ``workers`` processes; the pool is the same for any number).
+    A generator source is loaded on ``device``; its objects are made as samples need them (see
+    :mod:`synthgen.sources.generators`), once the scene's ``generated`` objects are attached."""
     from synthgen.backgrounds import cached_background_pool, resolve_backgrounds
     from synthgen.demo import ensure_demo_data
     from synthgen.pool import ObjectPool, cached_pool, format_summary
     from synthgen.segmenters import MaskQuality
     from synthgen.sources import resolve_objects
+    from synthgen.sources.generators import generated_objects, is_generator_spec
 
     spec.validate()
     notes: list[str] = []
@@ -163,21 +191,32 @@ def prepare(spec: PasteSpec, progress: bool = True, workers: int = 1) -> Scene:
         objects_spec = objects_spec or str(demo.objects_dir)
         backgrounds_spec = backgrounds_spec or str(demo.backgrounds_dir)
 
-    resolved = resolve_objects(objects_spec)
-    if isinstance(resolved, Path):
-        pool = ObjectPool.load(resolved)
+    quality = MaskQuality(min_area=spec.min_mask_area, max_area=spec.max_mask_area, max_border=spec.max_border)
+    generated = None
+    settings = spec.generator or (GeneratorSettings() if is_generator_spec(objects_spec) else None)
+    if settings is not None:
+        generated = generated_objects(objects_spec, spec.seed, settings, spec.segmenter, dict(spec.segmenter_options),
+                                      quality, device=device, batch_size=generator_batch)
+        pool = generated
+        notes.append(
+            f"objects: generated by {objects_spec}, {settings.pool_size:,} per block, a fresh block every "
+            f"{settings.refresh:,} samples, segmented by {spec.segmenter}, on {device}"
+        )
     else:
-        quality = MaskQuality(min_area=spec.min_mask_area, max_area=spec.max_mask_area, max_border=spec.max_border)
-        pool = cached_pool(resolved, spec.segmenter, dict(spec.segmenter_options), quality, progress=progress, workers=workers)
-    notes.append("objects: " + format_summary(pool.summary))
+        resolved = resolve_objects(objects_spec)
+        if isinstance(resolved, Path):
+            pool = ObjectPool.load(resolved)
+        else:
+            pool = cached_pool(resolved, spec.segmenter, dict(spec.segmenter_options), quality, progress=progress, workers=workers)
+        notes.append("objects: " + format_summary(pool.summary))
 
     cfg = spec.composite
     source = resolve_backgrounds(backgrounds_spec, list(spec.exclude_classes))
     backgrounds = cached_background_pool(source, cfg.width, cfg.height, cfg.background_fit, progress=progress)
     notes.append("backgrounds: " + _background_note(backgrounds.summary))
-    unreadable = [f"objects: {line}" for line in _pool_unreadable(pool)]
+    unreadable = [] if generated is not None else [f"objects: {line}" for line in _pool_unreadable(pool)]
     unreadable += [f"backgrounds: {line}" for line in backgrounds.summary.get("unreadable_files", backgrounds.summary["unreadable_examples"])]
-    return Scene(compositor=Compositor(cfg, pool, backgrounds), notes=notes, is_demo=is_demo, unreadable=unreadable)
+    return Scene(compositor=Compositor(cfg, pool, backgrounds), notes=notes, is_demo=is_demo, generated=generated, unreadable=unreadable)
 
 
 def _pool_unreadable(pool) -> list[str]:
@@ -209,9 +248,9 @@ def new_canvas(compositor: Compositor) -> np.ndarray:
     return np.empty((compositor.config.height, compositor.config.width, 3), dtype=np.uint8)
 
 
-def encode_sample(sample: Sample, jpeg_quality: int, masks: bool) -> EncodedSample:
-    """JPEG-encode a rendered sample and turn its annotations into plain data (RLE masks when
-    ``masks``), ready for any writer."""
+def encode_sample(sample: Sample, jpeg_quality: int, masks: bool, jpeg: bytes | None = None) -> EncodedSample:
+    """JPEG-encode a rendered sample (or take its ``jpeg``, encoded elsewhere) and turn its
+    annotations into plain data (RLE masks when ``masks``), ready for any writer."""
     from pycocotools import mask as mask_utils
 
     annotations = []
@@ -226,17 +265,25 @@ def encode_sample(sample: Sample, jpeg_quality: int, masks: bool) -> EncodedSamp
         key=sample_key(sample.index),
         width=sample.width,
         height=sample.height,
-        jpeg=encode_jpeg(sample.image, jpeg_quality),
+        jpeg=encode_jpeg(sample.image, jpeg_quality) if jpeg is None else jpeg,
         annotations=annotations,
         skipped_objects=sample.skipped_objects,
     )
 
 
-def iter_samples(spec: PasteSpec, start: int = 0, step: int = 1, workers: int = 0, progress: bool = False) -> Iterator[Sample]:
+def iter_samples(spec: PasteSpec, start: int = 0, step: int = 1, workers: int = 0, progress: bool = False, device: str = "cpu") -> Iterator[Sample]:
     """An endless stream of samples ``start, start+step, ...``, in order, for training without
     writing anything to disk: rendered in this process (``workers=0``) or by that many paste
-    worker processes feeding the caller. The same samples ``synthgen paste`` would write."""
-    yield from render_stream(prepare(spec, progress=progress).compositor, spec, start, step, workers)
+    worker processes feeding the caller. The same samples ``synthgen paste`` would write
+    (generated objects live in a temporary cache folder while the stream runs)."""
+    scene = prepare(spec, progress=progress, device=device)
+    if scene.generated is not None:
+        scene.generated.attach(None)
+    try:
+        yield from render_stream(scene.compositor, spec, start, step, workers)
+    finally:
+        if scene.generated is not None:
+            scene.generated.close()
 
 
 def render_stream(compositor: Compositor, spec: PasteSpec, start: int = 0, step: int = 1, workers: int = 0) -> Iterator[Sample]:
@@ -378,9 +425,23 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _produce(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], workers: int, stop: _StopFlag, stage) -> Iterator[StagedSample]:
+@dataclass
+class DeviceRun:
+    """The torch compositor's part of a run: the CPU compositor that plans, where to draw, and
+    how many samples per pass."""
+
+    compositor: Compositor
+    device: str = "cpu"
+    batch_size: int = 64
+
+
+def _produce(compositor: Compositor | DeviceRun, spec: PasteSpec, indices: Iterator[int], workers: int, stop: _StopFlag, stage) -> Iterator[StagedSample]:
     """Staged samples for ``indices``, in order, rendered, encoded and staged (``stage``, a
-    writer's stager) in this process or, with several ``workers``, in worker processes."""
+    writer's stager) in this process or, with several ``workers``, in worker processes; by the
+    torch compositor given a :class:`DeviceRun`."""
+    if isinstance(compositor, DeviceRun):
+        yield from _produce_on_device(compositor, spec, indices, workers, stop, stage)
+        return
     if workers <= 1:
         canvas = new_canvas(compositor)
         for index in indices:
@@ -389,6 +450,30 @@ def _produce(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], wo
             yield stage(render_encoded(compositor, spec, index, canvas))
         return
     yield from _render_in_workers(compositor, spec, indices, workers, stage=stage, should_stop=lambda: stop.requested)
+
+
+def _produce_on_device(run: DeviceRun, spec: PasteSpec, indices: Iterator[int], workers: int, stop: _StopFlag, stage) -> Iterator[StagedSample]:
+    """:func:`_produce` with the torch compositor: samples are planned (every draw, placement
+    and box) by the CPU renderer, here or in ``workers`` processes, then drawn and JPEG-encoded
+    ``run.batch_size`` at a time on ``run.device``; staged and committed by this process."""
+    from synthgen.compositor.torch_render import Planner, TorchCompositor, encode_images
+
+    planner = Planner(run.compositor.config, run.compositor.objects, run.compositor.backgrounds)
+    if workers <= 1:
+        planned: Iterator = (planner.render(spec.seed, i, keep_masks=spec.masks) for i in indices)
+    else:
+        planned = _render_in_workers(planner, spec, indices, workers, stage=None, should_stop=lambda: stop.requested)
+    drawer = None
+    for batch in _batched(planned, run.batch_size):
+        if stop.requested:
+            return
+        if drawer is None:  # after the planning workers have forked: no device state in them
+            drawer = TorchCompositor(planner.config, planner.objects, planner.backgrounds, run.device)
+        jpegs = encode_images(drawer.draw(batch), spec.jpeg_quality)
+        for sample, jpeg in zip(batch, jpegs):
+            if stop.requested:
+                return
+            yield stage(encode_sample(sample, spec.jpeg_quality, spec.masks, jpeg=jpeg))
 
 
 def _render_in_workers(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], workers: int, stage, should_stop) -> Iterator:
@@ -400,6 +485,9 @@ def _render_in_workers(compositor: Compositor, spec: PasteSpec, indices: Iterato
     # raw rendered images are not, and the batches in flight bound the memory of endless runs.
     batch_size = 32 if stage is not None else 8
     window = 4 * workers  # batches in flight: keeps workers busy, bounds memory for endless runs
+    generated = compositor.objects if isinstance(compositor.objects, GeneratedObjects) else None
+    if generated is not None:  # blocks of generated objects are built here, before their samples go out
+        indices = generated.prepared(indices)
     batches = _batched(indices, batch_size)
     with _WorkerPool(workers, compositor, spec, stage) as pool:
         submitted = 0
@@ -424,6 +512,8 @@ def _render_in_workers(compositor: Compositor, spec: PasteSpec, indices: Iterato
                 if should_stop():
                     return
                 yield sample
+                if generated is not None:  # every sample before the next one is written now
+                    generated.release_before(sample.index + 1)
 
 
 # -- output folder ----------------------------------------------------------------------------
@@ -438,6 +528,9 @@ def _run_settings(spec: PasteSpec, options: RunOptions) -> dict:
         "num_shards": options.num_shards,
         "shard_size": options.shard_size,
         "shard_max_bytes": options.shard_max_bytes,
+        # The JPEG encoder (nvJPEG on CUDA, libjpeg-turbo otherwise) changes the bytes: a resume
+        # must use the same one.
+        "jpeg_encoder": "cuda" if spec.compositor == "torch" and options.device.startswith("cuda") else "cpu",
     }
 
 
@@ -519,6 +612,87 @@ def check_run_options(options: RunOptions) -> None:
         )
     if options.shard_size < 1 or options.shard_max_bytes < 1024:
         raise InputError("--shard-size must be >= 1 and --shard-max-bytes >= 1024")
+    if options.batch_size < 1:
+        raise InputError(f"--batch-size {options.batch_size} must be at least 1")
+
+
+def _check_device(spec: PasteSpec, options: RunOptions) -> None:
+    if spec.compositor == "torch":
+        from synthgen.detectors import resolve_device
+
+        resolve_device(options.device)  # a clear error for a GPU that is not there
+    elif options.device != "cpu":
+        raise InputError(f"--device {options.device} needs --compositor torch: the numpy compositor runs on the CPU")
+
+
+def device_parts(options: RunOptions, devices: list[str]) -> list[RunOptions]:
+    """The run options of one process per device: process k writes ``OUT/part-k`` and makes the
+    samples of shard ``shard_index + num_shards * k`` of ``num_shards * len(devices)``, so the
+    parts of all devices (and machines) together are the whole dataset, and for WebDataset one
+    gap-free ``shard-*.tar`` numbering. Only the first part shows a progress bar."""
+    if not devices:
+        raise InputError("--devices needs at least one device, e.g. 0,1 or cuda:0,cuda:1")
+    return [
+        dataclasses.replace(
+            options,
+            out=options.out / f"part-{k}",
+            device=device,
+            shard_index=options.shard_index + options.num_shards * k,
+            num_shards=options.num_shards * len(devices),
+            progress=options.progress and k == 0,
+        )
+        for k, device in enumerate(devices)
+    ]
+
+
+def _device_main(spec: PasteSpec, options: RunOptions, results) -> None:
+    try:
+        results.put((options.shard_index, run_paste(spec, options), None))
+    except SynthgenError as err:
+        results.put((options.shard_index, None, err))
+    except BaseException:
+        results.put((options.shard_index, None, traceback.format_exc()))
+
+
+def run_paste_on_devices(spec: PasteSpec, options: RunOptions, devices: list[str]) -> list[RunSummary]:
+    """:func:`run_paste` in one process per device (see :func:`device_parts`), all at once.
+    Ctrl-C / SIGTERM reach every process (one process group): each stops cleanly and
+    ``--resume`` with the same ``--devices`` continues all parts."""
+    spec.validate()
+    parts = device_parts(options, devices)
+    for part in parts:
+        check_run_options(part)
+        _check_device(spec, part)
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
+    results = context.Queue()
+    processes = [context.Process(target=_device_main, args=(spec, part, results)) for part in parts]
+    summaries: dict[int, RunSummary] = {}
+    errors: list = []
+    with _StopFlag():  # the children receive the signal themselves and stop cleanly
+        for process in processes:
+            process.start()
+        answered = 0
+        while answered < len(processes):
+            try:
+                shard, summary, error = results.get(timeout=1.0)
+            except queue.Empty:
+                if sum(p.exitcode is not None for p in processes) > answered:
+                    time.sleep(1.0)  # a result put just before exiting may still be in the pipe
+                    if results.empty():
+                        raise RuntimeError("a device process died unexpectedly (out of memory?)") from None
+                continue
+            answered += 1
+            if error is not None:
+                errors.append(error)
+            else:
+                summaries[shard] = summary
+        for process in processes:
+            process.join()
+    for error in errors:
+        if isinstance(error, BaseException):
+            raise error
+        raise RuntimeError(f"a device process failed:\n{error}")
+    return [summaries[part.shard_index] for part in parts]
 
 
 def local_count(n: int, shard_index: int, num_shards: int) -> int:
@@ -533,20 +707,44 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
     continues after it. Raises :class:`synthgen.errors.SynthgenError` on bad input and
     :class:`WriteError` when the disk fills up.
     """
+    spec.validate()
+    check_run_options(options)
+    _check_device(spec, options)
+    scene = prepare(spec, progress=options.progress, device=options.device, generator_batch=options.generator_batch, workers=options.workers)
+    return write_dataset(scene.compositor, spec, options, scene.notes, console, generated=scene.generated, unreadable=scene.unreadable)
+
+
+def write_dataset(
+    renderer, spec, options: RunOptions, notes: list[str], console=None, description: str = "pasting", generated=None,
+    unreadable: list[str] = (),
+) -> RunSummary:
+    """Render samples with ``renderer`` and write them to ``options.out``, in index order, with
+    resume and clean stops: the writing half of :func:`run_paste`, shared by every command that
+    makes samples.
+
+    ``renderer`` is anything shaped like a :class:`Compositor`: ``render(seed, index,
+    keep_masks=..., out=...) -> Sample`` (a function of ``(seed, index)`` only), ``categories``
+    (class names) and ``config.width``/``config.height``; it must pickle for ``spawn`` workers.
+    ``spec`` has ``seed``, ``jpeg_quality``, ``masks``, ``validate()`` and ``to_dict()`` (the
+    settings a resume must repeat). ``generated``: a generator object source, whose object blocks
+    are kept in the run's folder so that a resume reuses them. ``unreadable``: the input files
+    that were skipped, with their reasons, listed in the run's ``.synthgen/unreadable.txt``.
+    """
     from synthgen.writers import WriterOptions, make_writer
 
     spec.validate()
     check_run_options(options)
-    scene = prepare(spec, progress=options.progress, workers=options.workers)
     _prepare_output(spec, options)
-    if scene.unreadable:
+    if generated is not None:
+        generated.attach(options.out / RUN_DIR)
+    if unreadable:
         listing = options.out / RUN_DIR / UNREADABLE_LIST
-        listing.write_text("".join(line + "\n" for line in scene.unreadable))
-        scene.notes.append(f"{len(scene.unreadable):,} unreadable input files skipped; all are listed in {listing}")
+        listing.write_text("".join(line + "\n" for line in unreadable))
+        notes = [*notes, f"{len(unreadable):,} unreadable input files skipped; all are listed in {listing}"]
     writer = make_writer(
         options.format,
         options.out,
-        scene.compositor.categories,
+        renderer.categories,
         WriterOptions(
             shard_size=options.shard_size,
             shard_max_bytes=options.shard_max_bytes,
@@ -565,8 +763,10 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
     progress = progress_bar("samples", options.progress, console)
     try:
         with stop, progress:
-            task = progress.add_task("pasting", total=total, completed=done)
-            for staged in _produce(scene.compositor, spec, indices, options.workers, stop, writer.stager()):
+            task = progress.add_task(description, total=total, completed=done)
+            if getattr(spec, "compositor", "numpy") == "torch":
+                renderer = DeviceRun(renderer, options.device, options.batch_size)
+            for staged in _produce(renderer, spec, indices, options.workers, stop, writer.stager()):
                 writer.commit(staged)
                 written += 1
                 objects += staged.objects
@@ -582,6 +782,9 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
             f"writing to {options.out} failed: {err}. Samples written before this are intact; "
             "fix the cause (free disk space?) and rerun with --resume."
         ) from None
+    finally:
+        if generated is not None:
+            generated.close()
     writer.close()
     return RunSummary(
         out=options.out,
@@ -593,7 +796,7 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
         empty_images=empty,
         seconds=time.perf_counter() - started,
         interrupted=stop.requested and (total is None or done + written < total),
-        notes=scene.notes,
+        notes=notes,
         planned=total,
     )
 

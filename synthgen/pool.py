@@ -47,6 +47,7 @@ from synthgen.segmenters import (
     Unsegmentable,
     clean_soft_mask,
     make_segmenter,
+    segmenter_spec,
 )
 
 if TYPE_CHECKING:
@@ -414,6 +415,7 @@ def pool_fingerprint(
     size, mtime) of every image and mask file, which class each object is in, the segmenter
     name and options (and the identity of any option that names a file, such as a checkpoint),
     the quality bounds, and the pool format and pipeline versions."""
+    segmenter_name, segmenter_options = segmenter_spec(segmenter_name, segmenter_options)
     option_files = sorted(
         Path(v) for v in segmenter_options.values() if isinstance(v, (str, Path)) and Path(v).is_file()
     )

@@ -20,7 +20,7 @@ from synthgen.segmenters import (
     clean_soft_mask,
     make_segmenter,
 )
-from synthgen.sources import GENERATORS, FolderSource, resolve_objects
+from synthgen.sources import FolderSource, is_generator_spec, resolve_objects
 
 
 def disk_image(size: int, radius_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -121,22 +121,17 @@ def test_resolve_objects(tmp_path: Path) -> None:
         resolve_objects(str(tmp_path / "nope"))
 
 
-def test_generator_names_are_registered_but_not_available() -> None:
-    published = {"stylegan-ffhq", "stylegan-cars", "stylegan2-ffhq", "stylegan2-car", "dmgan-birds"}
-    assert set(GENERATORS.names()) == published
-    with pytest.raises(NotAvailableError) as err:
+def test_generator_names_and_files_are_generators_not_folders(tmp_path: Path) -> None:
+    published = {"stylegan-ffhq", "stylegan-cars", "stylegan2-ffhq", "stylegan2-car", "stylegan2-ada-ffhq", "dmgan-birds"}
+    assert all(is_generator_spec(name) for name in published) and not is_generator_spec("redo-lfw-typo")
+    with pytest.raises(InputError) as err:
         resolve_objects("stylegan-ffhq")
-    text = str(err.value)
-    assert "karras2019stylegan-ffhq-1024x1024.pkl" in text
-    assert "not in this version" in text and "--objects DIR" in text
-    assert err.value.exit_code == 3
-
-
-@pytest.mark.parametrize("name", ["G.pkl", "net.pt", "bird_DMGAN.pth"])
-def test_checkpoint_files_are_not_available(tmp_path: Path, name: str) -> None:
-    (tmp_path / name).write_bytes(b"\x80")
-    with pytest.raises(NotAvailableError, match="--objects DIR"):
-        resolve_objects(str(tmp_path / name))
+    assert "synthgen paste --objects stylegan-ffhq" in str(err.value)
+    (tmp_path / "G.pkl").write_bytes(b"\x80")
+    write_png(tmp_path / "face.png", np.zeros((8, 8, 3), np.uint8))
+    assert is_generator_spec(str(tmp_path / "G.pkl")) and not is_generator_spec(str(tmp_path / "face.png"))
+    with pytest.raises(InputError, match="image file"):
+        resolve_objects(str(tmp_path / "face.png"))
 
 
 # --- segmenters -----------------------------------------------------------------------------
@@ -211,14 +206,6 @@ def test_auto_prefers_alpha_then_mask_then_grabcut() -> None:
     opaque = np.dstack([rgb, np.full((64, 64), 255, np.uint8)])
     assert np.array_equal(auto.segment(opaque, square.astype(np.float32)) > 0.5, square)
     assert iou(clean_mask(auto.segment(opaque, None)), truth) > 0.8
-
-
-def test_redo_needs_a_checkpoint_loader() -> None:
-    with pytest.raises(NotAvailableError) as err:
-        make_segmenter("redo", {"checkpoint": "cub_nets_state.pth"})
-    assert "ReDO checkpoint loader" in str(err.value) and "grabcut" in str(err.value)
-    with pytest.raises(InputError, match="fg_channel"):
-        make_segmenter("redo", {"checkpoint": "x.pth", "fg_channel": "left"})
 
 
 def test_redo_segmenter_runs_a_mask_network_in_batches() -> None:

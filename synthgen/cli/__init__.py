@@ -1,5 +1,5 @@
 """The ``synthgen`` command line: small typer functions over the library, one module per command
-group (:mod:`.paste`, :mod:`.look`, :mod:`.train`), mounted here on one app.
+group (:mod:`.paste`, :mod:`.look`, :mod:`.train`, :mod:`.models`), mounted here on one app.
 
 Every command reads its defaults from ``synthgen.toml`` (see :mod:`synthgen.config`); errors a
 user can fix are printed as one message, without a traceback, with a non-zero exit code.
@@ -14,7 +14,7 @@ import typer
 import typer.core
 
 from synthgen import __version__
-from synthgen.cli import look, paste, train
+from synthgen.cli import insert, look, models, paste, redo, train
 from synthgen.cli.common import active_config, friendly_errors, out_console
 
 # typer writes `<bool>` as the value of every on/off flag in the help; a flag takes no value.
@@ -68,6 +68,7 @@ app.command()(paste.segment)
 app.command()(look.preview)
 app.command()(look.stats)
 app.command()(look.download)
+app.command()(insert.insert)
 
 # `synthgen pretrain|finetune|evaluate`, and the same commands under `synthgen train`, beside the
 # trainers of the generative models.
@@ -76,7 +77,10 @@ for _name in ("pretrain", "finetune", "evaluate"):
     _command = friendly_errors(getattr(train, _name))
     app.command(_name)(_command)
     train_group.command(_name)(_command)
+train_group.command("redo")(friendly_errors(redo.redo))
+train_group.command("detectorgan")(insert.detectorgan)
 app.add_typer(train_group, name="train")
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:

@@ -28,14 +28,19 @@ from synthgen.errors import InputError, Interrupted
 
 @friendly_errors
 def paste(
-    objects: Optional[str] = typer.Option(None, "--objects", help="Folder of object images (one class, or one subfolder per class), an object pool from `synthgen segment`, or a generator name. Default: built-in demo objects.", rich_help_panel="Inputs"),
+    objects: Optional[str] = typer.Option(None, "--objects", help="Folder of object images (one class, or one subfolder per class), an object pool from `synthgen segment`, a generator name (`synthgen models list`) or a generator file. Default: built-in demo objects.", rich_help_panel="Inputs"),
     backgrounds: Optional[str] = typer.Option(None, "--backgrounds", "-b", help="Folder of scene photos, `voc`, `voc:PATH` or `coco:FILE.json`. Default: built-in demo scenes.", rich_help_panel="Inputs"),
     exclude_classes: Optional[str] = typer.Option(None, "--exclude-classes", help="Comma-separated classes: voc/coco backgrounds that contain them are dropped.", rich_help_panel="Inputs"),
-    segmenter: str = typer.Option("auto", "--segmenter", help="none | alpha | mask | grabcut | redo | auto (alpha, else paired mask, else grabcut).", rich_help_panel="Inputs"),
-    segmenter_options: Optional[str] = typer.Option(None, "--segmenter-options", help="Comma-separated KEY=VALUE options of the segmenter, e.g. margin=0.1,iterations=8 (grabcut) or checkpoint=netM.pth (redo).", rich_help_panel="Inputs"),
+    segmenter: str = typer.Option("auto", "--segmenter", help="none | alpha | mask | grabcut | auto (alpha, else paired mask, else grabcut) | redo-lfw, redo-cub, redo-flowers (ReDO model names) | redo:PATH.pth (a ReDO checkpoint).", rich_help_panel="Inputs"),
+    segmenter_options: Optional[str] = typer.Option(None, "--segmenter-options", help="Comma-separated KEY=VALUE options of the segmenter, e.g. margin=0.1,iterations=8 (grabcut) or fg_channel=0,threshold=0.5,device=cuda (redo).", rich_help_panel="Inputs"),
     min_mask_area: float = typer.Option(0.05, help="Reject masks covering less than this fraction of the object image.", rich_help_panel="Inputs"),
     max_mask_area: float = typer.Option(0.95, help="Reject masks covering more than this fraction.", rich_help_panel="Inputs"),
     max_border: float = typer.Option(0.5, help="Reject masks covering more than this fraction of the image border.", rich_help_panel="Inputs"),
+    refresh: Optional[int] = typer.Option(None, "--refresh", help="Generator objects: a fresh block of objects every K samples [1000].", rich_help_panel="Generator objects"),
+    pool_size: Optional[int] = typer.Option(None, "--pool-size", help="Generator objects: objects generated per block [256].", rich_help_panel="Generator objects"),
+    truncation_psi: Optional[float] = typer.Option(None, "--truncation", help="Generator objects: truncation psi (default: the model card's, 0.7 for StyleGAN v1, else 1).", rich_help_panel="Generator objects"),
+    object_size: Optional[int] = typer.Option(None, "--object-size", help="Generator objects: longest side they are shrunk to before segmentation; 0 = as generated [256].", rich_help_panel="Generator objects"),
+    generator_batch: int = typer.Option(32, "--generator-batch", help="Generator objects: images per generator call (on CPU it does not change them; a GPU may round differently).", rich_help_panel="Generator objects"),
     out: Path = typer.Option(Path("synthgen_out"), "--out", help="Output folder.", rich_help_panel="Output"),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="coco | wds | yolo. \\[default: coco; wds with --n inf]", rich_help_panel="Output"),
     n: str = typer.Option("1000", "--n", help="Number of samples, or `inf`: WebDataset shards until Ctrl-C/SIGTERM (exit 0; a finite run stopped early exits 130).", rich_help_panel="Output"),
@@ -50,6 +55,10 @@ def paste(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out.", rich_help_panel="Output"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier synthgen output in --out.", rich_help_panel="Output"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel="Output"),
+    compositor: Optional[str] = typer.Option(None, "--compositor", help="numpy (OpenCV, one sample at a time) | torch (batched on --device; the same boxes and labels, pixels within a few grey levels). Default: torch with a CUDA device, else numpy. Torch draws alpha and gaussian blending on the device; a sample with poisson or motion blending is rendered whole on the CPU.", rich_help_panel="Device"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N: where generator objects are generated and segmented, and where the torch compositor draws and encodes (nvJPEG on CUDA).", rich_help_panel="Device"),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated GPUs (0,1 or cuda:0,cuda:1): one process per device, each writing its share to OUT/part-K (the parts together: one gap-free shard set).", rich_help_panel="Device"),
+    batch_size: int = typer.Option(64, "--batch-size", help="Samples per pass of the torch compositor (changes no sample).", rich_help_panel="Device"),
     preset: Optional[str] = typer.Option(None, "--preset", help="faces | birds | cars: the paper authors' ranges; other flags override.", rich_help_panel="Composition"),
     size: Optional[str] = typer.Option(None, "--size", help="Output WIDTHxHEIGHT. \\[default: 320x320]", rich_help_panel="Composition"),
     background_fit: Optional[str] = typer.Option(None, "--bg-fit", help="crop (keep aspect, random crop) | stretch. \\[default: crop]", rich_help_panel="Composition"),
@@ -78,11 +87,19 @@ def paste(
     Example: synthgen paste --objects faces/ --backgrounds voc --exclude-classes person --format wds --n inf
     """
     spec, options = paste_settings(**locals())
-    from synthgen.engine import run_paste
+    from synthgen.engine import run_paste, run_paste_on_devices
 
     if format is None and options.n is None:
         console.print(ENDLESS_DEFAULT_NOTE)
 
+    if devices:
+        parts = run_paste_on_devices(spec, options, parse_devices(devices))
+        for part in parts:
+            _print_paste_summary(part)
+        if any(part.interrupted for part in parts) and options.n is not None:
+            console.print("[yellow]interrupted[/]: run the same command with --resume to finish every part.")
+            raise typer.Exit(130)
+        return
     summary = run_paste(spec, options, console=console)
     _print_paste_summary(summary)
     if summary.interrupted and options.n is not None:
@@ -102,13 +119,23 @@ def paste_settings(**values: Any):
     """
     from synthgen.compositor import PRESETS, CompositeConfig
     from synthgen.engine import PasteSpec, RunOptions, check_run_options
+    from synthgen.sources.generators import GeneratorSettings, is_generator_spec
 
     v = values
     problems = Problems()
-    if v["objects"] is not None:
-        from synthgen.sources import resolve_objects
+    generator = None
+    generator_values = {"refresh": v["refresh"], "pool_size": v["pool_size"], "truncation": v["truncation_psi"], "object_size": v["object_size"]}
+    if is_generator_spec(v["objects"]):
+        generator = GeneratorSettings(**{key: value for key, value in generator_values.items() if value is not None})
+    else:
+        if v["objects"] is not None:
+            from synthgen.sources import resolve_objects
 
-        problems.check(resolve_objects, v["objects"])
+            problems.check(resolve_objects, v["objects"])
+        if any(value is not None for value in generator_values.values()):
+            problems.errors.append(InputError(
+                "--refresh, --pool-size, --truncation and --object-size apply to generator objects (--objects NAME or a generator file)"
+            ))
     width, height = (problems.check(parse_size, v["size"]) or (None, None)) if v["size"] else (None, None)
     preset = problems.check(PRESETS.get, v["preset"]) if v["preset"] else None
     base = preset.config() if preset else CompositeConfig()
@@ -149,6 +176,8 @@ def paste_settings(**values: Any):
         seed=v["seed"],
         jpeg_quality=v["jpeg_quality"],
         masks=v["masks"],
+        generator=generator,
+        compositor=v["compositor"] or ("torch" if v["devices"] or v["device"].startswith("cuda") else "numpy"),
     )
     problems.check(spec.validate)
     n = problems.check(parse_count, v["n"]) if str(v["n"]).strip().lower() not in ENDLESS else None
@@ -164,6 +193,9 @@ def paste_settings(**values: Any):
         shard_size=v["shard_size"],
         shard_max_bytes=v["shard_max_bytes"],
         progress=not v["quiet"],
+        device=v["device"],
+        generator_batch=v["generator_batch"],
+        batch_size=v["batch_size"],
     )
     from synthgen.segmenters import SEGMENTERS
 
@@ -175,6 +207,14 @@ def paste_settings(**values: Any):
 
 ENDLESS = ("inf", "infinite", "infinity")
 ENDLESS_DEFAULT_NOTE = "--n inf without --format: writing WebDataset shards (--format wds), the one endless format."
+
+
+def parse_devices(text: str) -> list[str]:
+    """``0,1`` or ``cuda:0,cuda:1`` -> ["cuda:0", "cuda:1"]."""
+    names = [f"cuda:{d}" if d.isdigit() else d for d in parse_list(text)]
+    if not names or len(set(names)) != len(names):
+        raise InputError(f"--devices {text!r}: give distinct devices, e.g. 0,1 or cuda:0,cuda:1")
+    return names
 
 
 def paste_spec_from_config(path: Path | None = None):
@@ -218,7 +258,7 @@ def _print_paste_summary(summary) -> None:
 def segment(
     objects: Optional[str] = typer.Option(None, "--objects", help="Folder of object images (one class, or one subfolder per class). Required."),
     out: Optional[Path] = typer.Option(None, "--out", help="Pool folder to write; pass it to `synthgen paste --objects`. Required."),
-    segmenter: str = typer.Option("auto", "--segmenter", help="none | alpha | mask | grabcut | redo | auto."),
+    segmenter: str = typer.Option("auto", "--segmenter", help="none | alpha | mask | grabcut | auto | redo-lfw | redo:PATH.pth."),
     segmenter_options: Optional[str] = typer.Option(None, "--segmenter-options", help="Comma-separated KEY=VALUE options of the segmenter."),
     min_mask_area: float = typer.Option(0.05, help="Reject masks covering less than this fraction of the image."),
     max_mask_area: float = typer.Option(0.95, help="Reject masks covering more than this fraction."),

@@ -127,6 +127,27 @@ def _report(result) -> None:
     )
 
 
+def _paste_stream_device(spec, device: str):
+    """``(spec, device)`` for the live paste stream: on a CUDA training device the torch
+    compositor draws the batches there (unless the settings need the numpy compositor, said on
+    stderr); a [paste] table that asks for the torch compositor draws on the training device."""
+    import dataclasses
+
+    from synthgen.compositor.torch_render import check_supported
+    from synthgen.detectors import resolve_device
+    from synthgen.errors import InputError
+
+    train_device = resolve_device(device)
+    if spec.compositor == "numpy" and train_device.type == "cuda":
+        try:
+            check_supported(spec.composite)
+        except InputError as err:
+            console.print(f"the live paste stream stays on the CPU: {escape(str(err))}")
+            return spec, None
+        spec = dataclasses.replace(spec, compositor="torch")
+    return spec, (train_device if spec.compositor == "torch" else None)
+
+
 def pretrain(
     data: Annotated[
         Optional[str],
@@ -184,7 +205,8 @@ def pretrain(
         from synthgen.cli.paste import paste_spec_from_config
         from synthgen.training.data import live_paste_source
 
-        synthetic = live_paste_source(paste_spec_from_config(Path(data[len("paste:"):]) if data.startswith("paste:") else None))
+        spec = paste_spec_from_config(Path(data[len("paste:"):]) if data.startswith("paste:") else None)
+        synthetic = live_paste_source(*_paste_stream_device(spec, device))
     else:
         synthetic = open_source(data, real=False, categories=categories)
     real_source = None

@@ -141,6 +141,11 @@ def recolour(rgba: np.ndarray, photometry: Photometry, grey: float, out: np.ndar
     The map is affine per pixel, so it commutes with resampling: the compositor applies it at
     whichever of the cut-out's and the pasted size is smaller.
     """
+    return cv2.transform(rgba, colour_matrix(photometry, grey), dst=out)
+
+
+def colour_matrix(photometry: Photometry, grey: float) -> np.ndarray:
+    """The (4, 5) matrix of :func:`recolour`: RGBA in, ``matrix[:, :4] @ rgba + matrix[:, 4]`` out."""
     b, c, sat = photometry.brightness, photometry.contrast, photometry.saturation
     gain, offset = b * c, b * (1.0 - c) * grey
     # Row i: gain * (sat * e_i + (1 - sat) * grey weights), then the offset; alpha row = identity.
@@ -148,8 +153,7 @@ def recolour(rgba: np.ndarray, photometry: Photometry, grey: float, out: np.ndar
     mix = gain * (1.0 - sat)
     r, g, bl = mix * _GREY_LIST[0], mix * _GREY_LIST[1], mix * _GREY_LIST[2]
     d = gain * sat
-    matrix = np.array(((r + d, g, bl, 0.0, offset), (r, g + d, bl, 0.0, offset), (r, g, bl + d, 0.0, offset), (0.0, 0.0, 0.0, 1.0, 0.0)))
-    return cv2.transform(rgba, matrix, dst=out)
+    return np.array(((r + d, g, bl, 0.0, offset), (r, g + d, bl, 0.0, offset), (r, g, bl + d, 0.0, offset), (0.0, 0.0, 0.0, 1.0, 0.0)))
 
 
 def add_texture(patch: ObjectPatch, photometry: Photometry, rng: np.random.Generator) -> None:

@@ -29,6 +29,18 @@ class ObjectPoolLike(Protocol):
     def __getitem__(self, index: int) -> CutoutLike: ...
 
 
+class RefreshingPoolLike(Protocol):
+    """Objects that change along the run (a generator's blocks): sample ``index`` pastes from
+    ``pool_for(index)``, a function of the index only. Its pools store every cut-out's grey
+    level (the compositor's cache of computed ones is keyed by position in one pool)."""
+
+    classes: list[str]
+
+    def __len__(self) -> int: ...
+
+    def pool_for(self, index: int) -> ObjectPoolLike: ...
+
+
 class BackgroundPoolLike(Protocol):
     def __len__(self) -> int: ...
 
@@ -131,9 +143,10 @@ class Compositor:
     ``(seed, index)`` given the same pools and config.
     """
 
-    def __init__(self, config: CompositeConfig, objects: ObjectPoolLike, backgrounds: BackgroundPoolLike) -> None:
+    def __init__(self, config: CompositeConfig, objects: ObjectPoolLike | RefreshingPoolLike, backgrounds: BackgroundPoolLike) -> None:
         self.config = config.validate()
         self.objects = objects
+        self._pool_for = getattr(objects, "pool_for", None)
         self.backgrounds = backgrounds
         if len(objects) == 0:
             raise ValueError("the object pool is empty")
@@ -159,10 +172,11 @@ class Compositor:
         n_objects = low + int(u_count * (high - low + 1))
         skipped = 0
         motion_lo, motion_hi = cfg.motion_length
+        objects = self.objects if self._pool_for is None else self._pool_for(index)
         for _ in range(n_objects):
             draws = rng.random(_OBJECT_DRAWS + 2 * cfg.max_tries).tolist()
-            choice = int(draws[0] * len(self.objects))
-            cutout = self.objects[choice]
+            choice = int(draws[0] * len(objects))
+            cutout = objects[choice]
             patch = self._augmented(choice, cutout, draws, rng)
             blend_mode = cfg.blend[int(draws[12] * len(cfg.blend))]
             blend_params = (draws[13] * 180.0, motion_lo + int(draws[14] * (motion_hi - motion_lo + 1)))
@@ -182,49 +196,34 @@ class Compositor:
         """A crop of the output size from the background ``u_background`` picks, at the place
         ``u_y``, ``u_x`` pick (uniform numbers in [0, 1))."""
         cfg = self.config
-        bg = self.backgrounds[int(u_background * len(self.backgrounds))]
-        h, w = bg.shape[:2]
-        if h < cfg.height or w < cfg.width:
-            raise ValueError(
-                f"background of {w}x{h} is smaller than the output {cfg.width}x{cfg.height}: "
-                "the background pool was built for another output size"
-            )
-        y0 = int(u_y * (h - cfg.height + 1))
-        x0 = int(u_x * (w - cfg.width + 1))
+        bg, _, y0, x0 = self._background_crop(u_background, u_y, u_x)
         crop = bg[y0 : y0 + cfg.height, x0 : x0 + cfg.width]
         if out is None:
             out = np.empty((cfg.height, cfg.width, 3), np.uint8)
         cv2.copyTo(crop, None, out)  # row by row: about 15% faster than NumPy's strided copy
         return out
 
+    def _background_crop(self, u_background: float, u_y: float, u_x: float) -> tuple[np.ndarray, int, int, int]:
+        """The background ``u_background`` picks, its index, and the top-left corner (y0, x0) of
+        the crop that ``u_y``, ``u_x`` pick."""
+        cfg = self.config
+        index = int(u_background * len(self.backgrounds))
+        bg = self.backgrounds[index]
+        h, w = bg.shape[:2]
+        if h < cfg.height or w < cfg.width:
+            raise ValueError(
+                f"background of {w}x{h} is smaller than the output {cfg.width}x{cfg.height}: "
+                "the background pool was built for another output size"
+            )
+        return bg, index, int(u_y * (h - cfg.height + 1)), int(u_x * (w - cfg.width + 1))
+
     def _augmented(self, choice: int, cutout: CutoutLike, draws: list[float], rng: np.random.Generator) -> ObjectPatch | None:
         """Cut-out ``choice`` scaled, flipped, rotated and recoloured by ``draws[1:12]``; ``rng``
         draws the noise pixels."""
         rgba = cutout.rgba
-        cfg = self.config
-        side = lerp(cfg.scale, draws[1]) * min(cfg.width, cfg.height)
-        if cfg.aspect == "stretch":
-            lo, hi = cfg.aspect_range
-            aspect = math.exp(lerp((math.log(lo), math.log(hi)), draws[2]))
-        else:
-            aspect = rgba.shape[1] / rgba.shape[0]
-        box_w, box_h = side * math.sqrt(aspect), side / math.sqrt(aspect)
-        flip = draws[3] < cfg.flip
-        degrees = (2.0 * draws[4] - 1.0) * cfg.rotation
-        # Without truncation the object must fit in the image: shrink it (keeping its shape) if the
-        # drawn size and rotation would not.
-        if cfg.truncation == 0.0:
-            ext_w, ext_h = rotated_extent(box_w, box_h, degrees)
-            shrink = min(1.0, (cfg.width - 1) / ext_w, (cfg.height - 1) / ext_h)
-            box_w, box_h = box_w * shrink, box_h * shrink
-        photometry = draw_photometry(draws[5:12], cfg)
-        grey = 0.0
-        if photometry.recolours:
-            grey = cutout.grey
-            if grey is None:  # not stored in the pool: computed once per cut-out per process
-                grey = self._grey.get(choice)
-                if grey is None:
-                    grey = self._grey[choice] = mean_grey(rgba)
+        box_w, box_h, flip, degrees = self._geometry(rgba.shape, draws)
+        photometry = draw_photometry(draws[5:12], self.config)
+        grey = self._grey_level(choice, cutout) if photometry.recolours else 0.0
         recolour_first = photometry.recolours and rgba.shape[0] * rgba.shape[1] < box_w * box_h
         if recolour_first:  # fewer pixels to recolour in the cut-out than in the pasted object
             rgba = recolour(rgba, photometry, grey)
@@ -235,6 +234,37 @@ class Compositor:
             recolour(patch.rgba, photometry, grey, out=patch.rgba)
         add_texture(patch, photometry, rng)
         return patch
+
+    def _grey_level(self, choice: int, cutout: CutoutLike) -> float:
+        """The cut-out's mean grey level (contrast's pivot), from the pool or computed once per
+        cut-out per process for pools that do not store it."""
+        grey = cutout.grey
+        if grey is None:
+            grey = self._grey.get(choice)
+            if grey is None:
+                grey = self._grey[choice] = mean_grey(cutout.rgba)
+        return grey
+
+    def _geometry(self, shape: tuple[int, ...], draws: list[float]) -> tuple[float, float, bool, float]:
+        """The pasted size (before rotation), flip and rotation in degrees that ``draws[1:5]``
+        pick for a cut-out of ``shape`` (h, w, ...)."""
+        cfg = self.config
+        side = lerp(cfg.scale, draws[1]) * min(cfg.width, cfg.height)
+        if cfg.aspect == "stretch":
+            lo, hi = cfg.aspect_range
+            aspect = math.exp(lerp((math.log(lo), math.log(hi)), draws[2]))
+        else:
+            aspect = shape[1] / shape[0]
+        box_w, box_h = side * math.sqrt(aspect), side / math.sqrt(aspect)
+        flip = draws[3] < cfg.flip
+        degrees = (2.0 * draws[4] - 1.0) * cfg.rotation
+        # Without truncation the object must fit in the image: shrink it (keeping its shape) if the
+        # drawn size and rotation would not.
+        if cfg.truncation == 0.0:
+            ext_w, ext_h = rotated_extent(box_w, box_h, degrees)
+            shrink = min(1.0, (cfg.width - 1) / ext_w, (cfg.height - 1) / ext_h)
+            box_w, box_h = box_w * shrink, box_h * shrink
+        return box_w, box_h, flip, degrees
 
     def _place(self, patch: ObjectPatch, owners: _Owners, placed: Sequence[_Placed], draws: Sequence[float]):
         """Try the positions given by ``draws`` (pairs of uniform numbers, ``max_tries`` of

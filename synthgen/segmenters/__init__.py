@@ -40,6 +40,7 @@ __all__ = [
     "has_alpha",
     "load_redo",
     "make_segmenter",
+    "segmenter_spec",
 ]
 
 SEGMENTERS: Registry[Callable[..., Segmenter]] = Registry("segmenter")
@@ -48,15 +49,26 @@ SEGMENTERS.register("alpha", help="the image's alpha channel (RGBA cut-outs)")(A
 SEGMENTERS.register("mask", help="the paired mask file (masks/<stem>.png or <stem>_mask.png)")(MaskSegmenter)
 SEGMENTERS.register("grabcut", help="OpenCV GrabCut from an inset rectangle (centred objects)")(GrabCutSegmenter)
 SEGMENTERS.register("auto", help="per image: alpha if any, else the paired mask, else grabcut")(AutoSegmenter)
-SEGMENTERS.register("redo", help="ReDO's learned mask network (needs a ReDO checkpoint)")(load_redo)
+SEGMENTERS.register("redo", help="ReDO's learned mask network: redo-lfw (a model name) or redo:PATH.pth")(load_redo)
+
+
+def segmenter_spec(name: str, options: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The registered name and options that a command-line ``--segmenter`` value stands for:
+    ``redo:PATH.pth`` and model names such as ``redo-lfw`` are ``redo`` with that checkpoint."""
+    options = dict(options or {})
+    if name.startswith("redo:"):
+        return "redo", {**options, "checkpoint": name[len("redo:"):]}
+    if name.startswith("redo-"):
+        return "redo", {**options, "checkpoint": name}
+    return name, options
 
 
 def make_segmenter(name: str, options: Mapping[str, Any] | None = None) -> Segmenter:
-    """The segmenter registered as ``name``, built with ``options`` (keyword arguments of its
-    factory; values may be strings from the command line). Unknown names or options raise
-    InputError listing what exists."""
+    """The segmenter registered as ``name`` (or a :func:`segmenter_spec` shorthand), built with
+    ``options`` (keyword arguments of its factory; values may be strings from the command line).
+    Unknown names or options raise InputError listing what exists."""
+    name, options = segmenter_spec(name, options)
     factory = SEGMENTERS.get(name)
-    options = dict(options or {})
     parameters = [
         p.name for p in inspect.signature(factory).parameters.values()
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)

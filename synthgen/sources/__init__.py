@@ -1,7 +1,8 @@
 """Object sources: where the objects to paste come from.
 
-Today a folder of object-centric images (:class:`FolderSource`) or an already built object pool;
-trained generators (:data:`GENERATORS`) are named and designed for, and their loaders come later.
+A folder of object-centric images (:class:`FolderSource`), an already built object pool, or a
+trained generator (a model card's name or a generator file; see :mod:`.generators`), whose
+objects the engine makes in blocks as the samples need them.
 """
 
 from __future__ import annotations
@@ -11,41 +12,40 @@ from pathlib import Path
 from synthgen.errors import InputError
 from synthgen.pool import is_pool_dir
 from synthgen.sources.folder import LAYOUTS, FolderSource, ObjectItem, find_mask, is_mask_file
-from synthgen.sources.generators import (
-    GENERATORS,
-    GeneratorSpec,
-    ObjectGenerator,
-    generator_not_available,
-    is_checkpoint_path,
-)
+from synthgen.sources.generators import GeneratedObjects, GeneratorSettings, GeneratorSource, is_generator_spec
 
 __all__ = [
-    "GENERATORS",
     "FolderSource",
-    "GeneratorSpec",
-    "ObjectGenerator",
+    "GeneratedObjects",
+    "GeneratorSettings",
+    "GeneratorSource",
     "ObjectItem",
     "find_mask",
-    "generator_not_available",
-    "is_checkpoint_path",
+    "is_generator_spec",
     "is_mask_file",
     "resolve_objects",
 ]
 
 
 def resolve_objects(spec: str, class_name: str | None = None) -> FolderSource | Path:
-    """What ``--objects SPEC`` names: the path of a built object pool, a :class:`FolderSource`
-    for a folder of object images (``class_name`` forces one class), or, for a generator name
-    or checkpoint file (``.pkl``/``.pt``/``.pth``), NotAvailableError until generator loaders
-    exist. Anything else is an InputError that says what is accepted."""
+    """What ``--objects SPEC`` names when it is not a generator: the path of a built object pool,
+    or a :class:`FolderSource` for a folder of object images (``class_name`` forces one class).
+    A generator (see :func:`is_generator_spec`) is an InputError here, saying how it is used;
+    anything else is an InputError that says what is accepted."""
     path = Path(spec).expanduser()
     if path.is_dir():
         return path.resolve() if is_pool_dir(path) else FolderSource(path, class_name)
-    if spec in GENERATORS or is_checkpoint_path(path):
-        raise generator_not_available(spec)
+    if is_generator_spec(spec):
+        raise InputError(
+            f"{spec} is a generator, not a folder of object images: paste its objects directly with "
+            f"`synthgen paste --objects {spec}`, or write images with `synthgen models sample {spec} --out DIR`"
+        )
     if path.exists():
-        raise InputError(f"--objects {spec} is a file; it takes a folder of object images. {LAYOUTS}")
+        raise InputError(f"--objects {spec} is an image file; it takes a folder of object images. {LAYOUTS}")
+    from synthgen.generators.registry import all_cards
+
+    generators = [name for name, card in all_cards().items() if card.kind == "generator"]
     raise InputError(
-        f"--objects {spec}: no such folder, and not a generator name ({', '.join(GENERATORS.names())}). "
-        f"It takes a folder of object images; {LAYOUTS}"
+        f"--objects {spec}: no such folder, file or generator name ({', '.join(generators)}). "
+        f"It takes a folder of object images, an object pool, a generator name or a generator file; {LAYOUTS}"
     )

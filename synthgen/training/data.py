@@ -14,6 +14,9 @@ Sources:
 * :class:`IteratorSource`: a live in-process stream of :class:`synthgen.sample.Sample`, from any
   factory ``(start, step) -> Iterator[Sample]`` that yields samples ``start, start + step, ...``
   (``functools.partial(synthgen.engine.iter_samples, spec)`` has that shape).
+* :class:`DevicePasteSource`: the live paste stream drawn by the torch compositor on the
+  training device: batches go from the compositor to the model without leaving the device
+  (planned on the host, in ``num_workers`` paste worker processes).
 * :class:`MixedSource`: weighted random interleaving of a real and a synthetic stream. (The paper
   authors concatenated two endlessly repeated datasets, so their "mixed" runs never reached a
   synthetic sample; interleaving draws from both at the requested ratio from the first batch.)
@@ -368,8 +371,12 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
-) -> DataLoader:
-    """Batches ``(images, targets)`` of ``source`` for one training process."""
+) -> DataLoader | Iterator[tuple[list[torch.Tensor], list[dict]]]:
+    """Batches ``(images, targets)`` of ``source`` for one training process (a
+    :class:`DevicePasteSource` makes them on its device, with no DataLoader)."""
+    if isinstance(source, DevicePasteSource):
+        return source.batches(image_size=image_size, batch_size=batch_size, num_workers=num_workers,
+                              resume_from=resume_from, rank=rank, world_size=world_size)
     dataset = StreamDataset(source, image_size, seed, resume_from=resume_from, rank=rank, world_size=world_size)
     return DataLoader(
         dataset,
@@ -383,15 +390,65 @@ def make_loader(
     )
 
 
-def live_paste_source(spec) -> IteratorSource:
+def live_paste_source(spec, device: str | torch.device | None = None) -> IteratorSource | DevicePasteSource:
     """A live stream of ``synthgen paste`` samples for ``spec`` (a :class:`synthgen.engine.PasteSpec`),
-    rendered in the training process and its loader workers: each loader worker is a paste
-    worker taking its own residue class of sample indices, and nothing touches the disk."""
+    with nothing written to disk. With the torch compositor (``spec.compositor == "torch"``) and
+    a ``device``, a :class:`DevicePasteSource` drawing on that device; otherwise rendered in the
+    training process and its loader workers: each loader worker is a paste worker taking its own
+    residue class of sample indices."""
     from synthgen.engine import prepare, render_stream
 
     compositor = prepare(spec).compositor  # resolve inputs and build pools once, not per stream
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(compositor.categories)]
-    return IteratorSource(partial(render_stream, compositor, spec), categories)
+    on_host = IteratorSource(partial(render_stream, compositor, spec), categories)
+    if spec.compositor == "torch" and device is not None:
+        return DevicePasteSource(compositor, spec, device, on_host)
+    return on_host
+
+
+class DevicePasteSource:
+    """The live paste stream drawn by :class:`synthgen.compositor.torch_render.TorchCompositor`
+    on ``device``: :meth:`batches` yields training batches already on the device (images
+    resized to a square ``image_size`` like :class:`DetectionTransform`, boxes scaled, clamped
+    and kept when at least 1 px wide and high). Sample indices are ``resume_from + rank``,
+    stepping by ``world_size``, so the samples do not depend on the batch size or the planning
+    workers. ``stream`` (used in a mix with real photos) is the host stream ``on_host``."""
+
+    def __init__(self, compositor, spec, device: str | torch.device, on_host: IteratorSource) -> None:
+        self.compositor = compositor
+        self.spec = spec
+        self.device = torch.device(device)
+        self.categories = on_host.categories
+        self.stream = on_host.stream
+
+    def batches(self, *, image_size: int, batch_size: int, num_workers: int = 0, resume_from: int = 0,
+                rank: int = 0, world_size: int = 1) -> Iterator[tuple[list[torch.Tensor], list[dict]]]:
+        from synthgen.compositor.torch_render import Planner, TorchCompositor
+        from synthgen.engine import render_stream
+
+        planner = Planner(self.compositor.config, self.compositor.objects, self.compositor.backgrounds)
+        planned = render_stream(planner, self.spec, resume_from + rank, world_size, num_workers)
+        drawer = None
+        while True:
+            batch = [next(planned) for _ in range(batch_size)]
+            if drawer is None:  # after the planning workers have forked
+                drawer = TorchCompositor(planner.config, planner.objects, planner.backgrounds, self.device)
+            yield self._to_training(drawer.draw(batch), batch, image_size)
+
+    def _to_training(self, images: torch.Tensor, samples, image_size: int) -> tuple[list[torch.Tensor], list[dict]]:
+        height, width = images.shape[1:3]
+        pixels = images.permute(0, 3, 1, 2).float().div_(255.0)
+        pixels = torch.nn.functional.interpolate(pixels, size=(image_size, image_size), mode="bilinear",
+                                                 align_corners=False, antialias=True).clamp_(0.0, 1.0)
+        scale = torch.tensor([image_size / width, image_size / height] * 2, device=self.device)
+        targets = []
+        for sample in samples:
+            boxes = torch.tensor([a.xyxy for a in sample.annotations], dtype=torch.float32).reshape(-1, 4).to(self.device)
+            boxes = (boxes * scale).clamp_(0.0, float(image_size))
+            keep = ((boxes[:, 2] - boxes[:, 0]) >= 1.0) & ((boxes[:, 3] - boxes[:, 1]) >= 1.0)
+            labels = torch.tensor([a.category_id for a in sample.annotations], dtype=torch.int64).to(self.device)
+            targets.append({"boxes": boxes[keep], "labels": labels[keep]})
+        return list(pixels), targets
 
 
 def open_source(

@@ -1,0 +1,227 @@
+"""Pasting objects from a trained generator: blocks of generated objects, refreshed every K
+samples, the same bytes for any worker count, resume without duplicates, shards."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from synthgen.compositor import CompositeConfig  # noqa: E402
+from synthgen.engine import PasteSpec, RunOptions, iter_samples, run_paste  # noqa: E402
+from synthgen.errors import InputError  # noqa: E402
+from synthgen.sources.generators import GeneratorSettings, generated_objects  # noqa: E402
+from synthgen.segmenters import MaskQuality  # noqa: E402
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "generators"
+
+
+def random_stylegan2():
+    """A tiny StyleGAN2 (synthgen's own network, 32 px) with random weights and a mapping of
+    learning-rate multiplier 1, so that, unlike the published fixtures' random networks, each
+    latent gives a clearly different image."""
+    from synthgen.generators.stylegan2 import StyleGAN2Config, StyleGAN2Generator, channels_from_base
+
+    config = StyleGAN2Config(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, mapping_layers=2,
+                             mapping_lr_multiplier=1.0, channels=channels_from_base(32, 256, 32))
+    G = StyleGAN2Generator(config)
+    draw = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.copy_(torch.randn(p.shape, generator=draw))
+    G.setup_pool_output(["thing"], None)
+    return G.eval()
+
+
+@pytest.fixture
+def tiny_generator(tmp_path: Path) -> Path:
+    """A genuine generator file: a tiny random-weight StyleGAN2 in rosinality's .pt layout."""
+    path = tmp_path / "tiny-sg2.pt"
+    shutil.copy(FIXTURES / "rosinality-sg2-32.pt", path)
+    return path
+
+
+@pytest.fixture
+def random_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A generator file whose loading gives :func:`random_stylegan2` (distinct objects)."""
+    import synthgen.generators
+
+    monkeypatch.setattr(synthgen.generators, "load_generator", lambda spec, device="cpu": random_stylegan2().to(device))
+    path = tmp_path / "random-sg2.pt"
+    path.write_bytes(b"loaded as random_stylegan2()")
+    return path
+
+
+def spec(generator: Path, **changes) -> PasteSpec:
+    settings = changes.pop("generator", GeneratorSettings(refresh=10, pool_size=6))
+    composite = CompositeConfig(width=96, height=80, objects_per_image=(1, 3), scale=(0.2, 0.5))
+    return PasteSpec(objects=str(generator), backgrounds=changes.pop("backgrounds"), segmenter="none",
+                     composite=composite, generator=settings, **changes)
+
+
+def shards(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.glob("shard-*.tar"))}
+
+
+def members(root: Path) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every sample file in the shards, in shard order."""
+    found = []
+    for path in sorted(root.glob("shard-*.tar")):
+        with tarfile.open(path) as tar:
+            found += [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    return found
+
+
+def test_the_same_bytes_for_one_and_two_workers(tmp_path, random_generator, backgrounds_dir):
+    s = spec(random_generator, backgrounds=str(backgrounds_dir), seed=3)
+    one = run_paste(s, RunOptions(out=tmp_path / "one", format="wds", n=35, workers=1, shard_size=8, progress=False))
+    two = run_paste(s, RunOptions(out=tmp_path / "two", format="wds", n=35, workers=2, shard_size=8, progress=False))
+    assert one.written == two.written == 35 and one.objects > 35
+    assert shards(tmp_path / "one") == shards(tmp_path / "two")
+    batch = run_paste(s, RunOptions(out=tmp_path / "batch", format="wds", n=35, generator_batch=4, shard_size=8, progress=False))
+    assert batch.written == 35 and shards(tmp_path / "batch") == shards(tmp_path / "one")
+    other = run_paste(spec(random_generator, backgrounds=str(backgrounds_dir), seed=4),
+                      RunOptions(out=tmp_path / "other", format="wds", n=35, shard_size=8, progress=False))
+    assert other.written == 35 and shards(tmp_path / "other") != shards(tmp_path / "one")
+    # Spent blocks are deleted as the run goes: only the last block (and the one built ahead) stay.
+    (blocks,) = (tmp_path / "two" / ".synthgen" / "objects").iterdir()
+    assert {p.name for p in blocks.iterdir()} <= {"block-00000003", "block-00000004"}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_resume_continues_without_duplicates(tmp_path, random_generator, backgrounds_dir, monkeypatch, workers):
+    s = spec(random_generator, backgrounds=str(backgrounds_dir))
+    run_paste(s, RunOptions(out=tmp_path / "full", format="wds", n=40, shard_size=7, progress=False))
+    import synthgen.engine as engine
+
+    real_produce = engine._produce
+
+    def produce_then_stop(compositor, spec_, indices, workers_, stop, stage):
+        for k, sample in enumerate(real_produce(compositor, spec_, indices, workers_, stop, stage)):
+            yield sample
+            if k == 16:
+                stop.requested = True
+
+    monkeypatch.setattr(engine, "_produce", produce_then_stop)
+    first = run_paste(s, RunOptions(out=tmp_path / "part", format="wds", n=40, shard_size=7, workers=workers, progress=False))
+    assert first.interrupted and first.written == 17
+    monkeypatch.setattr(engine, "_produce", real_produce)
+    second = run_paste(s, RunOptions(out=tmp_path / "part", format="wds", n=40, shard_size=7, workers=workers, resume=True, progress=False))
+    assert second.written == 23
+    resumed = members(tmp_path / "part")
+    assert len({name for name, _ in resumed}) == len(resumed) == 80
+    assert resumed == members(tmp_path / "full")  # a resumed run starts a new shard; the samples are the same
+
+
+def test_a_shard_makes_the_same_samples_as_the_whole_run(tmp_path, random_generator, backgrounds_dir):
+    s = spec(random_generator, backgrounds=str(backgrounds_dir))
+    whole = {x.index: x.image.tobytes() for x, _ in zip(iter_samples(s), range(24))}
+    odd = {x.index: x.image.tobytes() for x, _ in zip(iter_samples(s, start=1, step=2, workers=2), range(12))}
+    assert odd == {i: whole[i] for i in range(1, 24, 2)}
+
+
+def test_objects_never_repeat_across_refresh_blocks(tmp_path, random_generator):
+    from synthgen.generators.latents import latents_for
+
+    settings = GeneratorSettings(refresh=10, pool_size=6)
+    objects = generated_objects(str(random_generator), 0, settings, "none", {}, MaskQuality())
+    objects.attach(tmp_path / "run")
+    seen = set()
+    for block in range(4):
+        pool = objects.pool_for(block * 10)
+        assert objects.pool_for(block * 10 + 9) is pool  # one block for K samples
+        assert len(pool) == 6 and pool.classes == ["thing"]
+        assert [pool[k].source for k in range(6)] == [f"random-sg2.pt#{i}" for i in range(block * 6, block * 6 + 6)]
+        pixels = {hashlib.sha256(pool[k].rgba.tobytes()).hexdigest() for k in range(6)}
+        assert len(pixels) == 6 and not pixels & seen
+        seen |= pixels
+    # Object k is the generator's image of latents_for(seed, [k]) (alpha 255 with the none segmenter).
+    G = random_stylegan2()
+    (expected,) = G.images_from_latents(latents_for(0, [20], G.z_dim))
+    assert np.array_equal(objects.pool_for(30)[2].rgba[..., :3], expected)
+    objects.close()
+
+
+def test_a_conditional_generator_gives_each_object_its_drawn_class(tmp_path):
+    from synthgen.generators.latents import labels_for
+
+    objects = generated_objects(str(FIXTURES / "nvlabs-sg2-cond-resnet-16.pkl"), 3, GeneratorSettings(pool_size=12), "none", {}, MaskQuality())
+    objects.attach(tmp_path / "run")
+    pool = objects.pool_for(0)
+    assert pool.classes == ["class0", "class1", "class2", "class3"]
+    assert [pool[k].class_id for k in range(12)] == labels_for(3, range(12), 4).tolist()
+    objects.close()
+
+
+def test_generator_names_and_files_are_checked_before_anything_is_written(tmp_path, backgrounds_dir, monkeypatch):
+    monkeypatch.setenv("SYNTHGEN_MODELS", str(tmp_path / "models"))
+    from synthgen.errors import NotAvailableError
+
+    s = PasteSpec(objects="stylegan-cars", backgrounds=str(backgrounds_dir), generator=GeneratorSettings())
+    with pytest.raises(NotAvailableError, match="karras2019stylegan-cars-512x384.pkl"):
+        run_paste(s, RunOptions(out=tmp_path / "out", format="wds", n=3, progress=False))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match="--segmenter redo --segmenter-options checkpoint=redo-lfw"):
+        run_paste(PasteSpec(objects="redo-lfw", backgrounds=str(backgrounds_dir), generator=GeneratorSettings()),
+                  RunOptions(out=tmp_path / "out", format="wds", n=3, progress=False))
+    with pytest.raises(InputError, match="--refresh"):
+        GeneratorSettings(refresh=0).validate()
+
+
+def test_models_sample_writes_pngs_and_a_sheet(tmp_path, tiny_generator):
+    from PIL import Image
+
+    from tests.test_cli import run
+
+    code, text = run("models", "sample", tiny_generator, "--seeds", "0-4,9", "--batch-size", "4", "--out", tmp_path / "look")
+    assert code == 0, text
+    names = sorted(p.name for p in (tmp_path / "look").iterdir())
+    assert names == ["seed0000.png", "seed0001.png", "seed0002.png", "seed0003.png", "seed0004.png", "seed0009.png", "sheet.png"]
+    from synthgen.generators import load_generator, to_uint8
+
+    first = np.asarray(Image.open(tmp_path / "look" / "seed0000.png"))
+    G = load_generator(tiny_generator)
+    z = np.random.RandomState(0).randn(1, G.z_dim).astype(np.float32)  # NVIDIA's generate.py latent of seed 0
+    (expected,) = to_uint8(G.sample(torch.from_numpy(z)))
+    assert first.shape == (32, 32, 3) and np.array_equal(first, expected)
+    np.save(tmp_path / "z.npy", z.repeat(3, axis=0))
+    code, text = run("models", "sample", tiny_generator, "--z", tmp_path / "z.npy", "--out", tmp_path / "z")
+    assert code == 0 and np.array_equal(np.asarray(Image.open(tmp_path / "z" / "z0002.png")), expected)
+    code, text = run("models", "sample", tiny_generator, "--class", "cat", "--out", tmp_path / "bad")
+    assert code == 2 and "unconditional" in text
+    code, text = run("models", "sample", tiny_generator, "--seeds", "5-1", "--out", tmp_path / "bad")
+    assert code == 2 and "--seeds" in text
+
+
+def test_paste_from_a_generator_name_on_the_command_line(tmp_path, tiny_generator, backgrounds_dir, monkeypatch):
+    from tests.test_cli import run
+
+    monkeypatch.setenv("SYNTHGEN_MODELS", str(tmp_path / "models"))
+    (tmp_path / "models").mkdir()
+    shutil.copy(tiny_generator, tmp_path / "models" / "ffhq.pkl")  # the file is read by its content, not its name
+    code, text = run("paste", "--objects", "stylegan2-ada-ffhq", "--backgrounds", backgrounds_dir, "--segmenter", "none",
+                     "--refresh", "5", "--pool-size", "4", "--size", "96x80", "--format", "wds", "--n", "12",
+                     "--quiet", "--out", tmp_path / "out")
+    assert code == 0, text
+    assert "generated by stylegan2-ada-ffhq" in text and "4 per block" in text and "12 samples" in text
+    code, text = run("paste", "--backgrounds", backgrounds_dir, "--refresh", "5", "--quiet", "--out", tmp_path / "x")
+    assert code == 2 and "apply to generator objects" in text
+
+
+def test_generated_objects_are_shrunk_to_the_object_size(tmp_path, random_generator):
+    objects = generated_objects(str(random_generator), 0, GeneratorSettings(pool_size=3, object_size=20), "none", {}, MaskQuality())
+    objects.attach(None)
+    pool = objects.pool_for(0)
+    assert [pool[k].rgba.shape for k in range(3)] == [(20, 20, 4)] * 3
+    folder = objects.folder
+    objects.close()
+    assert not folder.exists()  # a stream's temporary blocks go with it
+    with pytest.raises(InputError, match="--object-size"):
+        GeneratorSettings(object_size=8).validate()

@@ -1,0 +1,190 @@
+"""The batched torch compositor: the same samples as the CPU renderer (boxes, labels; pixels
+within a few grey levels), whatever the batch, the workers or the device; JPEG encoding on the
+device decodes back; the engine writes the same annotations with either compositor."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tarfile
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from synthgen.compositor import CompositeConfig, Compositor
+from synthgen.compositor.torch_render import DeviceImages, TorchCompositor, check_supported, encode_images
+from synthgen.engine import PasteSpec, RunOptions, device_parts, run_paste
+from synthgen.errors import InputError
+from synthgen.imageio import decode_jpeg, encode_jpeg
+from tests.test_compositor import FakeBackgrounds, FakeObjects
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def textured_objects() -> FakeObjects:
+    """The compositor tests' ellipses with noisy colour, so that resampling differences show."""
+    objects = FakeObjects()
+    rng = np.random.default_rng(5)
+    for item in objects.items:
+        noise = rng.integers(-60, 60, item.rgba[..., :3].shape)
+        item.rgba[..., :3] = np.clip(item.rgba[..., :3].astype(int) + noise, 0, 255)
+    return objects
+
+
+OBJECTS, BACKGROUNDS = textured_objects(), FakeBackgrounds()
+
+CONFIGS = {
+    "default": {},
+    "occlusion and truncation": dict(min_visible=0.3, truncation=0.4),
+    "rotation, noise, blur": dict(rotation=45, noise=1.0, blur=0.5, min_visible=0.5, truncation=0.3),
+    "gaussian blending, big and small": dict(blend=("alpha", "gaussian"), rotation=20, scale=(0.05, 1.2)),
+}
+
+
+def config(**changes) -> CompositeConfig:
+    return CompositeConfig(width=256, height=224, objects_per_image=(4, 9), scale=(0.15, 0.6)).replace(**changes)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_torch_and_numpy_compositors_make_the_same_samples(name):
+    cfg = config(**CONFIGS[name])
+    cpu = Compositor(cfg, OBJECTS, BACKGROUNDS)
+    images, planned = TorchCompositor(cfg, OBJECTS, BACKGROUNDS, "cpu").render_batch(7, range(12))
+    occluded = truncated = 0
+    for i, sample in enumerate(planned):
+        reference = cpu.render(7, i)
+        assert [a.category_id for a in sample.annotations] == [a.category_id for a in reference.annotations]
+        boxes, expected = np.array([a.bbox for a in sample.annotations]), np.array([a.bbox for a in reference.annotations])
+        assert boxes.shape == expected.shape and np.abs(boxes - expected).max(initial=0) <= 1.0
+        occluded += sum(a.visible_fraction < 1.0 for a in reference.annotations)
+        truncated += sum(a.bbox[0] == 0 or a.bbox[1] == 0 for a in reference.annotations)
+        difference = np.abs(images[i].numpy().astype(int) - reference.image.astype(int))
+        assert difference.mean() < 0.2 and difference.max() <= 4, (i, difference.mean(), difference.max())
+    if name == "occlusion and truncation":
+        assert occluded > 3 and truncated > 3  # the case this configuration is here for
+
+
+def test_batch_size_changes_no_sample():
+    cfg = config(**CONFIGS["rotation, noise, blur"])
+    drawer = TorchCompositor(cfg, OBJECTS, BACKGROUNDS, "cpu")
+    whole, _ = drawer.render_batch(3, range(6))
+    for size in (1, 4):
+        parts = torch.cat([drawer.render_batch(3, range(s, min(s + size, 6)))[0] for s in range(0, 6, size)])
+        assert torch.equal(parts, whole)
+    shuffled, _ = drawer.render_batch(3, [5, 2, 4])
+    assert torch.equal(shuffled, whole[[5, 2, 4]])
+
+
+def test_poisson_and_motion_samples_are_rendered_by_the_cpu_path():
+    cfg = config(blend=("poisson", "motion"))
+    images, planned = TorchCompositor(cfg, OBJECTS, BACKGROUNDS, "cpu").render_batch(1, range(4))
+    cpu = Compositor(cfg, OBJECTS, BACKGROUNDS)
+    for i in range(4):
+        assert np.array_equal(images[i].numpy(), cpu.render(1, i).image)
+
+
+def test_settings_the_torch_path_does_not_know_are_refused():
+    @dataclass(frozen=True)
+    class LaterConfig(CompositeConfig):
+        distractors: int = 0
+
+    check_supported(LaterConfig())
+    with pytest.raises(InputError, match="distractors.*--compositor numpy"):
+        check_supported(LaterConfig(distractors=3))
+
+
+def test_device_images_pack_arrays_and_device_tensors_alike():
+    arrays = [np.full((2, 3, 4), k, np.uint8) for k in range(3)]
+    from_numpy = DeviceImages.from_arrays(arrays, "cpu", 4)
+    from_tensors = DeviceImages.from_arrays([torch.from_numpy(a) for a in arrays], "cpu", 4)
+    assert torch.equal(from_numpy.pixels, from_tensors.pixels)
+    assert from_numpy.starts.tolist() == [0, 6, 12] and len(from_numpy) == 3
+    with pytest.raises(ValueError, match="expected"):
+        DeviceImages.from_arrays([np.zeros((2, 2, 3), np.uint8)], "cpu", 4)
+
+
+def test_cpu_encoding_is_the_cpu_paths_encoder():
+    images, _ = TorchCompositor(config(), OBJECTS, BACKGROUNDS, "cpu").render_batch(0, range(2))
+    jpegs = encode_images(images, 90)
+    assert jpegs == [encode_jpeg(image.numpy(), 90) for image in images]
+
+
+@needs_cuda
+def test_cuda_draws_the_cpu_pixels_and_every_encoded_batch_decodes():
+    cfg = config(**CONFIGS["rotation, noise, blur"])
+    on_cpu, _ = TorchCompositor(cfg, OBJECTS, BACKGROUNDS, "cpu").render_batch(4, range(16))
+    on_gpu, _ = TorchCompositor(cfg, OBJECTS, BACKGROUNDS, "cuda").render_batch(4, range(16))
+    assert (on_gpu.cpu().int() - on_cpu.int()).abs().max() <= 1
+    for image, jpeg in zip(on_gpu.cpu(), encode_images(on_gpu, 90)):
+        decoded = decode_jpeg(jpeg)
+        assert decoded.shape == image.shape and np.abs(decoded.astype(int) - image.numpy()).mean() < 3
+
+
+# -- the engine ---------------------------------------------------------------------------------
+
+
+def spec_for(objects_dir, backgrounds_dir, **changes) -> PasteSpec:
+    composite = CompositeConfig(width=96, height=80, objects_per_image=(1, 4), scale=(0.2, 0.5), min_visible=0.4, truncation=0.3)
+    return PasteSpec(objects=str(objects_dir), backgrounds=str(backgrounds_dir), composite=composite, seed=3, **changes)
+
+
+def read_shard(path):
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def test_paste_with_the_torch_compositor_writes_the_numpy_paths_annotations(tmp_path, objects_dir, backgrounds_dir):
+    numpy_run = run_paste(spec_for(objects_dir, backgrounds_dir), RunOptions(out=tmp_path / "numpy", format="wds", n=12, progress=False))
+    torch_spec = spec_for(objects_dir, backgrounds_dir, compositor="torch")
+    one = run_paste(torch_spec, RunOptions(out=tmp_path / "torch", format="wds", n=12, batch_size=5, progress=False))
+    two = run_paste(torch_spec, RunOptions(out=tmp_path / "torch2", format="wds", n=12, batch_size=3, workers=2, progress=False))
+    assert numpy_run.written == one.written == two.written == 12
+    reference = read_shard(tmp_path / "numpy" / "shard-000000.tar")
+    made = read_shard(tmp_path / "torch" / "shard-000000.tar")
+    assert made == read_shard(tmp_path / "torch2" / "shard-000000.tar")  # batch size and workers change no byte
+    assert made.keys() == reference.keys()
+    for name in made:
+        if name.endswith(".json"):
+            assert json.loads(made[name]) == json.loads(reference[name])
+        else:
+            difference = np.abs(decode_jpeg(made[name]).astype(int) - decode_jpeg(reference[name]).astype(int))
+            assert difference.mean() < 1.0
+
+
+def test_device_parts_share_the_samples_like_machines(tmp_path):
+    options = RunOptions(out=tmp_path, format="wds", n=10, shard_index=1, num_shards=2)
+    parts = device_parts(options, ["cuda:0", "cuda:1", "cuda:2"])
+    assert [(p.shard_index, p.num_shards, p.out.name, p.device) for p in parts] == [
+        (1, 6, "part-0", "cuda:0"), (3, 6, "part-1", "cuda:1"), (5, 6, "part-2", "cuda:2")]
+    # Together they make exactly machine 1's samples (i % 2 == 1), each once.
+    made = sorted(i for p in parts for i in range(100) if i % p.num_shards == p.shard_index)
+    assert made == [i for i in range(100) if i % 2 == 1]
+
+
+def test_device_settings_are_checked(tmp_path, objects_dir, backgrounds_dir):
+    with pytest.raises(InputError, match="needs --compositor torch"):
+        run_paste(spec_for(objects_dir, backgrounds_dir), RunOptions(out=tmp_path / "a", n=2, device="cuda", progress=False))
+    with pytest.raises(InputError, match="compositor 'jax'"):
+        spec_for(objects_dir, backgrounds_dir, compositor="jax").validate()
+
+
+def test_training_batches_come_from_the_device_stream_with_the_host_streams_boxes(objects_dir, backgrounds_dir):
+    from synthgen.training.data import DevicePasteSource, live_paste_source, make_loader
+
+    spec = spec_for(objects_dir, backgrounds_dir, compositor="torch")
+    source = live_paste_source(spec, device="cpu")
+    assert isinstance(source, DevicePasteSource)
+    batches = make_loader(source, image_size=64, batch_size=3, seed=0, resume_from=2, rank=1, world_size=2)
+    images, targets = next(batches)
+    assert len(images) == 3 and images[0].shape == (3, 64, 64) and images[0].dtype == torch.float32
+    # Samples 3, 5, 7 (resume_from + rank, stepping by world_size), boxes scaled to 64x64.
+    host = list(zip(range(3), source.stream(0, 3, 2)))
+    for (_, item), target in zip(host, targets):
+        expected = torch.from_numpy(item.boxes) * torch.tensor([64 / 96, 64 / 80] * 2)
+        wide = ((expected[:, 2] - expected[:, 0]) >= 1) & ((expected[:, 3] - expected[:, 1]) >= 1)
+        assert torch.allclose(target["boxes"], expected[wide], atol=1e-4)
+        assert target["labels"].tolist() == torch.from_numpy(item.labels)[wide].tolist()
+    assert isinstance(live_paste_source(spec_for(objects_dir, backgrounds_dir), device="cpu"), type(source.stream.__self__))
