@@ -343,7 +343,7 @@ def build_detector(
         try:
             load_checkpoint(path, what=f"torchvision's ImageNet weights {path.name}")
         except InputError as err:
-            reason = f"{err}; delete it and fetch it again"
+            reason = f"the cached file is unreadable: {err}; delete it and fetch it again"
             raise NotAvailableError(_missing_weights_message(name, path, reason)) from None
     try:
         return factory(num_classes, image_size, init, box_scales)
