@@ -338,11 +338,12 @@ def build_detector(
     path = backbone_weights_path(name)
     if path.is_file():
         # A damaged cached file fails deep inside torchvision with any kind of error; try it first.
+        from synthgen.checkpoints import load_checkpoint
+
         try:
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            first_line = (str(err).splitlines() or [""])[0]
-            reason = f"{path} is unreadable ({type(err).__name__}: {first_line}); delete it and fetch it again"
+            load_checkpoint(path, what=f"torchvision's ImageNet weights {path.name}")
+        except InputError as err:
+            reason = f"the cached file is unreadable: {err}; delete it and fetch it again"
             raise NotAvailableError(_missing_weights_message(name, path, reason)) from None
     try:
         return factory(num_classes, image_size, init, box_scales)
@@ -423,23 +424,15 @@ def read_checkpoint(path: str | Path, detector: str | None = None) -> dict[str, 
     Tensors are loaded onto the CPU. Raises InputError for a missing file, a file that is not a
     synthgen detector checkpoint, or a checkpoint of another detector.
     """
+    from synthgen.checkpoints import load_checkpoint
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for foreign files: all mean "not ours"
-        raise InputError(
-            f"{path} is not a synthgen detector checkpoint: it could not be read as a PyTorch file "
-            f"of plain tensors and values ({type(err).__name__}: {(str(err).splitlines() or [''])[0]})"
-        ) from None
+    payload = load_checkpoint(path, what="a synthgen detector checkpoint (best.pt / last.pt of `synthgen pretrain` or `finetune`)")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        found = (
-            f"a dict with keys {sorted(map(str, payload))[:6]}" if isinstance(payload, dict) else type(payload).__name__
-        )
         raise InputError(
-            f"{path} is not a synthgen detector checkpoint: expected a dict with format "
-            f"{CHECKPOINT_FORMAT!r} (written by `synthgen pretrain`/`finetune`), found {found}"
+            f"{path} is {_foreign_checkpoint(payload)}, not a synthgen detector checkpoint: expected a dict with "
+            f"format {CHECKPOINT_FORMAT!r}, written by `synthgen pretrain` or `finetune`"
+            + (f"; its keys: {sorted(map(str, payload))[:6]}" if isinstance(payload, dict) else "")
         )
     if payload.get("version") != CHECKPOINT_VERSION:
         raise InputError(
@@ -456,6 +449,18 @@ def read_checkpoint(path: str | Path, detector: str | None = None) -> dict[str, 
             f"{path} holds an unknown detector {payload['detector']!r}; known: {', '.join(DETECTORS.names())}"
         )
     return payload
+
+
+def _foreign_checkpoint(payload: Any) -> str:
+    """What a PyTorch file that is not a synthgen checkpoint holds, in a few words."""
+    if not isinstance(payload, dict):
+        return f"a PyTorch file holding a {type(payload).__name__}"
+    keys = sorted(map(str, payload))
+    if any("lightning" in key for key in keys):
+        return "a PyTorch Lightning checkpoint"
+    if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        return f"a bare state_dict of {len(payload)} tensors (weights without synthgen's description of the model)"
+    return "a checkpoint of another tool"
 
 
 @dataclass(frozen=True)

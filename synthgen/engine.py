@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 RUN_DIR = ".synthgen"
 COMPOSITORS = ("numpy", "torch")
 RUN_FILE = "run.json"
+UNREADABLE_LIST = "unreadable.txt"  # in RUN_DIR: the input files skipped, with their reasons
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class Scene:
     is_demo: bool
     #: The compositor's objects when they come from a generator (blocks to attach and close).
     generated: GeneratedObjects | None = None
+    unreadable: list[str] = field(default_factory=list)  # every input file skipped, with its reason
 
 
 @dataclass
@@ -167,6 +169,7 @@ class RunSummary:
     notes: list[str]
     #: Boxes written by this run per class name, in category order.
     per_class: dict[str, int] = field(default_factory=dict)
+    planned: int | None = None  # samples this machine makes in all (None: endless)
 
     @property
     def rate(self) -> float:
@@ -176,8 +179,9 @@ class RunSummary:
 # -- inputs -----------------------------------------------------------------------------------
 
 
-def prepare(spec: PasteSpec, progress: bool = True, device: str = "cpu", generator_batch: int = 32) -> Scene:
-    """Resolve objects and backgrounds, building (or loading cached) object and background pools.
+def prepare(spec: PasteSpec, progress: bool = True, device: str = "cpu", generator_batch: int = 32, workers: int = 1) -> Scene:
+    """Resolve objects and backgrounds, building (or loading cached) object and background pools
+    (objects of a folder segmented by ``workers`` processes; the pool is the same for any number).
     A generator source is loaded on ``device``; its objects are made as samples need them (see
     :mod:`synthgen.sources.generators`), once the scene's ``generated`` objects are attached."""
     from synthgen.backgrounds import BackgroundLabels, cached_background_pool, resolve_backgrounds
@@ -218,7 +222,7 @@ def prepare(spec: PasteSpec, progress: bool = True, device: str = "cpu", generat
         if isinstance(resolved, Path):
             pool = ObjectPool.load(resolved)
         else:
-            pool = cached_pool(resolved, spec.segmenter, dict(spec.segmenter_options), quality, progress=progress)
+            pool = cached_pool(resolved, spec.segmenter, dict(spec.segmenter_options), quality, progress=progress, workers=workers)
         notes.append("objects: " + format_summary(pool.summary))
 
     distractors = None
@@ -241,14 +245,27 @@ def prepare(spec: PasteSpec, progress: bool = True, device: str = "cpu", generat
         extra = f"; new classes after the objects': {', '.join(labels.extra_classes)}" if labels.extra_classes else ""
         notes.append(f"kept annotations: {labels.count:,} objects of the backgrounds{extra}")
     compositor = Compositor(cfg, pool, backgrounds, distractors=distractors, labels=labels)
-    return Scene(compositor=compositor, notes=notes, is_demo=is_demo, generated=generated)
+    unreadable = [] if generated is not None else [f"objects: {line}" for line in _pool_unreadable(pool)]
+    unreadable += [f"backgrounds: {line}" for line in backgrounds.summary.get("unreadable_files", backgrounds.summary["unreadable_examples"])]
+    return Scene(compositor=compositor, notes=notes, is_demo=is_demo, generated=generated, unreadable=unreadable)
+
+
+def _pool_unreadable(pool) -> list[str]:
+    from synthgen.pool import UNREADABLE_FILE
+
+    listing = pool.path / UNREADABLE_FILE
+    if listing.is_file():
+        return listing.read_text().splitlines()
+    return list(pool.summary.get("unreadable_examples", []))  # pools built before the listing existed
 
 
 def _background_note(summary: dict) -> str:
     """One line from a BackgroundPool summary (keys images, unreadable, unreadable_examples)."""
     line = f"{summary['images']:,} images"
     if summary["unreadable"]:
-        line += f"; {summary['unreadable']:,} unreadable files skipped (e.g. {summary['unreadable_examples'][0]})"
+        examples = summary["unreadable_examples"][:3]
+        line += f"; {summary['unreadable']:,} unreadable files skipped: {', '.join(examples)}"
+        line += ", ..." if summary["unreadable"] > len(examples) else ""
     return line
 
 
@@ -505,7 +522,8 @@ def _render_in_workers(compositor: Compositor, spec: PasteSpec, indices: Iterato
     # raw rendered images are not, and the batches in flight bound the memory of endless runs.
     batch_size = 32 if stage is not None else 8
     window = 4 * workers  # batches in flight: keeps workers busy, bounds memory for endless runs
-    generated = compositor.objects if isinstance(compositor.objects, GeneratedObjects) else None
+    objects = getattr(compositor, "objects", None)  # renderers other than the compositor have none
+    generated = objects if isinstance(objects, GeneratedObjects) else None
     if generated is not None:  # blocks of generated objects are built here, before their samples go out
         indices = generated.prepared(indices)
     batches = _batched(indices, batch_size)
@@ -550,7 +568,7 @@ def _run_settings(spec: PasteSpec, options: RunOptions) -> dict:
         "shard_max_bytes": options.shard_max_bytes,
         # The JPEG encoder (nvJPEG on CUDA, libjpeg-turbo otherwise) changes the bytes: a resume
         # must use the same one.
-        "jpeg_encoder": "cuda" if spec.compositor == "torch" and options.device.startswith("cuda") else "cpu",
+        "jpeg_encoder": "cuda" if getattr(spec, "compositor", "numpy") == "torch" and options.device.startswith("cuda") else "cpu",
     }
 
 
@@ -645,14 +663,15 @@ def _check_shared_output(options: RunOptions, settings_path: Path) -> None:
         )
 
 
-def _check_options(options: RunOptions) -> None:
+def check_run_options(options: RunOptions) -> None:
+    """InputError for run options that cannot work together (e.g. an endless COCO run)."""
     from synthgen.writers import WRITERS
 
     factory = WRITERS.get(options.format)
     if options.n is None and not getattr(factory, "supports_infinite", False):
         raise InputError(
-            f"--n inf needs --format wds (an endless stream of shards); the {options.format} format "
-            "is one finite dataset: give a number of samples"
+            f"--n inf writes an endless stream, which only --format wds can hold (it is the default with --n inf); "
+            f"the {options.format} format is one finite dataset: give a number of samples, or leave --format out"
         )
     if options.n is not None and options.n < 1:
         raise InputError(f"--n {options.n}: give at least 1 sample, or inf")
@@ -721,7 +740,7 @@ def run_paste_on_devices(spec: PasteSpec, options: RunOptions, devices: list[str
     spec.validate()
     parts = device_parts(options, devices)
     for part in parts:
-        _check_options(part)
+        check_run_options(part)
         _check_device(spec, part)
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
     results = context.Queue()
@@ -768,14 +787,15 @@ def run_paste(spec: PasteSpec, options: RunOptions, console=None) -> RunSummary:
     :class:`WriteError` when the disk fills up.
     """
     spec.validate()
-    _check_options(options)
+    check_run_options(options)
     _check_device(spec, options)
-    scene = prepare(spec, progress=options.progress, device=options.device, generator_batch=options.generator_batch)
-    return write_dataset(scene.compositor, spec, options, scene.notes, console, generated=scene.generated)
+    scene = prepare(spec, progress=options.progress, device=options.device, generator_batch=options.generator_batch, workers=options.workers)
+    return write_dataset(scene.compositor, spec, options, scene.notes, console, generated=scene.generated, unreadable=scene.unreadable)
 
 
 def write_dataset(
-    renderer, spec, options: RunOptions, notes: list[str], console=None, description: str = "pasting", generated=None
+    renderer, spec, options: RunOptions, notes: list[str], console=None, description: str = "pasting", generated=None,
+    unreadable: list[str] = (),
 ) -> RunSummary:
     """Render samples with ``renderer`` and write them to ``options.out``, in index order, with
     resume and clean stops: the writing half of :func:`run_paste`, shared by every command that
@@ -786,15 +806,20 @@ def write_dataset(
     (class names) and ``config.width``/``config.height``; it must pickle for ``spawn`` workers.
     ``spec`` has ``seed``, ``jpeg_quality``, ``masks``, ``validate()`` and ``to_dict()`` (the
     settings a resume must repeat). ``generated``: a generator object source, whose object blocks
-    are kept in the run's folder so that a resume reuses them.
+    are kept in the run's folder so that a resume reuses them. ``unreadable``: the input files
+    that were skipped, with their reasons, listed in the run's ``.synthgen/unreadable.txt``.
     """
     from synthgen.writers import WriterOptions, make_writer
 
     spec.validate()
-    _check_options(options)
+    check_run_options(options)
     _prepare_output(spec, options)
     if generated is not None:
         generated.attach(options.out / RUN_DIR)
+    if unreadable:
+        listing = options.out / RUN_DIR / UNREADABLE_LIST
+        listing.write_text("".join(line + "\n" for line in unreadable))
+        notes = [*notes, f"{len(unreadable):,} unreadable input files skipped; all are listed in {listing}"]
     writer = make_writer(
         options.format,
         options.out,
@@ -854,9 +879,10 @@ def write_dataset(
         skipped_objects=skipped,
         empty_images=empty,
         seconds=time.perf_counter() - started,
-        interrupted=stop.requested,
+        interrupted=stop.requested and (total is None or done + written < total),
         notes=notes,
         per_class=dict(zip(categories, per_class[1:])),
+        planned=total,
     )
 
 

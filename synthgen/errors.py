@@ -34,3 +34,10 @@ class WriteError(SynthgenError):
     """Writing the output failed (disk full, permission denied); what was written is intact."""
 
     exit_code = 4
+
+
+class Interrupted(SynthgenError):
+    """The user stopped a finite job (Ctrl-C, SIGTERM) before it finished; the message says what
+    was kept and how to continue. Exit code 130, as shells report a job ended by SIGINT."""
+
+    exit_code = 130

@@ -72,6 +72,7 @@ class Metrics:
     num_images: int
     num_detections: int
     classes: list[ClassAP] = field(default_factory=list, repr=False)
+    skipped: list[str] = field(default_factory=list)  # ground-truth image files left out (unreadable)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (NaN becomes None)."""
@@ -286,12 +287,21 @@ def evaluate(
     device: str | torch.device = "auto",
     batch_size: int = 4,
     preview: int = 0,
+    preview_min_score: float = 0.3,
+    preview_max_boxes: int = 10,
+    preview_columns: int = 2,
+    skip_unreadable: bool = False,
 ) -> Metrics:
     """Evaluate a detector (a module with its ``categories`` in label order, or a checkpoint
     path) on a COCO file.
 
+    Every ground-truth image is scored: an image file that does not decode is an InputError
+    naming it, unless ``skip_unreadable``, which leaves such images (and their boxes) out of
+    the ground truth and lists them in ``Metrics.skipped`` and metrics.json.
+
     With ``out_dir``: writes ``detections.json``, ``metrics.json``, ``pr_curve.png`` and, for
-    ``preview`` > 0, ``preview.png`` (predictions beside ground truth for that many images).
+    ``preview`` > 0, ``preview.png`` (predictions beside ground truth for that many images, the
+    ``preview_max_boxes`` best scoring at least ``preview_min_score`` each).
     """
     if isinstance(model_or_ckpt, nn.Module):
         if categories is None:
@@ -301,10 +311,20 @@ def evaluate(
         model, meta = load_detector(model_or_ckpt)
         categories = meta.categories
     coco = load_coco(coco_json, images_root)
+    skipped: list[str] = []
+    if skip_unreadable:
+        coco, skipped = without_unreadable(coco)
     mapping = match_categories(categories, coco.categories)
     dev = resolve_device(device)
-    detections = predict(model, coco, mapping, device=dev, score_threshold=score_threshold, batch_size=batch_size)
+    try:
+        detections = predict(model, coco, mapping, device=dev, score_threshold=score_threshold, batch_size=batch_size)
+    except InputError as err:
+        raise InputError(
+            f"{err}. Every ground-truth image is scored, so this one cannot be left out silently: fix or "
+            "remove the file, or pass --skip-unreadable to score the others and report how many were skipped"
+        ) from None
     metrics = evaluate_detections(coco, detections)
+    metrics.skipped = skipped
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -314,13 +334,36 @@ def evaluate(
             "ground_truth": str(coco.source),
             "score_threshold": score_threshold,
             "checkpoint": None if isinstance(model_or_ckpt, nn.Module) else str(model_or_ckpt),
+            "skipped_unreadable": skipped,
         }
         atomic_write_json(out / "metrics.json", summary)
         plot_precision_recall(metrics, out / "pr_curve.png")
         if preview > 0:
             names = {c["id"]: c["name"] for c in coco.categories}
-            draw_preview(coco, detections, out / "preview.png", count=preview, names=names)
+            draw_preview(
+                coco, detections, out / "preview.png", count=preview, names=names,
+                min_score=preview_min_score, max_boxes=preview_max_boxes, columns=preview_columns,
+            )
     return metrics
+
+
+def without_unreadable(coco: CocoSet) -> tuple[CocoSet, list[str]]:
+    """``coco`` without the images whose files do not decode (and without their boxes), and the
+    paths of those files."""
+    from synthgen.imageio import read_image
+
+    bad = {i for i in coco.image_ids if read_image(coco.image_path(i)) is None}
+    if not bad:
+        return coco, []
+    skipped = [str(coco.image_path(i)) for i in sorted(bad)]
+    if len(bad) == len(coco.image_ids):
+        raise InputError(f"none of the {len(bad)} images of {coco.source} decodes, e.g. {skipped[0]}: nothing to evaluate")
+    dataset = copy.copy(coco.coco.dataset)
+    dataset["images"] = [im for im in dataset["images"] if int(im["id"]) not in bad]
+    dataset["annotations"] = [a for a in dataset["annotations"] if int(a["image_id"]) not in bad]
+    for image_path in skipped[:5]:
+        log.warning("skipped unreadable ground-truth image %s", image_path)
+    return CocoSet(coco_from_dict(dataset), coco.images_root, coco.source), skipped
 
 
 def plot_precision_recall(metrics: Metrics, path: Path) -> None:
@@ -354,10 +397,11 @@ def draw_preview(
     count: int = 4,
     names: dict[int, str],
     min_score: float = 0.3,
-    max_boxes: int = 30,
+    max_boxes: int = 10,
+    columns: int = 2,
 ) -> None:
-    """Ground truth (left) beside predictions (right: the ``max_boxes`` best scoring at least
-    ``min_score``) for the first ``count`` images."""
+    """Ground truth beside predictions (the ``max_boxes`` best scoring at least ``min_score``)
+    for the first ``count`` images, as a grid of ``columns`` image pairs per row."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
@@ -366,8 +410,10 @@ def draw_preview(
     for det in detections:
         if det["score"] >= min_score:
             by_image.setdefault(det["image_id"], []).append(det)
-    fig = Figure(figsize=(10, 4.5 * len(ids)), dpi=80)
-    for row, image_id in enumerate(ids):
+    columns = max(1, min(columns, len(ids)))
+    rows = math.ceil(len(ids) / columns)
+    fig = Figure(figsize=(5 * 2 * columns, 4.5 * rows), dpi=80)
+    for number, image_id in enumerate(ids):
         image = coco.read_image(image_id)
         truth = [
             (a["bbox"], names.get(a["category_id"], "?"), "grey" if a.get("iscrowd") else "lime")
@@ -375,9 +421,9 @@ def draw_preview(
         ]
         best = sorted(by_image.get(image_id, []), key=lambda d: -d["score"])[:max_boxes]
         predicted = [(d["bbox"], f"{names.get(d['category_id'], '?')} {d['score']:.2f}", "red") for d in best]
-        panels = (("ground truth", truth), (f"predictions (score >= {min_score})", predicted))
+        panels = (("ground truth", truth), (f"top {max_boxes} predictions >= {min_score:g}", predicted))
         for col, (title, boxes) in enumerate(panels):
-            ax = fig.add_subplot(len(ids), 2, 2 * row + col + 1)
+            ax = fig.add_subplot(rows, 2 * columns, 2 * number + col + 1)
             ax.imshow(image)
             for (x, y, w, h), text, colour in boxes:
                 ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=colour, linewidth=1.5))

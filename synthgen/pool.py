@@ -12,6 +12,7 @@ A pool is a folder:
   column and the compositor computes it on first use), and a ``summary`` of the build
   (accepted, rejected counts by reason, unreadable files with up to 20 examples, segmenter and
   quality settings).
+- ``unreadable.txt`` (only when some were skipped): every unreadable file, with its reason.
 
 :meth:`ObjectPool.load` memory-maps pixels.bin, so many compositor worker processes share one
 copy through the page cache; a pool pickles as its path. :func:`cached_pool` keeps pools under
@@ -59,6 +60,7 @@ POOL_VERSION = 2  # 2: colours bled into the non-solid pixels (see bleed_colours
 PIPELINE_VERSION = 1
 INDEX_FILE = "index.json"
 PIXELS_FILE = "pixels.bin"
+UNREADABLE_FILE = "unreadable.txt"  # every skipped file with its reason, when there are any
 CHUNK = 32  # images per segment_batch call
 MAX_EXAMPLES = 20
 
@@ -161,7 +163,7 @@ def _progress_bar(enabled: bool, total: int, description: str) -> Iterator[Calla
     if not enabled:
         yield lambda n: None
         return
-    with progress_bar("obj") as bar:
+    with progress_bar("objects") as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
 
@@ -235,8 +237,7 @@ class _PoolWriter:
         self.columns: dict[str, list[Any]] = {"class_id": [], "source": [], "offset": [], "h": [], "w": [], "grey": []}
         self.rejected: Counter[str] = Counter()
         self.per_class: Counter[str] = Counter()
-        self.unreadable = 0
-        self.unreadable_examples: list[str] = []
+        self.unreadable_files: list[str] = []  # "relative/path (reason)", all of them
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self._root).as_posix()
@@ -253,10 +254,8 @@ class _PoolWriter:
     def reject(self, reason: str) -> None:
         self.rejected[reason] += 1
 
-    def skip_unreadable(self, path: Path) -> None:
-        self.unreadable += 1
-        if len(self.unreadable_examples) < MAX_EXAMPLES:
-            self.unreadable_examples.append(self.relative(path))
+    def skip_unreadable(self, path: Path, reason: str) -> None:
+        self.unreadable_files.append(f"{self.relative(path)} ({reason})")
 
     @property
     def accepted(self) -> int:
@@ -267,8 +266,8 @@ class _PoolWriter:
             "images": images,
             "accepted": self.accepted,
             "rejected": dict(self.rejected.most_common()),
-            "unreadable": self.unreadable,
-            "unreadable_examples": self.unreadable_examples,
+            "unreadable": len(self.unreadable_files),
+            "unreadable_examples": self.unreadable_files[:MAX_EXAMPLES],
             "per_class": {name: self.per_class[name] for name in self._classes},
             "segmenter": {"name": segmenter.name, "threshold": segmenter.threshold, "settings": segmenter.settings()},
             "quality": None if quality is None else asdict(quality),
@@ -277,70 +276,136 @@ class _PoolWriter:
         }
 
 
-def _load_chunk(
-    items: Sequence[ObjectItem], writer: _PoolWriter
-) -> list[tuple[ObjectItem, np.ndarray, np.ndarray | None]]:
-    """Read the images (and paired masks) of ``items``; unreadable ones are counted and dropped.
+#: What segmenting one object gave: ("accepted", item, rgba) | ("rejected", reason) |
+#: ("unreadable", path, reason).
+Outcome = tuple
+
+
+def _segment_items(segmenter: Segmenter, quality: MaskQuality | None, items: Sequence[ObjectItem]) -> list[Outcome]:
+    """Read, segment, clean and cut out ``items`` (one chunk): an outcome per image file, in
+    order. A pure function of the files and settings, so any worker may run any chunk.
     An object whose paired mask is unreadable is dropped too: the user gave that mask to be used."""
+    from synthgen.imageio import unreadable_reason
+
+    outcomes: list[Outcome | None] = []
     loaded = []
     for item in items:
         image = read_image(item.path, keep_alpha=True)
         if image is None:
-            writer.skip_unreadable(item.path)
+            outcomes.append(("unreadable", item.path, unreadable_reason(item.path)))
             continue
         mask = None
         if item.mask_path is not None:
             mask = read_mask(item.mask_path)
             if mask is None:
-                writer.skip_unreadable(item.mask_path)
+                outcomes.append(("unreadable", item.mask_path, "mask " + unreadable_reason(item.mask_path)))
                 continue
-        loaded.append((item, image, mask))
-    return loaded
+        outcomes.append(None)  # filled in below, in order
+        loaded.append((len(outcomes) - 1, item, image, mask))
+    softs = _segment_chunk(segmenter, [image for _, _, image, _ in loaded], [mask for _, _, _, mask in loaded])
+    for (slot, item, image, _), soft in zip(loaded, softs):
+        cut = soft if isinstance(soft, str) else _cutout(image, soft, segmenter.threshold, quality)
+        outcomes[slot] = ("rejected", cut) if isinstance(cut, str) else ("accepted", item, cut)
+    return outcomes  # type: ignore[return-value]
+
+
+# The segmenter and quality bounds of a segmentation worker process (set once by its initializer).
+_worker_settings: tuple[Segmenter, MaskQuality | None] | None = None
+
+
+def _init_segment_worker(segmenter: Segmenter, quality: MaskQuality | None) -> None:
+    import signal
+
+    global _worker_settings
+    # Ctrl-C reaches the whole process group: the main process stops the pool; workers must not
+    # print tracebacks of their own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+    _worker_settings = (segmenter, quality)
+
+
+def _segment_in_worker(items: Sequence[ObjectItem]) -> list[Outcome]:
+    assert _worker_settings is not None
+    return _segment_items(*_worker_settings, items)
+
+
+def _outcomes(segmenter: Segmenter, quality: MaskQuality | None, chunks: list, workers: int) -> Iterator[list[Outcome]]:
+    """Outcomes of every chunk, in chunk order, computed here or by ``workers`` processes."""
+    if workers <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield _segment_items(segmenter, quality, chunk)
+        return
+    import multiprocessing
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    with context.Pool(min(workers, len(chunks)), _init_segment_worker, (segmenter, quality)) as processes:
+        yield from processes.imap(_segment_in_worker, chunks)  # imap keeps the order: same pool for any count
 
 
 def build_pool(
-    source: FolderSource, segmenter: Segmenter, out: Path, quality: MaskQuality, progress: bool = True
+    source: FolderSource,
+    segmenter: Segmenter,
+    out: Path,
+    quality: MaskQuality,
+    progress: bool = True,
+    workers: int = 1,
 ) -> ObjectPool:
     """Segment every object of ``source`` once, clean and check each mask, and write the pool
     to folder ``out`` (atomically: an interrupted build leaves nothing behind).
 
-    Unreadable or corrupt files are skipped and counted, never fatal. ``quality`` is not applied
-    for the ``none`` segmenter, whose mask is the whole frame by definition. Raises
-    OutputExistsError if ``out`` already holds something, and InputError if no object is
-    accepted (with the rejection counts, and what to try instead).
+    ``workers`` processes segment chunks of objects in parallel; the main process writes
+    their results in source order, so the pool is byte for byte the same for any number of
+    workers. Unreadable or corrupt files are skipped and counted, never fatal: the first are
+    named in the summary with their reason, all in ``unreadable.txt`` in the pool folder.
+    ``quality`` is not applied for the ``none`` segmenter, whose mask is the whole frame by
+    definition. Raises OutputExistsError if ``out`` already holds something, and InputError
+    if no object is accepted (with the counts, and advice that fits why).
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(f"{out} already exists; choose another folder for the object pool or delete it")
     checked = None if segmenter.name == NoneSegmenter.name else quality
     started = time.perf_counter()
+    chunks = [source.items[start:start + CHUNK] for start in range(0, len(source.items), CHUNK)]
     with atomic_directory(out) as tmp:
         with open(tmp / PIXELS_FILE, "wb") as pixels, \
                 _progress_bar(progress, len(source), f"segmenting ({segmenter.name})") as advance:
             writer = _PoolWriter(pixels, source.root, source.classes)
-            for start in range(0, len(source.items), CHUNK):
-                loaded = _load_chunk(source.items[start:start + CHUNK], writer)
-                images = [image for _, image, _ in loaded]
-                masks = _segment_chunk(segmenter, images, [mask for _, _, mask in loaded])
-                for (item, image, _), soft in zip(loaded, masks):
-                    cut = soft if isinstance(soft, str) else _cutout(image, soft, segmenter.threshold, checked)
-                    if isinstance(cut, str):
-                        writer.reject(cut)
+            for chunk, outcomes in zip(chunks, _outcomes(segmenter, checked, chunks, workers)):
+                for outcome in outcomes:
+                    if outcome[0] == "accepted":
+                        writer.accept(outcome[1], outcome[2])
+                    elif outcome[0] == "rejected":
+                        writer.reject(outcome[1])
                     else:
-                        writer.accept(item, cut)
-                advance(min(CHUNK, len(source.items) - start))
+                        writer.skip_unreadable(outcome[1], outcome[2])
+                advance(len(chunk))
         summary = writer.summary(len(source), segmenter, checked, time.perf_counter() - started)
         if writer.accepted == 0:
-            raise InputError(
-                f"no object in {source.root} was accepted by the {segmenter.name} segmenter: "
-                f"{format_summary(summary)}. Try another segmenter (--segmenter grabcut for plain photos, "
-                "alpha for RGBA cut-outs, mask for image + mask pairs, none to paste whole frames) or "
-                "looser mask-quality bounds."
-            )
+            raise InputError(_nothing_accepted(source.root, segmenter.name, summary))
+        if writer.unreadable_files:
+            (tmp / UNREADABLE_FILE).write_text("".join(line + "\n" for line in writer.unreadable_files))
         index = {"format": POOL_FORMAT, "version": POOL_VERSION, "classes": source.classes,
                  "objects": writer.columns, "summary": summary}
         (tmp / INDEX_FILE).write_text(json.dumps(index, separators=(",", ":")))
     return ObjectPool.load(out)
+
+
+def _nothing_accepted(root: Path, segmenter: str, summary: Mapping[str, Any]) -> str:
+    """Why no object was accepted, with advice that fits the reason."""
+    if summary["unreadable"] and not summary["rejected"]:
+        return (
+            f"none of the {summary['unreadable']:,} files in {root} could be read as an image: "
+            f"{', '.join(summary['unreadable_examples'][:3])}. Check that the folder holds the images themselves "
+            "(JPEG, PNG, BMP, WebP, TIFF), copied whole; another segmenter would not help"
+        )
+    return (
+        f"no object in {root} was accepted by the {segmenter} segmenter: "
+        f"{format_summary(summary)}. Try another segmenter (--segmenter grabcut for plain photos, "
+        "alpha for RGBA cut-outs, mask for image + mask pairs, none to paste whole frames) or "
+        "looser mask-quality bounds (--min-mask-area, --max-mask-area, --max-border)."
+    )
 
 
 def pool_fingerprint(
@@ -374,6 +439,7 @@ def cached_pool(
     segmenter_options: Mapping[str, Any],
     quality: MaskQuality,
     progress: bool = True,
+    workers: int = 1,
 ) -> ObjectPool:
     """The pool for ``source`` under ``cache_root()/pools/<fingerprint>``: loaded when it exists
     (no segmentation at all), else built there. Changing any file, the class layout, the
@@ -385,7 +451,7 @@ def cached_pool(
         except InputError:
             shutil.rmtree(entry, ignore_errors=True)  # a damaged cache entry: rebuild it
     segmenter = make_segmenter(segmenter_name, segmenter_options)
-    return build_pool(source, segmenter, entry, quality, progress=progress)
+    return build_pool(source, segmenter, entry, quality, progress=progress, workers=workers)
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
@@ -400,7 +466,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         line += f", {n_rejected:,} rejected ({reasons})"
     unreadable = int(summary["unreadable"])
     if unreadable:
+        examples = list(summary.get("unreadable_examples", []))[:3]
         line += f"; {unreadable:,} unreadable file{'s' if unreadable != 1 else ''} skipped"
+        if examples:
+            line += f": {', '.join(examples)}" + (", ..." if unreadable > len(examples) else "")
     empty = [name for name, count in summary.get("per_class", {}).items() if count == 0]
     if empty and accepted:
         line += f"\nno objects accepted for class{'es' if len(empty) != 1 else ''}: {', '.join(empty)}"

@@ -263,7 +263,7 @@ def test_corrupt_files_are_skipped_and_counted(photos: BackgroundSource, tmp_pat
     pool = build_background_pool(source, 16, 16, "stretch", tmp_path / "pool", progress=False)
     assert len(pool) == 2
     assert pool.summary["images"] == 2
-    assert pool.summary["unreadable"] == 1 and pool.summary["unreadable_examples"] == [str(broken)]
+    assert pool.summary["unreadable"] == 1 and pool.summary["unreadable_examples"] == [f"{broken} (not an image)"]
     assert pool.source_path(1) == photos.paths[1]
 
 

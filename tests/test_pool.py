@@ -91,10 +91,14 @@ def test_summary_counts_rejections_and_unreadable_files(paired: Path, tmp_path: 
     assert summary["accepted"] == 4
     assert summary["rejected"] == {"too large": 1}
     assert summary["unreadable"] == 2
-    assert sorted(summary["unreadable_examples"]) == ["pear/corrupt.jpg", "pear/empty.png"]
+    assert sorted(summary["unreadable_examples"]) == ["pear/corrupt.jpg (not an image)", "pear/empty.png (empty file)"]
+    assert (tmp_path / "pool" / "unreadable.txt").read_text().splitlines() == summary["unreadable_examples"]
     assert summary["per_class"] == {"apple": 3, "pear": 1}
     assert summary["segmenter"]["name"] == "mask"
-    assert format_summary(summary) == "5 objects: 4 accepted, 1 rejected (too large 1); 2 unreadable files skipped"
+    assert format_summary(summary) == (
+        "5 objects: 4 accepted, 1 rejected (too large 1); 2 unreadable files skipped: "
+        "pear/corrupt.jpg (not an image), pear/empty.png (empty file)"
+    )
     index = json.loads((tmp_path / "pool" / "index.json").read_text())
     assert index["objects"]["source"] == ["apple/0.png", "apple/1.png", "apple/2.png", "pear/p.png"]
 

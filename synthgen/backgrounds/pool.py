@@ -29,7 +29,7 @@ from synthgen.progress import progress_bar
 from synthgen.backgrounds.folder import BackgroundSource
 from synthgen.cache import atomic_directory, cache_root, fingerprint_files, map_pixels
 from synthgen.errors import InputError, WriteError
-from synthgen.imageio import read_image
+from synthgen.imageio import read_image, unreadable_reason
 
 Fit = Literal["crop", "stretch"]
 FITS: tuple[str, ...] = ("crop", "stretch")
@@ -49,8 +49,9 @@ class BackgroundPool:
     """A built pool, memory-mapped: ``len(pool)``, ``pool[i]`` -> ``(h, w, 3)`` RGB ``uint8``
     read-only view, ``pool.source_path(i)``, ``pool.path`` and ``pool.summary``, a JSON-able
     dict like the object pool's: ``source`` (the source's description), ``width``, ``height``,
-    ``fit``, ``images`` (stored), ``unreadable`` (corrupt or undecodable files unreadable_files),
-    ``unreadable_examples`` (up to 20 of their paths), ``nbytes`` (size of pixels.bin).
+    ``fit``, ``images`` (stored), ``unreadable`` (corrupt or undecodable files),
+    ``unreadable_examples`` (up to 20 of them as "path (reason)"), ``unreadable_files`` (all),
+    ``nbytes`` (size of pixels.bin).
 
     Open it with :meth:`load`. Pickling sends only the path; the receiver maps the file again.
     """
@@ -128,7 +129,7 @@ def build_background_pool(
     source: BackgroundSource, width: int, height: int, fit: Fit, out: Path, progress: bool = True
 ) -> BackgroundPool:
     """Decode and fit every image of ``source`` into a new pool folder ``out`` (written
-    atomically) and return it loaded. Unreadable files are unreadable_files and counted in the summary;
+    atomically) and return it loaded. Unreadable files are skipped and counted in the summary (all of them, with their reasons, in ``unreadable_files``);
     if none is readable, :class:`InputError`. Not enough disk space: :class:`WriteError`."""
     _check_geometry(width, height, fit)
     if not source.paths:
@@ -213,7 +214,7 @@ def _write_pixels(
         for path, image in _map_ordered(executor, load, source.paths, window=4 * _DECODE_THREADS):
             bar.advance(task)
             if image is None:
-                unreadable_files.append(str(path))
+                unreadable_files.append(f"{path} ({unreadable_reason(path)})")
                 continue
             f.write(memoryview(image).cast("B"))
             entries.append([offset, image.shape[0], image.shape[1]])
@@ -221,8 +222,8 @@ def _write_pixels(
             offset += image.nbytes
     if not entries:
         raise InputError(
-            f"none of the {len(source.paths)} background images could be read ({source.description}); "
-            f"e.g. {', '.join(unreadable_files[:3])}"
+            f"none of the {len(source.paths)} background images could be read ({source.description}): "
+            f"{', '.join(unreadable_files[:3])}. Check that the folder holds the photos themselves (JPEG, PNG, ...), copied whole"
         )
     summary = {
         "source": source.description,
@@ -232,6 +233,7 @@ def _write_pixels(
         "images": len(entries),
         "unreadable": len(unreadable_files),
         "unreadable_examples": unreadable_files[:_MAX_EXAMPLES],
+        "unreadable_files": unreadable_files,
         "nbytes": offset,
     }
     return summary, entries, sources

@@ -11,10 +11,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import typer.core
 
 from synthgen import __version__
 from synthgen.cli import insert, look, models, paste, redo, train, verify
-from synthgen.cli.common import friendly_errors, out_console
+from synthgen.cli.common import active_config, friendly_errors, out_console
+
+# typer writes `<bool>` as the value of every on/off flag in the help; a flag takes no value.
+_display_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type(self, ctx)
 
 app = typer.Typer(
     name="synthgen",
@@ -42,6 +47,7 @@ def root(
     from synthgen.config import default_map, load_config
 
     sections, source = load_config(config)
+    active_config[:] = [source, sections]
     if not sections:
         return
     group = ctx.command

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from synthgen.cli.common import (
+    Problems,
     console,
     friendly_errors,
     parse_count,
@@ -19,7 +20,7 @@ from synthgen.cli.common import (
     parse_range,
     parse_size,
 )
-from synthgen.errors import InputError
+from synthgen.errors import InputError, Interrupted
 
 
 # -- paste ------------------------------------------------------------------------------------
@@ -27,7 +28,7 @@ from synthgen.errors import InputError
 
 @friendly_errors
 def paste(
-    objects: Optional[str] = typer.Option(None, "--objects", "-o", help="Folder of object images (one class, or one subfolder per class), an object pool from `synthgen segment`, a generator name (`synthgen models list`) or a generator file. Default: built-in demo objects.", rich_help_panel="Inputs"),
+    objects: Optional[str] = typer.Option(None, "--objects", help="Folder of object images (one class, or one subfolder per class), an object pool from `synthgen segment`, a generator name (`synthgen models list`) or a generator file. Default: built-in demo objects.", rich_help_panel="Inputs"),
     backgrounds: Optional[str] = typer.Option(None, "--backgrounds", "-b", help="Folder of scene photos, `voc`, `voc:PATH` or `coco:FILE.json`. Default: built-in demo scenes.", rich_help_panel="Inputs"),
     exclude_classes: Optional[str] = typer.Option(None, "--exclude-classes", help="Comma-separated classes: voc/coco backgrounds that contain them are dropped.", rich_help_panel="Inputs"),
     keep_annotations: bool = typer.Option(False, "--keep-annotations", help="With --backgrounds coco:FILE.json or yolo:DIR: keep the images' own boxes and classes, updated where pasted objects cover them (copy-paste augmentation).", rich_help_panel="Inputs"),
@@ -43,14 +44,14 @@ def paste(
     object_size: Optional[int] = typer.Option(None, "--object-size", help="Generator objects: longest side they are shrunk to before segmentation; 0 = as generated [256].", rich_help_panel="Generator objects"),
     generator_batch: int = typer.Option(32, "--generator-batch", help="Generator objects: images per generator call (on CPU it does not change them; a GPU may round differently).", rich_help_panel="Generator objects"),
     out: Path = typer.Option(Path("synthgen_out"), "--out", help="Output folder.", rich_help_panel="Output"),
-    format: str = typer.Option("coco", "--format", "-f", help="coco | wds | yolo.", rich_help_panel="Output"),
-    n: str = typer.Option("1000", "--n", help="Number of samples, or `inf` (wds only: runs until Ctrl-C/SIGTERM).", rich_help_panel="Output"),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="coco | wds | yolo. \\[default: coco; wds with --n inf]", rich_help_panel="Output"),
+    n: str = typer.Option("1000", "--n", help="Number of samples, or `inf`: WebDataset shards until Ctrl-C/SIGTERM (exit 0; a finite run stopped early exits 130).", rich_help_panel="Output"),
     seed: int = typer.Option(0, help="Same seed, same dataset, byte for byte.", rich_help_panel="Output"),
     jpeg_quality: int = typer.Option(90, help="JPEG quality 1-100.", rich_help_panel="Output"),
     masks: bool = typer.Option(False, "--masks", help="Also write instance masks (COCO RLE) of each object's visible part.", rich_help_panel="Output"),
     visibility: bool = typer.Option(False, "--visibility", help="Also write each object's visible fraction, visible box and amodal (whole-object) box: COCO/WebDataset JSON keys, a YOLO sidecar visibility/<split>/<key>.txt.", rich_help_panel="Output"),
     box: Optional[str] = typer.Option(None, "--box", help="Main box of each object: visible (its visible pixels) | amodal (the whole object, clipped to the image) [visible].", rich_help_panel="Output"),
-    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (output is identical for any number).", rich_help_panel="Output"),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes, for segmenting the objects and for pasting (output is identical for any number).", rich_help_panel="Output"),
     shard_index: int = typer.Option(0, help="This machine's part when several machines share the work.", rich_help_panel="Output"),
     num_shards: int = typer.Option(1, help="How many machines share the work (machine k makes samples i % num_shards == k).", rich_help_panel="Output"),
     shard_size: int = typer.Option(1000, help="wds: samples per shard.", rich_help_panel="Output"),
@@ -63,31 +64,31 @@ def paste(
     devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated GPUs (0,1 or cuda:0,cuda:1): one process per device, each writing its share to OUT/part-K (the parts together: one gap-free shard set).", rich_help_panel="Device"),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per pass of the torch compositor (changes no sample).", rich_help_panel="Device"),
     preset: Optional[str] = typer.Option(None, "--preset", help="faces | birds | cars: the paper authors' ranges; other flags override.", rich_help_panel="Composition"),
-    size: Optional[str] = typer.Option(None, "--size", help="Output WIDTHxHEIGHT [320x320].", rich_help_panel="Composition"),
-    background_fit: Optional[str] = typer.Option(None, "--bg-fit", help="crop (keep aspect, random crop) | stretch.", rich_help_panel="Composition"),
-    objects_per_image: Optional[str] = typer.Option(None, help="MIN,MAX objects per image [1,5].", rich_help_panel="Composition"),
-    scale: Optional[str] = typer.Option(None, help="MIN,MAX object size relative to the image's short side [0.1,0.5].", rich_help_panel="Composition"),
-    aspect: Optional[str] = typer.Option(None, help="keep | stretch (w/h drawn from --aspect-range).", rich_help_panel="Composition"),
-    aspect_range: Optional[str] = typer.Option(None, help="MIN,MAX w/h ratio with --aspect stretch [0.5,2].", rich_help_panel="Composition"),
-    flip: Optional[float] = typer.Option(None, help="Horizontal flip probability [0.5].", rich_help_panel="Composition"),
-    rotation: Optional[float] = typer.Option(None, help="Max rotation in degrees [0].", rich_help_panel="Composition"),
-    brightness: Optional[str] = typer.Option(None, help="MIN,MAX brightness factor [0.8,1.2].", rich_help_panel="Composition"),
-    contrast: Optional[str] = typer.Option(None, help="MIN,MAX contrast factor [0.8,1.2].", rich_help_panel="Composition"),
-    saturation: Optional[str] = typer.Option(None, help="MIN,MAX saturation factor [0.8,1.2].", rich_help_panel="Composition"),
-    blur: Optional[float] = typer.Option(None, help="Blur probability [0].", rich_help_panel="Composition"),
-    blur_sigma: Optional[str] = typer.Option(None, help="MIN,MAX blur sigma in px [0.3,1].", rich_help_panel="Composition"),
-    noise: Optional[float] = typer.Option(None, help="Noise probability [0].", rich_help_panel="Composition"),
-    noise_std: Optional[str] = typer.Option(None, help="MIN,MAX noise std in grey levels [0,8].", rich_help_panel="Composition"),
-    blend: Optional[str] = typer.Option(None, help="Comma-separated blend modes drawn per object: alpha, gaussian, poisson, motion [alpha].", rich_help_panel="Composition"),
-    feather: Optional[float] = typer.Option(None, help="Feather sigma in px for gaussian blending [1.5].", rich_help_panel="Composition"),
-    motion_length: Optional[str] = typer.Option(None, help="MIN,MAX motion blur length in px [3,9].", rich_help_panel="Composition"),
-    min_visible: Optional[float] = typer.Option(None, help="Keep every object at least this fraction visible (occlusion and truncation) [0.6]; 1 = no occlusion.", rich_help_panel="Composition"),
-    truncation: Optional[float] = typer.Option(None, help="Max fraction of an object outside the image [0].", rich_help_panel="Composition"),
-    max_tries: Optional[int] = typer.Option(None, help="Placement attempts per object before it is skipped [20].", rich_help_panel="Composition"),
-    class_balance: Optional[str] = typer.Option(None, "--class-balance", help="How often each object class is drawn: source (as many as its cut-outs) | uniform | W1,W2,... (one weight per class) [source].", rich_help_panel="Composition"),
-    distractors_per_image: Optional[str] = typer.Option(None, help="MIN,MAX distractors per image, with --distractors [1,3].", rich_help_panel="Composition"),
-    distractor_scale: Optional[str] = typer.Option(None, help="MIN,MAX distractor size relative to the image's short side [0.1,0.5].", rich_help_panel="Composition"),
-    protect: Optional[float] = typer.Option(None, "--protect", help="With --keep-annotations: the largest fraction of an existing object pasted objects may cover [1 - min-visible].", rich_help_panel="Composition"),
+    size: Optional[str] = typer.Option(None, "--size", help="Output WIDTHxHEIGHT. \\[default: 320x320]", rich_help_panel="Composition"),
+    background_fit: Optional[str] = typer.Option(None, "--bg-fit", help="crop (keep aspect, random crop) | stretch. \\[default: crop]", rich_help_panel="Composition"),
+    objects_per_image: Optional[str] = typer.Option(None, help="MIN,MAX objects per image. \\[default: 1,5]", rich_help_panel="Composition"),
+    scale: Optional[str] = typer.Option(None, help="MIN,MAX object size relative to the image's short side. \\[default: 0.1,0.5]", rich_help_panel="Composition"),
+    aspect: Optional[str] = typer.Option(None, help="keep | stretch (w/h drawn from --aspect-range). \\[default: keep]", rich_help_panel="Composition"),
+    aspect_range: Optional[str] = typer.Option(None, help="MIN,MAX w/h ratio with --aspect stretch. \\[default: 0.5,2]", rich_help_panel="Composition"),
+    flip: Optional[float] = typer.Option(None, help="Horizontal flip probability. \\[default: 0.5]", rich_help_panel="Composition"),
+    rotation: Optional[float] = typer.Option(None, help="Max rotation in degrees. \\[default: 0]", rich_help_panel="Composition"),
+    brightness: Optional[str] = typer.Option(None, help="MIN,MAX brightness factor. \\[default: 0.8,1.2]", rich_help_panel="Composition"),
+    contrast: Optional[str] = typer.Option(None, help="MIN,MAX contrast factor. \\[default: 0.8,1.2]", rich_help_panel="Composition"),
+    saturation: Optional[str] = typer.Option(None, help="MIN,MAX saturation factor. \\[default: 0.8,1.2]", rich_help_panel="Composition"),
+    blur: Optional[float] = typer.Option(None, help="Blur probability. \\[default: 0]", rich_help_panel="Composition"),
+    blur_sigma: Optional[str] = typer.Option(None, help="MIN,MAX blur sigma in px. \\[default: 0.3,1]", rich_help_panel="Composition"),
+    noise: Optional[float] = typer.Option(None, help="Noise probability. \\[default: 0]", rich_help_panel="Composition"),
+    noise_std: Optional[str] = typer.Option(None, help="MIN,MAX noise std in grey levels. \\[default: 0,8]", rich_help_panel="Composition"),
+    blend: Optional[str] = typer.Option(None, help="Comma-separated blend modes drawn per object: alpha, gaussian, poisson, motion. \\[default: alpha]", rich_help_panel="Composition"),
+    feather: Optional[float] = typer.Option(None, help="Feather sigma in px for gaussian blending. \\[default: 1.5]", rich_help_panel="Composition"),
+    motion_length: Optional[str] = typer.Option(None, help="MIN,MAX motion blur length in px. \\[default: 3,9]", rich_help_panel="Composition"),
+    min_visible: Optional[float] = typer.Option(None, help="Keep every object at least this fraction visible (occlusion and truncation); 1 = no occlusion. \\[default: 0.6]", rich_help_panel="Composition"),
+    truncation: Optional[float] = typer.Option(None, help="Max fraction of an object outside the image. \\[default: 0]", rich_help_panel="Composition"),
+    max_tries: Optional[int] = typer.Option(None, help="Placement attempts per object before it is skipped. \\[default: 20]", rich_help_panel="Composition"),
+    class_balance: Optional[str] = typer.Option(None, "--class-balance", help="How often each object class is drawn: source (as many as its cut-outs) | uniform | W1,W2,... (one weight per class) \\[default: source]", rich_help_panel="Composition"),
+    distractors_per_image: Optional[str] = typer.Option(None, help="MIN,MAX distractors per image, with --distractors \\[default: 1,3]", rich_help_panel="Composition"),
+    distractor_scale: Optional[str] = typer.Option(None, help="MIN,MAX distractor size relative to the image's short side \\[default: 0.1,0.5]", rich_help_panel="Composition"),
+    protect: Optional[float] = typer.Option(None, "--protect", help="With --keep-annotations: the largest fraction of an existing object pasted objects may cover \\[default: 1 - min-visible]", rich_help_panel="Composition"),
 ) -> None:
     """Paste segmented objects onto backgrounds: a COCO dataset, WebDataset shards or a YOLO folder.
 
@@ -95,6 +96,9 @@ def paste(
     """
     spec, options = paste_settings(**locals())
     from synthgen.engine import run_paste, run_paste_on_devices
+
+    if format is None and options.n is None:
+        console.print(ENDLESS_DEFAULT_NOTE)
 
     if devices:
         parts = run_paste_on_devices(spec, options, parse_devices(devices))
@@ -107,54 +111,70 @@ def paste(
     summary = run_paste(spec, options, console=console)
     _print_paste_summary(summary)
     if summary.interrupted and options.n is not None:
-        console.print(f"[yellow]interrupted[/]: {summary.total:,} samples are complete; run the same command with --resume to finish.")
-        raise typer.Exit(130)
+        raise Interrupted(
+            f"{summary.total:,} of {summary.planned:,} samples are complete in {summary.out}; "
+            "run the same command with --resume to finish (exit code 130: the run is not complete)"
+        )
 
 
 def paste_settings(**values: Any):
     """``(PasteSpec, RunOptions)`` from the options of ``synthgen paste`` (all of them, by
-    parameter name): the one place where command-line values become library settings."""
+    parameter name): the one place where command-line values become library settings.
+
+    Every problem is reported at once (InputError listing them), the inputs' first: what
+    ``--objects`` names, then each option. ``--n inf`` without a ``--format`` writes WebDataset
+    shards, the one endless format (:data:`ENDLESS_DEFAULT_NOTE` says so to the user).
+    """
     from synthgen.compositor import PRESETS, CompositeConfig
-    from synthgen.engine import PasteSpec, RunOptions
+    from synthgen.engine import PasteSpec, RunOptions, check_run_options
     from synthgen.sources.generators import GeneratorSettings, is_generator_spec
 
     v = values
+    problems = Problems()
     generator = None
     generator_values = {"refresh": v["refresh"], "pool_size": v["pool_size"], "truncation": v["truncation_psi"], "object_size": v["object_size"]}
     if is_generator_spec(v["objects"]):
         generator = GeneratorSettings(**{key: value for key, value in generator_values.items() if value is not None})
-    elif any(value is not None for value in generator_values.values()):
-        raise InputError("--refresh, --pool-size, --truncation and --object-size apply to generator objects (--objects NAME or a generator file)")
-    width, height = parse_size(v["size"]) if v["size"] else (None, None)
-    base = PRESETS.get(v["preset"]).config() if v["preset"] else CompositeConfig()
+    else:
+        if v["objects"] is not None:
+            from synthgen.sources import resolve_objects
+
+            problems.check(resolve_objects, v["objects"])
+        if any(value is not None for value in generator_values.values()):
+            problems.errors.append(InputError(
+                "--refresh, --pool-size, --truncation and --object-size apply to generator objects (--objects NAME or a generator file)"
+            ))
+    width, height = (problems.check(parse_size, v["size"]) or (None, None)) if v["size"] else (None, None)
+    preset = problems.check(PRESETS.get, v["preset"]) if v["preset"] else None
+    base = preset.config() if preset else CompositeConfig()
+    scale = problems.check(parse_range, v["scale"], "scale")
+    objects_per_image = problems.check(parse_range, v["objects_per_image"], "objects-per-image", int)
+    ranges = {
+        name: problems.check(parse_range, v[name], name.replace("_", "-"), int if name == "motion_length" else float)
+        for name in ("aspect_range", "brightness", "contrast", "saturation", "blur_sigma", "noise_std", "motion_length")
+    }
     composite = base.replace(
         width=width,
         height=height,
         background_fit=v["background_fit"],
-        objects_per_image=parse_range(v["objects_per_image"], "objects-per-image", int),
-        scale=parse_range(v["scale"], "scale"),
+        objects_per_image=objects_per_image,
+        scale=scale,
         aspect=v["aspect"],
-        aspect_range=parse_range(v["aspect_range"], "aspect-range"),
         flip=v["flip"],
         rotation=v["rotation"],
-        brightness=parse_range(v["brightness"], "brightness"),
-        contrast=parse_range(v["contrast"], "contrast"),
-        saturation=parse_range(v["saturation"], "saturation"),
         blur=v["blur"],
-        blur_sigma=parse_range(v["blur_sigma"], "blur-sigma"),
         noise=v["noise"],
-        noise_std=parse_range(v["noise_std"], "noise-std"),
         blend=parse_list(v["blend"]) or None,
         feather=v["feather"],
-        motion_length=parse_range(v["motion_length"], "motion-length", int),
         min_visible=v["min_visible"],
         truncation=v["truncation"],
         max_tries=v["max_tries"],
         box=v["box"],
-        class_balance=parse_class_balance(v["class_balance"]),
-        distractors_per_image=parse_range(v["distractors_per_image"], "distractors-per-image", int),
-        distractor_scale=parse_range(v["distractor_scale"], "distractor-scale"),
+        class_balance=problems.check(parse_class_balance, v["class_balance"]),
+        distractors_per_image=problems.check(parse_range, v["distractors_per_image"], "distractors-per-image", int),
+        distractor_scale=problems.check(parse_range, v["distractor_scale"], "distractor-scale"),
         protect=v["protect"],
+        **ranges,
     )
     spec = PasteSpec(
         objects=v["objects"],
@@ -163,7 +183,7 @@ def paste_settings(**values: Any):
         keep_annotations=v["keep_annotations"],
         distractors=v["distractors"],
         segmenter=v["segmenter"],
-        segmenter_options=parse_options(v["segmenter_options"]),
+        segmenter_options=problems.check(parse_options, v["segmenter_options"]) or {},
         min_mask_area=v["min_mask_area"],
         max_mask_area=v["max_mask_area"],
         max_border=v["max_border"],
@@ -175,10 +195,12 @@ def paste_settings(**values: Any):
         compositor=v["compositor"] or ("torch" if v["devices"] or v["device"].startswith("cuda") else "numpy"),
         visibility=v["visibility"],
     )
+    problems.check(spec.validate)
+    n = problems.check(parse_count, v["n"]) if str(v["n"]).strip().lower() not in ENDLESS else None
     options = RunOptions(
         out=Path(v["out"]),
-        format=v["format"],
-        n=parse_count(v["n"]),
+        format=v["format"] or ("wds" if n is None else "coco"),
+        n=n,
         workers=v["workers"],
         shard_index=v["shard_index"],
         num_shards=v["num_shards"],
@@ -191,7 +213,16 @@ def paste_settings(**values: Any):
         generator_batch=v["generator_batch"],
         batch_size=v["batch_size"],
     )
+    from synthgen.segmenters import SEGMENTERS
+
+    problems.check(SEGMENTERS.get, v["segmenter"])
+    problems.check(check_run_options, options)
+    problems.raise_all()
     return spec, options
+
+
+ENDLESS = ("inf", "infinite", "infinity")
+ENDLESS_DEFAULT_NOTE = "--n inf without --format: writing WebDataset shards (--format wds), the one endless format."
 
 
 def parse_devices(text: str) -> list[str]:
@@ -257,16 +288,20 @@ def _print_paste_summary(summary) -> None:
 
 @friendly_errors
 def segment(
-    objects: str = typer.Option(..., "--objects", "-o", help="Folder of object images (one class, or one subfolder per class)."),
-    out: Path = typer.Option(..., "--out", help="Pool folder to write; pass it to `synthgen paste --objects`."),
+    objects: Optional[str] = typer.Option(None, "--objects", help="Folder of object images (one class, or one subfolder per class). Required."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Pool folder to write; pass it to `synthgen paste --objects`. Required."),
     segmenter: str = typer.Option("auto", "--segmenter", help="none | alpha | mask | grabcut | auto | redo-lfw | redo:PATH.pth."),
     segmenter_options: Optional[str] = typer.Option(None, "--segmenter-options", help="Comma-separated KEY=VALUE options of the segmenter."),
     min_mask_area: float = typer.Option(0.05, help="Reject masks covering less than this fraction of the image."),
     max_mask_area: float = typer.Option(0.95, help="Reject masks covering more than this fraction."),
     max_border: float = typer.Option(0.5, help="Reject masks covering more than this fraction of the image border."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Processes that segment in parallel (the pool is identical for any number)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Segment object images once into a reusable object pool (cut-outs with masks)."""
+    from synthgen.cli.common import require
+
+    require("segment", objects=objects, out=out)
     from synthgen.pool import build_pool, format_summary
     from synthgen.segmenters import MaskQuality, make_segmenter
     from synthgen.sources import FolderSource, resolve_objects
@@ -277,8 +312,14 @@ def segment(
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} is not empty: choose a new folder for the pool")
     quality = MaskQuality(min_area=min_mask_area, max_area=max_mask_area, max_border=max_border)
-    pool = build_pool(resolved, make_segmenter(segmenter, parse_options(segmenter_options)), out, quality, progress=not quiet)
+    if workers < 1:
+        raise InputError(f"--workers {workers} must be at least 1")
+    pool = build_pool(resolved, make_segmenter(segmenter, parse_options(segmenter_options)), out, quality, progress=not quiet, workers=workers)
     console.print(f"pool written to {escape(str(out))}: {escape(format_summary(pool.summary))}")
+    if pool.summary["unreadable"]:
+        from synthgen.pool import UNREADABLE_FILE
+
+        console.print(f"every unreadable file, with its reason: {escape(str(out / UNREADABLE_FILE))}")
 
 
 # A one-command app: click's view of `paste` (its parameters and defaults), for

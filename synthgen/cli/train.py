@@ -25,15 +25,22 @@ DETECTOR_NAMES = ("ssd-mobilenet", "ssdlite-mbv3", "retinanet-r50", "fasterrcnn-
 
 
 # -- options shared by pretrain and finetune ----------------------------------------------------
-Out = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints (best.pt, last.pt), metrics.csv, plots.")]
+Out = Annotated[
+    Optional[Path],
+    typer.Option("--out", help="Run folder: checkpoints (best.pt, last.pt), metrics.csv, plots. Required (here or in synthgen.toml)."),
+]
 Val = Annotated[
     Optional[Path], typer.Option("--val", help="Real validation set (COCO JSON): best.pt is chosen by its VOC AP@0.5.")
 ]
 Detector = Annotated[
     Optional[str],
+    typer.Option("--detector", help=f"One of: {', '.join(DETECTOR_NAMES)} (default: ssd-mobilenet; with --resume, the run's)."),
+]
+FinetuneDetector = Annotated[
+    Optional[str],
     typer.Option(
         "--detector",
-        help=f"One of: {', '.join(DETECTOR_NAMES)} (default: ssd-mobilenet, or the --init checkpoint's).",
+        help=f"One of: {', '.join(DETECTOR_NAMES)} (default: the --init checkpoint's, else ssd-mobilenet).",
     ),
 ]
 Steps = Annotated[int, typer.Option("--steps", help="Optimizer steps.")]
@@ -60,7 +67,17 @@ Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N
 Amp = Annotated[bool, typer.Option("--amp", help="Mixed precision (CUDA only).")]
 NReal = Annotated[Optional[int], typer.Option("--n-real", help="Train on a seeded subset of this many real images.")]
 SubsetSeed = Annotated[Optional[int], typer.Option("--subset-seed", help="Seed of the real subset (default: --seed).")]
-Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a live progress bar.")]
+Progress = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Show progress: a live bar on a terminal, a plain line every few steps in a log.")
+]
+Threads = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads",
+        help="CPU threads for the model's operators in the main process (default: torch's, i.e. $OMP_NUM_THREADS or all cores). "
+        "Data workers use one each.",
+    ),
+]
 AugmentPaste = Annotated[
     float,
     typer.Option(
@@ -110,6 +127,7 @@ def _config(**options: Any):
         device=options["device"],
         pretrained_backbone=options.get("pretrained_backbone", True),
         progress=options["progress"],
+        threads=options["threads"],
     )
 
 
@@ -154,15 +172,15 @@ def _paste_stream_device(spec, device: str):
 
 def pretrain(
     data: Annotated[
-        str,
+        Optional[str],
         typer.Option(
             "--data",
             help="Synthetic data: WebDataset shards (folder, glob, {000000..000009} or URL), a COCO file/folder, "
-            "or `paste` / `paste:FILE.toml`: a live stream of what the [paste] table of synthgen.toml (or FILE) "
-            "describes, rendered by the loader workers with nothing written to disk.",
+            "or `paste` / `paste:FILE.toml`: a live stream of what the \\[paste] table of synthgen.toml (or FILE) "
+            "describes, rendered by the loader workers with nothing written to disk. Required (here or in synthgen.toml).",
         ),
-    ],
-    out: Out,
+    ] = None,
+    out: Out = None,
     val: Val = None,
     real: Annotated[Optional[Path], typer.Option("--real", help="Real COCO JSON to interleave with the synthetic data.")] = None,
     synthetic_fraction: Annotated[
@@ -195,9 +213,13 @@ def pretrain(
     progress: Progress = True,
     augment_paste: AugmentPaste = 0.0,
     paste_config: PasteConfig = None,
+    threads: Threads = None,
 ) -> None:
     """Pretrain a detector on synthetic data (optionally interleaved with real images)."""
+    from synthgen.cli.common import require
     from synthgen.errors import InputError
+
+    require("pretrain", data=data, out=out)
     from synthgen.training.data import open_source
     from synthgen.training.loop import pretrain as run_pretrain
 
@@ -223,13 +245,16 @@ def pretrain(
 
 
 def finetune(
-    data: Annotated[Path, typer.Option("--data", help="Real training data: a COCO JSON (file names relative to its folder).")],
-    out: Out,
+    data: Annotated[
+        Optional[Path],
+        typer.Option("--data", help="Real training data: a COCO JSON (file names relative to its folder). Required (here or in synthgen.toml)."),
+    ] = None,
+    out: Out = None,
     init: Annotated[Optional[Path], typer.Option("--init", help="Start from this checkpoint (e.g. OUT/best.pt of pretrain).")] = None,
     val: Val = None,
     n_real: NReal = None,
     subset_seed: SubsetSeed = None,
-    detector: Detector = None,
+    detector: FinetuneDetector = None,
     steps: Steps = 500,
     batch_size: BatchSize = 16,
     lr: Lr = 1e-4,
@@ -255,13 +280,16 @@ def finetune(
     progress: Progress = True,
     augment_paste: AugmentPaste = 0.0,
     paste_config: PasteConfig = None,
+    threads: Threads = None,
 ) -> None:
     """Finetune on real images (a seeded --n-real subset for few-shot runs), from --init or, without
     it, from an ImageNet backbone (the baseline without synthetic pretraining)."""
+    from synthgen.cli.common import require
     from synthgen.training.data import open_source
     from synthgen.training.loop import finetune as run_finetune
     from synthgen.training.loop import train
 
+    require("finetune", data=data, out=out)
     source = open_source(str(data), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed)
     source = _augmented(source, augment_paste, paste_config)
     config = _config(**locals())
@@ -273,8 +301,10 @@ def finetune(
 
 
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A synthgen checkpoint (best.pt / last.pt).")],
-    data: Annotated[Path, typer.Option("--data", help="Ground truth: a COCO JSON (file names relative to its folder).")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A synthgen checkpoint (best.pt / last.pt). Required.")] = None,
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="Ground truth: a COCO JSON (file names relative to its folder). Required.")
+    ] = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Where to write detections, metrics and plots (default: beside the checkpoint).")
     ] = None,
@@ -284,16 +314,45 @@ def evaluate(
     score_threshold: Annotated[float, typer.Option("--score-threshold", help="Keep detections scoring at least this.")] = 0.001,
     batch_size: BatchSize = 4,
     device: Device = "auto",
+    threads: Threads = None,
     preview: Annotated[
-        int, typer.Option("--preview", help="Draw predictions beside ground truth for the first N images (preview.png).")
+        int, typer.Option("--preview", help="Draw predictions beside ground truth for the first N images (preview.png, a grid).")
     ] = 0,
+    preview_min_score: Annotated[
+        float, typer.Option("--preview-min-score", help="Preview: draw predictions scoring at least this.")
+    ] = 0.3,
+    preview_max_boxes: Annotated[
+        int, typer.Option("--preview-max-boxes", help="Preview: draw at most this many predictions per image (best first).")
+    ] = 10,
+    preview_columns: Annotated[int, typer.Option("--preview-columns", help="Preview: image pairs per row.")] = 2,
+    skip_unreadable: Annotated[
+        bool,
+        typer.Option(
+            "--skip-unreadable",
+            help="Leave ground-truth images whose files do not decode out of the scores (counted and listed in "
+            "metrics.json) instead of stopping.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a checkpoint on a COCO file: COCO AP/AR and VOC AP@0.5 per class."""
+    from synthgen.cli.common import require
+    from synthgen.errors import InputError
     from synthgen.evaluation import evaluate as run_evaluate
 
+    require("evaluate", checkpoint=checkpoint, data=data)
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads {threads}: give at least 1")
+        import torch
+
+        torch.set_num_threads(threads)
     out = out or checkpoint.parent / f"eval-{data.stem}"
+    if preview_max_boxes < 1 or preview_columns < 1 or not 0 <= preview_min_score <= 1:
+        raise InputError("--preview-max-boxes and --preview-columns must be >= 1, --preview-min-score in [0, 1]")
     metrics = run_evaluate(
-        checkpoint, data, images_root, score_threshold, out, device=device, batch_size=batch_size, preview=preview
+        checkpoint, data, images_root, score_threshold, out, device=device, batch_size=batch_size, preview=preview,
+        preview_min_score=preview_min_score, preview_max_boxes=preview_max_boxes, preview_columns=preview_columns,
+        skip_unreadable=skip_unreadable,
     )
     table = Table(title=f"{escape(str(checkpoint))} on {escape(str(data))}")
     table.add_column("metric")
@@ -305,4 +364,9 @@ def evaluate(
         else:
             table.add_row(name, "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value)))
     out_console.print(table)
+    if metrics.skipped:
+        console.print(
+            f"[yellow]skipped {len(metrics.skipped)} unreadable ground-truth image(s)[/] (--skip-unreadable), e.g. "
+            f"{escape(metrics.skipped[0])}; all are listed in metrics.json. The scores are over the other {metrics.num_images}."
+        )
     out_console.print(f"detections, metrics.json and pr_curve.png in {escape(str(out))}")

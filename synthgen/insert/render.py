@@ -161,9 +161,9 @@ def prepare_insert(spec: InsertSpec, method: str | None = None, device: str = "c
 def run_insert(spec: InsertSpec, options, method: str | None = None, device: str = "cpu", console=None):
     """Write an inserted dataset (``options`` is a :class:`synthgen.engine.RunOptions`)."""
     from synthgen.detectors import resolve_device
-    from synthgen.engine import _check_options, write_dataset
+    from synthgen.engine import check_run_options, write_dataset
 
-    _check_options(options)
+    check_run_options(options)
     dev = resolve_device(device)
     if dev.type == "cuda" and options.workers > 1:
         raise InputError("--workers > 1 runs the generator on the CPU; with a GPU use --workers 1")

@@ -52,7 +52,9 @@ class CocoSet:
         path = self.image_path(image_id)
         image = read_image(path)
         if image is None:
-            raise InputError(f"image {path} of {self.source} is missing or not a readable image")
+            from synthgen.imageio import unreadable_reason
+
+            raise InputError(f"image {path} of {self.source} does not decode ({unreadable_reason(path)})")
         return image
 
     def targets(self, image_id: int) -> ImageTargets:

@@ -47,7 +47,7 @@ from synthgen.detectors import (
     resolve_device,
     save_checkpoint,
 )
-from synthgen.errors import InputError, OutputExistsError
+from synthgen.errors import InputError, Interrupted, OutputExistsError
 from synthgen.evaluation import evaluate_detections, match_categories, predict
 from synthgen.training.coco import CocoSet
 from synthgen.training.data import MixedSource, Source, make_loader
@@ -82,6 +82,7 @@ class TrainConfig:
     init: Path | None = None  # start from these weights (finetuning); head re-created if classes differ
     select_metric: str = "voc_ap50"
     progress: bool = True
+    threads: int | None = None  # CPU threads of torch's operators in this process (None: torch's default)
 
     def check(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.log_every < 1:
@@ -94,6 +95,8 @@ class TrainConfig:
             raise InputError(f"unknown schedule {self.schedule!r}; use cosine, step or constant")
         if self.select_metric not in SELECT_METRICS:
             raise InputError(f"unknown selection metric {self.select_metric!r}; use one of {SELECT_METRICS}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads {self.threads}: give at least 1")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.num_workers < 0:
             raise InputError("warmup steps, weight decay and workers cannot be negative")
         if self.detector is not None:
@@ -265,23 +268,15 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path)
 
 
-def _progress(enabled: bool, total: int, done: int):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def _progress(enabled: bool, total: int, done: int, every: int):
+    """The live bar of a run (on a terminal), or a plain line every ``every`` steps or 30 s (in
+    a log): step, rate, elapsed, ETA, loss and the last validation."""
+    from rich.progress import TextColumn
 
-    progress = Progress(
-        TextColumn("[bold]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} steps/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        TextColumn("loss {task.fields[loss]}  {task.fields[val]}"),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-    task = progress.add_task("train", total=total, completed=done, rate="-", loss="-", val="")
+    from synthgen.progress import progress_bar
+
+    progress = progress_bar("steps", enabled, extra=(TextColumn("loss {task.fields[loss]}  {task.fields[val]}"),), every=every)
+    task = progress.add_task("train", total=total, completed=done, loss="-", val="")
     return progress, task
 
 
@@ -372,9 +367,43 @@ def _build_model(config: TrainConfig, categories: list[dict], resume_from: Path 
     return _Model(model, None, detector, config.pretrained_backbone, config.box_scales)
 
 
+def checked_settings(config: TrainConfig, categories: list[dict], val_data: CocoSet | None) -> tuple[TrainConfig, list[str]]:
+    """``config`` with a warm-up that fits the run, and a warning for every combination of
+    settings that would train or select badly without failing (nothing here stops a run)."""
+    notes: list[str] = []
+    if config.warmup_steps > config.steps // 2:
+        warmup = config.steps // 5
+        notes.append(
+            f"--warmup {config.warmup_steps} is longer than half the run (--steps {config.steps}): the learning rate "
+            f"would stay far below --lr {config.lr:g}; warming up over {warmup} steps (a fifth of the run) instead"
+        )
+        config = replace(config, warmup_steps=warmup)
+    if config.eval_every > config.steps:
+        notes.append(
+            f"--eval-every {config.eval_every} is longer than the run (--steps {config.steps}): validation and "
+            "checkpoints happen only at the end, so a stopped run keeps nothing; lower --eval-every to keep some"
+        )
+    if val_data is not None:
+        names = {c["name"] for c in categories}
+        shared = [c for c in val_data.categories if c["name"] in names]
+        if len(categories) == 1 and len(val_data.categories) == 1:
+            shared = val_data.categories
+        ids = {c["id"] for c in shared}
+        boxes = sum(1 for a in val_data.coco.dataset["annotations"] if a["category_id"] in ids and not a.get("iscrowd"))
+        if boxes == 0:
+            notes.append(
+                f"the validation set {val_data.source} has no boxes of the trained classes {sorted(names)} (its classes: "
+                f"{[c['name'] for c in val_data.categories]}): its scores say nothing and best.pt cannot be chosen by them"
+            )
+    return config, notes
+
+
 def train(config: TrainConfig, train_data: Source, val_data: CocoSet | None = None) -> TrainResult:
     """Train a detector on ``train_data``; see the module docstring for what is written."""
     config.check()
+    config, notes = checked_settings(config, list(train_data.categories), val_data)
+    for note in notes:
+        log.warning("warning: %s", note)
     started = time.perf_counter()
     resume_from = _prepare_out(config)
     d = _init_distributed(config.device)
@@ -389,6 +418,8 @@ def _train(
     config: TrainConfig, train_data: Source, val_data: CocoSet | None, resume_from: Path | None, d: _Dist, started: float
 ) -> TrainResult:
     device = _device(config.device, d)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     use_amp = config.amp and device.type == "cuda"
     if config.amp and not use_amp:
         log.warning("mixed precision needs a CUDA device; training in float32 on %s", device)
@@ -445,65 +476,74 @@ def _train(
     totals: dict[str, float] = {}
     window, window_start = 0, time.perf_counter()
     batches = _batches(loader)
-    progress, task = _progress(config.progress and d.main, config.steps, step)
+    progress, task = _progress(config.progress and d.main, config.steps, step, every=max(config.log_every, config.steps // 50))
     model.train()
-    with progress:
-        while step < config.steps:
-            images, targets = next(batches)
-            images = [im.to(device, non_blocking=True) for im in images]
-            targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-            with torch.autocast(device.type, enabled=use_amp):
-                losses = model(images, targets)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise InputError(
-                    f"the training loss became {loss.item()} at step {step + 1}; lower the learning rate "
-                    f"(--lr, now {config.lr}) or lengthen the warmup"
-                )
-            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            window += 1
-            for key, value in {"loss": loss, **losses}.items():
-                totals[key] = totals.get(key, 0.0) + float(value.detach())
-
-            evaluate_now = step % config.eval_every == 0 or step == config.steps
-            if step % config.log_every == 0 or evaluate_now:
-                elapsed = time.perf_counter() - window_start
-                row: dict[str, Any] = {"step": step, "lr": lr}
-                row.update({k: v / window for k, v in totals.items()})
-                row["steps_per_s"] = window / elapsed if elapsed > 0 else float("nan")
-                progress.update(task, rate=f"{row['steps_per_s']:.2f}", loss=f"{row['loss']:.3f}")
-                if evaluate_now and d.main:
-                    if val_data is not None:
-                        final_metrics = _validate(model, val_data, categories, device, config.batch_size)
-                        row.update({f"val_{k}": final_metrics[k] for k in ("ap", "ap50", "voc_ap50")})
-                        score = final_metrics[config.select_metric]
-                        if score is not None and (best is None or score > best):
-                            best, best_path = score, out / "best.pt"
-                            save_checkpoint(best_path, model, **meta, step=step, metrics=final_metrics)
-                        progress.update(task, val=_val_text(config.select_metric, score, best))
-                    save_checkpoint(
-                        out / "last.pt",
-                        model,
-                        **meta,
-                        step=step,
-                        metrics=final_metrics or {},
-                        best_metric=best,
-                        optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(),
-                        scaler=scaler.state_dict(),
+    saved_step = step if payload is not None else None  # the step last.pt holds
+    try:
+        with progress:
+            while step < config.steps:
+                images, targets = next(batches)
+                images = [im.to(device, non_blocking=True) for im in images]
+                targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+                with torch.autocast(device.type, enabled=use_amp):
+                    losses = model(images, targets)
+                loss = sum(losses.values())
+                if not torch.isfinite(loss):
+                    raise InputError(
+                        f"the training loss became {loss.item()} at step {step + 1}; lower the learning rate "
+                        f"(--lr, now {config.lr}) or lengthen the warmup"
                     )
-                if runlog is not None:
-                    runlog.write(row)
-                if evaluate_now:
-                    _barrier(d)
-                totals, window, window_start = {}, 0, time.perf_counter()  # speed excludes validation
-            progress.advance(task)
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                window += 1
+                for key, value in {"loss": loss, **losses}.items():
+                    totals[key] = totals.get(key, 0.0) + float(value.detach())
+
+                evaluate_now = step % config.eval_every == 0 or step == config.steps
+                if step % config.log_every == 0 or evaluate_now:
+                    elapsed = time.perf_counter() - window_start
+                    row: dict[str, Any] = {"step": step, "lr": lr}
+                    row.update({k: v / window for k, v in totals.items()})
+                    row["steps_per_s"] = window / elapsed if elapsed > 0 else float("nan")
+                    progress.update(task, loss=f"{row['loss']:.3f}")
+                    if evaluate_now and d.main:
+                        if val_data is not None:
+                            final_metrics = _validate(model, val_data, categories, device, config.batch_size)
+                            row.update({f"val_{k}": final_metrics[k] for k in ("ap", "ap50", "voc_ap50")})
+                            score = final_metrics[config.select_metric]
+                            if score is not None and (best is None or score > best):
+                                best, best_path = score, out / "best.pt"
+                                save_checkpoint(best_path, model, **meta, step=step, metrics=final_metrics)
+                            progress.update(task, val=_val_text(config.select_metric, score, best))
+                        save_checkpoint(
+                            out / "last.pt",
+                            model,
+                            **meta,
+                            step=step,
+                            metrics=final_metrics or {},
+                            best_metric=best,
+                            optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(),
+                            scaler=scaler.state_dict(),
+                        )
+                        saved_step = step
+                    if runlog is not None:
+                        runlog.write(row)
+                    if evaluate_now:
+                        _barrier(d)
+                    totals, window, window_start = {}, 0, time.perf_counter()  # speed excludes validation
+                progress.advance(task)
+    except KeyboardInterrupt:
+        if saved_step is None:
+            kept = f"no checkpoint was written yet (the first comes at step {min(config.eval_every, config.steps)}): rerun the same command"
+        else:
+            kept = f"{out / 'last.pt'} holds step {saved_step}: run the same command with --resume to continue from there"
+        raise Interrupted(f"training stopped by Ctrl-C at step {step} of {config.steps}; {kept}") from None
 
     history: list[dict[str, Any]] = []
     if runlog is not None:
