@@ -598,9 +598,10 @@ def _prepare_output(spec: PasteSpec, options: RunOptions) -> None:
             raise InputError(f"nothing to resume in {out}: it holds no synthgen run (no {settings_path.relative_to(out)})")
         previous = _flatten(json.loads(settings_path.read_text()))
         current = _flatten(json.loads(json.dumps(_run_settings(spec, options))))
-        # Settings added since the run was made count as their defaults (what that run used).
-        defaults = _flatten(json.loads(json.dumps(_run_settings(PasteSpec(), options))))
-        previous = {**{k: v for k, v in defaults.items() if k not in previous}, **previous}
+        # Paste settings added since the run was made count as their defaults (what that run used).
+        if isinstance(spec, PasteSpec):
+            defaults = _flatten(json.loads(json.dumps(_run_settings(PasteSpec(), options))))
+            previous = {**{k: v for k, v in defaults.items() if k not in previous}, **previous}
         changed = [
             f"{key}: {previous.get(key)!r} -> {current.get(key)!r}"
             for key in sorted(set(previous) | set(current))
