@@ -60,6 +60,15 @@ BoxScalesOpt = Annotated[
     ),
 ]
 EvalEvery = Annotated[int, typer.Option("--eval-every", help="Validate and checkpoint every N steps.")]
+EarlyStop = Annotated[
+    Optional[int],
+    typer.Option(
+        "--early-stop",
+        metavar="PATIENCE",
+        help="Stop by itself once PATIENCE validations in a row (one every --eval-every steps) have not raised "
+        "the best validation VOC AP@0.5 (best.pt keeps the best). Needs --val. A resumed run keeps the count.",
+    ),
+]
 Workers = Annotated[int, typer.Option("--num-workers", help="Data-loading worker processes.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the run (and of the real subset unless --subset-seed).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")]
@@ -128,6 +137,7 @@ def _config(**options: Any):
         pretrained_backbone=options.get("pretrained_backbone", True),
         progress=options["progress"],
         threads=options["threads"],
+        early_stop=options["early_stop"],
     )
 
 
@@ -141,8 +151,10 @@ def _load_val(val: Path | None):
 
 def _report(result) -> None:
     best = "-" if result.best_metric is None else f"{result.best_metric:.4f}"
+    stopped = f"{escape(result.early_stop)}\n" if result.early_stop else ""
     out_console.print(
         f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best validation {best}\n"
+        f"{stopped}"
         f"best checkpoint: {escape(str(result.best_checkpoint or '-'))}\n"
         f"last checkpoint: {escape(str(result.last_checkpoint))}\n"
         f"log: {escape(str(result.out / 'metrics.csv'))}, curves: {escape(str(result.out / 'training_curves.png'))}"
@@ -202,6 +214,7 @@ def pretrain(
     image_size: ImageSize = 320,
     box_scales: BoxScalesOpt = None,
     eval_every: EvalEvery = 250,
+    early_stop: EarlyStop = None,
     num_workers: Workers = 2,
     seed: Seed = 0,
     resume: Resume = False,
@@ -265,6 +278,7 @@ def finetune(
     image_size: ImageSize = 320,
     box_scales: BoxScalesOpt = None,
     eval_every: EvalEvery = 50,
+    early_stop: EarlyStop = None,
     num_workers: Workers = 2,
     seed: Seed = 0,
     resume: Resume = False,
