@@ -314,8 +314,40 @@ def finetune(
     _report(result)
 
 
+def _print_comparison(checkpoint: Path, baseline: Path, data: Path, metrics, base_metrics, out: Path) -> None:
+    """The two detectors' scores side by side with the difference, printed and in OUT/comparison.json."""
+    from synthgen.cache import atomic_write_json
+    from synthgen.evaluation import compare_metrics
+
+    rows = compare_metrics(metrics.to_dict(), base_metrics.to_dict())
+    atomic_write_json(
+        out / "comparison.json", {"checkpoint": str(checkpoint), "baseline": str(baseline), "ground_truth": str(data), "rows": rows}
+    )
+    shown = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+    table = Table(title=f"{escape(str(checkpoint))} against {escape(str(baseline))} on {escape(str(data))}")
+    for column in ("metric", "checkpoint", "baseline", "difference"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in rows:
+        diff = row["difference"]
+        signed = "-" if diff is None else (f"{diff:+.4f}" if isinstance(diff, float) else f"{diff:+d}")
+        table.add_row(escape(row["metric"]), shown(row["value"]), shown(row["baseline"]), signed)
+    out_console.print(table)
+    for what, m in (("checkpoint", metrics), ("baseline", base_metrics)):
+        if m.skipped:
+            console.print(f"[yellow]{what}: skipped {len(m.skipped)} unreadable ground-truth image(s)[/] (--skip-unreadable)")
+    out_console.print(f"detections and metrics in {escape(str(out))} and {escape(str(out / 'baseline'))}; comparison.json in {escape(str(out))}")
+
+
 def evaluate(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A synthgen checkpoint (best.pt / last.pt). Required.")] = None,
+    baseline: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--baseline",
+            help="A second checkpoint scored on the same data (results in OUT/baseline): the two side by side, with "
+            "the difference (checkpoint - baseline), also in OUT/comparison.json.",
+        ),
+    ] = None,
     data: Annotated[
         Optional[Path], typer.Option("--data", help="Ground truth: a COCO JSON (file names relative to its folder). Required.")
     ] = None,
@@ -348,7 +380,8 @@ def evaluate(
         ),
     ] = False,
 ) -> None:
-    """Evaluate a checkpoint on a COCO file: COCO AP/AR and VOC AP@0.5 per class."""
+    """Evaluate a checkpoint on a COCO file: COCO AP/AR and VOC AP@0.5 per class (beside a --baseline
+    checkpoint's, with the difference, when given)."""
     from synthgen.cli.common import require
     from synthgen.errors import InputError
     from synthgen.evaluation import evaluate as run_evaluate
@@ -368,6 +401,13 @@ def evaluate(
         preview_min_score=preview_min_score, preview_max_boxes=preview_max_boxes, preview_columns=preview_columns,
         skip_unreadable=skip_unreadable,
     )
+    if baseline is not None:
+        base_metrics = run_evaluate(
+            baseline, data, images_root, score_threshold, out / "baseline", device=device, batch_size=batch_size,
+            skip_unreadable=skip_unreadable,
+        )
+        _print_comparison(checkpoint, baseline, data, metrics, base_metrics, out)
+        return
     table = Table(title=f"{escape(str(checkpoint))} on {escape(str(data))}")
     table.add_column("metric")
     table.add_column("value", justify="right")
