@@ -347,6 +347,25 @@ def evaluate(
     return metrics
 
 
+def compare_metrics(metrics: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
+    """Two detectors' scores (``Metrics.to_dict()`` of each, on the same ground truth) side by
+    side: one row per score (per-class VOC AP@0.5 as ``voc_ap50: NAME``) with ``metric``,
+    ``value``, ``baseline`` and ``difference`` (value - baseline; None where either is None)."""
+
+    def flat(d: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in d.items() if k != "voc_ap50_per_class"}
+        out.update({f"voc_ap50: {name}": ap for name, ap in d.get("voc_ap50_per_class", {}).items()})
+        return out
+
+    a, b = flat(metrics), flat(baseline)
+    rows = []
+    for name in [*a, *(k for k in b if k not in a)]:
+        value, base = a.get(name), b.get(name)
+        numeric = isinstance(value, (int, float)) and isinstance(base, (int, float))
+        rows.append({"metric": name, "value": value, "baseline": base, "difference": value - base if numeric else None})
+    return rows
+
+
 def without_unreadable(coco: CocoSet) -> tuple[CocoSet, list[str]]:
     """``coco`` without the images whose files do not decode (and without their boxes), and the
     paths of those files."""

@@ -60,6 +60,15 @@ BoxScalesOpt = Annotated[
     ),
 ]
 EvalEvery = Annotated[int, typer.Option("--eval-every", help="Validate and checkpoint every N steps.")]
+EarlyStop = Annotated[
+    Optional[int],
+    typer.Option(
+        "--early-stop",
+        metavar="PATIENCE",
+        help="Stop by itself once PATIENCE validations in a row (one every --eval-every steps) have not raised "
+        "the best validation VOC AP@0.5 (best.pt keeps the best). Needs --val. A resumed run keeps the count.",
+    ),
+]
 Workers = Annotated[int, typer.Option("--num-workers", help="Data-loading worker processes.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the run (and of the real subset unless --subset-seed).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")]
@@ -128,6 +137,7 @@ def _config(**options: Any):
         pretrained_backbone=options.get("pretrained_backbone", True),
         progress=options["progress"],
         threads=options["threads"],
+        early_stop=options["early_stop"],
     )
 
 
@@ -141,8 +151,10 @@ def _load_val(val: Path | None):
 
 def _report(result) -> None:
     best = "-" if result.best_metric is None else f"{result.best_metric:.4f}"
+    stopped = f"{escape(result.early_stop)}\n" if result.early_stop else ""
     out_console.print(
         f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best validation {best}\n"
+        f"{stopped}"
         f"best checkpoint: {escape(str(result.best_checkpoint or '-'))}\n"
         f"last checkpoint: {escape(str(result.last_checkpoint))}\n"
         f"log: {escape(str(result.out / 'metrics.csv'))}, curves: {escape(str(result.out / 'training_curves.png'))}"
@@ -202,6 +214,7 @@ def pretrain(
     image_size: ImageSize = 320,
     box_scales: BoxScalesOpt = None,
     eval_every: EvalEvery = 250,
+    early_stop: EarlyStop = None,
     num_workers: Workers = 2,
     seed: Seed = 0,
     resume: Resume = False,
@@ -265,6 +278,7 @@ def finetune(
     image_size: ImageSize = 320,
     box_scales: BoxScalesOpt = None,
     eval_every: EvalEvery = 50,
+    early_stop: EarlyStop = None,
     num_workers: Workers = 2,
     seed: Seed = 0,
     resume: Resume = False,
@@ -300,8 +314,40 @@ def finetune(
     _report(result)
 
 
+def _print_comparison(checkpoint: Path, baseline: Path, data: Path, metrics, base_metrics, out: Path) -> None:
+    """The two detectors' scores side by side with the difference, printed and in OUT/comparison.json."""
+    from synthgen.cache import atomic_write_json
+    from synthgen.evaluation import compare_metrics
+
+    rows = compare_metrics(metrics.to_dict(), base_metrics.to_dict())
+    atomic_write_json(
+        out / "comparison.json", {"checkpoint": str(checkpoint), "baseline": str(baseline), "ground_truth": str(data), "rows": rows}
+    )
+    shown = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
+    table = Table(title=f"{escape(str(checkpoint))} against {escape(str(baseline))} on {escape(str(data))}")
+    for column in ("metric", "checkpoint", "baseline", "difference"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in rows:
+        diff = row["difference"]
+        signed = "-" if diff is None else (f"{diff:+.4f}" if isinstance(diff, float) else f"{diff:+d}")
+        table.add_row(escape(row["metric"]), shown(row["value"]), shown(row["baseline"]), signed)
+    out_console.print(table)
+    for what, m in (("checkpoint", metrics), ("baseline", base_metrics)):
+        if m.skipped:
+            console.print(f"[yellow]{what}: skipped {len(m.skipped)} unreadable ground-truth image(s)[/] (--skip-unreadable)")
+    out_console.print(f"detections and metrics in {escape(str(out))} and {escape(str(out / 'baseline'))}; comparison.json in {escape(str(out))}")
+
+
 def evaluate(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A synthgen checkpoint (best.pt / last.pt). Required.")] = None,
+    baseline: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--baseline",
+            help="A second checkpoint scored on the same data (results in OUT/baseline): the two side by side, with "
+            "the difference (checkpoint - baseline), also in OUT/comparison.json.",
+        ),
+    ] = None,
     data: Annotated[
         Optional[Path], typer.Option("--data", help="Ground truth: a COCO JSON (file names relative to its folder). Required.")
     ] = None,
@@ -334,7 +380,8 @@ def evaluate(
         ),
     ] = False,
 ) -> None:
-    """Evaluate a checkpoint on a COCO file: COCO AP/AR and VOC AP@0.5 per class."""
+    """Evaluate a checkpoint on a COCO file: COCO AP/AR and VOC AP@0.5 per class (beside a --baseline
+    checkpoint's, with the difference, when given)."""
     from synthgen.cli.common import require
     from synthgen.errors import InputError
     from synthgen.evaluation import evaluate as run_evaluate
@@ -354,6 +401,13 @@ def evaluate(
         preview_min_score=preview_min_score, preview_max_boxes=preview_max_boxes, preview_columns=preview_columns,
         skip_unreadable=skip_unreadable,
     )
+    if baseline is not None:
+        base_metrics = run_evaluate(
+            baseline, data, images_root, score_threshold, out / "baseline", device=device, batch_size=batch_size,
+            skip_unreadable=skip_unreadable,
+        )
+        _print_comparison(checkpoint, baseline, data, metrics, base_metrics, out)
+        return
     table = Table(title=f"{escape(str(checkpoint))} on {escape(str(data))}")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -8,7 +8,14 @@ paper's selection metric), keeps the best weights in ``best.pt`` and the full re
 metrics; TensorBoard events go to ``OUT/tensorboard`` when tensorboard is installed; at the end
 ``OUT/training_curves.png`` plots the log.
 
-``resume=True`` continues from ``OUT/last.pt`` at the same step, optimizer and schedule state.
+``early_stop=PATIENCE`` (needs validation data) stops the run by itself once PATIENCE
+validations in a row have not improved the selection metric (an improvement is a score strictly
+above the best so far, the rule that also picks ``best.pt``); the step and the reason are in
+``TrainResult.early_stop``, in the ``early_stop`` column of ``metrics.csv`` (beside
+``val_evals_since_best``, the count so far) and in ``last.pt``.
+
+``resume=True`` continues from ``OUT/last.pt`` at the same step, optimizer and schedule state
+(and early-stopping count).
 Runs are seeded: the same config, data, seed and number of workers give the same run.
 
 Several GPUs (DistributedDataParallel; each process reads its own part of the data stream, the
@@ -83,6 +90,7 @@ class TrainConfig:
     select_metric: str = "voc_ap50"
     progress: bool = True
     threads: int | None = None  # CPU threads of torch's operators in this process (None: torch's default)
+    early_stop: int | None = None  # patience: stop after this many validations in a row without a new best
 
     def check(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.log_every < 1:
@@ -97,6 +105,8 @@ class TrainConfig:
             raise InputError(f"unknown selection metric {self.select_metric!r}; use one of {SELECT_METRICS}")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"--threads {self.threads}: give at least 1")
+        if self.early_stop is not None and self.early_stop < 1:
+            raise InputError(f"--early-stop {self.early_stop}: the patience is a number of validations, give at least 1")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.num_workers < 0:
             raise InputError("warmup steps, weight decay and workers cannot be negative")
         if self.detector is not None:
@@ -114,6 +124,7 @@ class TrainResult:
     final_metrics: dict[str, Any] | None
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    early_stop: str | None = None  # why and when the run stopped before config.steps; None: it ran them all
 
 
 def lr_factor(step: int, *, total: int, warmup: int, schedule: str) -> float:
@@ -194,10 +205,12 @@ class _RunLog:
     """metrics.csv (+ TensorBoard when installed), written by the main process only."""
 
     VAL_COLUMNS = ("val_ap", "val_ap50", "val_voc_ap50")
+    EARLY_STOP_COLUMNS = ("val_evals_since_best", "early_stop")  # only in runs with early stopping
 
-    def __init__(self, out: Path, start_step: int) -> None:
+    def __init__(self, out: Path, start_step: int, early_stop: bool = False) -> None:
         self.path = out / "metrics.csv"
         self.columns: list[str] | None = None
+        self.extra_columns = self.EARLY_STOP_COLUMNS if early_stop else ()
         self.rows: list[dict[str, Any]] = []
         if start_step > 0 and self.path.is_file():
             # A resumed run drops what the interrupted run logged after its last checkpoint.
@@ -222,15 +235,15 @@ class _RunLog:
 
     def write(self, row: dict[str, Any]) -> None:
         if self.columns is None:
-            parts = sorted(set(row) - {"step", "lr", "loss", "steps_per_s", *self.VAL_COLUMNS})
-            self.columns = ["step", "lr", "loss", *parts, "steps_per_s", *self.VAL_COLUMNS]
+            parts = sorted(set(row) - {"step", "lr", "loss", "steps_per_s", *self.VAL_COLUMNS, *self.EARLY_STOP_COLUMNS})
+            self.columns = ["step", "lr", "loss", *parts, "steps_per_s", *self.VAL_COLUMNS, *self.extra_columns]
             self._rewrite()
         self.rows.append(row)
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(row)
         if self.tensorboard is not None:
             for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
+                if key not in ("step", "early_stop") and isinstance(value, (int, float)):
                     self.tensorboard.add_scalar(key, value, row["step"])
 
     def close(self) -> None:
@@ -248,7 +261,8 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig = Figure(figsize=(9, 6), dpi=100)
     ax_loss, ax_val = fig.subplots(2, 1, sharex=True)
-    keys = [k for k in (rows[0] if rows else []) if k not in ("step", "lr", "steps_per_s", *_RunLog.VAL_COLUMNS)]
+    skipped = ("step", "lr", "steps_per_s", *_RunLog.VAL_COLUMNS, *_RunLog.EARLY_STOP_COLUMNS)
+    keys = [k for k in (rows[0] if rows else []) if k not in skipped]
     for key in keys:
         ax_loss.plot(*series(key), label=key, linewidth=2 if key == "loss" else 1)
     ax_loss.set_ylabel("training loss")
@@ -289,6 +303,19 @@ def _batches(loader: Any) -> Iterator[Any]:
             yield batch
         if not produced:
             raise InputError("the training data yielded no samples")
+
+
+def _score_text(score: float | None) -> str:
+    return "none yet" if score is None else f"{score:.4f}"
+
+
+def _stop_everywhere(stop: bool, d: _Dist, device: torch.device) -> bool:
+    """Rank 0's early-stopping decision, on every process (only rank 0 validates)."""
+    if d.world_size == 1:
+        return stop
+    flag = torch.tensor([int(stop)], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def _val_text(metric: str, score: float | None, best: float | None) -> str:
@@ -401,6 +428,10 @@ def checked_settings(config: TrainConfig, categories: list[dict], val_data: Coco
 def train(config: TrainConfig, train_data: Source, val_data: CocoSet | None = None) -> TrainResult:
     """Train a detector on ``train_data``; see the module docstring for what is written."""
     config.check()
+    if config.early_stop is not None and val_data is None:
+        raise InputError(
+            f"--early-stop {config.early_stop} stops when the validation score stops improving: give a real validation set (--val)"
+        )
     config, notes = checked_settings(config, list(train_data.categories), val_data)
     for note in notes:
         log.warning("warning: %s", note)
@@ -435,6 +466,7 @@ def _train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     step = 0
     best: float | None = None
+    evals_since_best = 0  # validations in a row without a new best (the early-stopping count)
     if payload is not None:
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
@@ -442,10 +474,16 @@ def _train(
             scaler.load_state_dict(payload["scaler"])
         step = int(payload["step"])
         best = payload.get("best_metric")
+        evals_since_best = int(payload.get("evals_since_best", 0))
         # A resumed run draws fresh augmentation, in a seeded way.
         torch.manual_seed(int(np.random.SeedSequence([config.seed, step]).generate_state(1)[0]))
     if step >= config.steps:
         raise InputError(f"{resume_from} already reached step {step}; raise --steps to train longer")
+    if config.early_stop is not None and evals_since_best >= config.early_stop:
+        raise InputError(
+            f"{resume_from} stopped early at step {step}: {evals_since_best} validations without a new best; "
+            f"raise --early-stop (now {config.early_stop}) or leave it out to train on"
+        )
 
     loader = make_loader(
         train_data,
@@ -461,7 +499,7 @@ def _train(
     out = config.out
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-    runlog = _RunLog(out, step) if d.main else None
+    runlog = _RunLog(out, step, config.early_stop is not None) if d.main else None
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
     meta = dict(
         detector=built.detector,
@@ -479,6 +517,7 @@ def _train(
     progress, task = _progress(config.progress and d.main, config.steps, step, every=max(config.log_every, config.steps // 50))
     model.train()
     saved_step = step if payload is not None else None  # the step last.pt holds
+    early_stop: str | None = None
     try:
         with progress:
             while step < config.steps:
@@ -517,9 +556,20 @@ def _train(
                             row.update({f"val_{k}": final_metrics[k] for k in ("ap", "ap50", "voc_ap50")})
                             score = final_metrics[config.select_metric]
                             if score is not None and (best is None or score > best):
-                                best, best_path = score, out / "best.pt"
+                                best, best_path, evals_since_best = score, out / "best.pt", 0
                                 save_checkpoint(best_path, model, **meta, step=step, metrics=final_metrics)
+                            else:
+                                evals_since_best += 1
                             progress.update(task, val=_val_text(config.select_metric, score, best))
+                            if config.early_stop is not None:
+                                row["val_evals_since_best"] = evals_since_best
+                                if evals_since_best >= config.early_stop and step < config.steps:
+                                    early_stop = (
+                                        f"stopped early at step {step} of {config.steps}: validation {config.select_metric} "
+                                        f"did not improve on its best ({_score_text(best)}) for {evals_since_best} "
+                                        f"evaluations in a row (--early-stop {config.early_stop}, every {config.eval_every} steps)"
+                                    )
+                                    row["early_stop"] = early_stop
                         save_checkpoint(
                             out / "last.pt",
                             model,
@@ -527,6 +577,8 @@ def _train(
                             step=step,
                             metrics=final_metrics or {},
                             best_metric=best,
+                            evals_since_best=evals_since_best,
+                            early_stop=early_stop,
                             optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(),
                             scaler=scaler.state_dict(),
@@ -536,6 +588,9 @@ def _train(
                         runlog.write(row)
                     if evaluate_now:
                         _barrier(d)
+                        if config.early_stop is not None and _stop_everywhere(early_stop is not None, d, device):
+                            progress.advance(task)
+                            break
                     totals, window, window_start = {}, 0, time.perf_counter()  # speed excludes validation
                 progress.advance(task)
     except KeyboardInterrupt:
@@ -545,6 +600,8 @@ def _train(
             kept = f"{out / 'last.pt'} holds step {saved_step}: run the same command with --resume to continue from there"
         raise Interrupted(f"training stopped by Ctrl-C at step {step} of {config.steps}; {kept}") from None
 
+    if early_stop is not None:
+        log.info("%s", early_stop)
     history: list[dict[str, Any]] = []
     if runlog is not None:
         runlog.close()
@@ -559,6 +616,7 @@ def _train(
         final_metrics=final_metrics,
         seconds=time.perf_counter() - started,
         history=history,
+        early_stop=early_stop,
     )
 
 
