@@ -312,3 +312,35 @@ def save_pool_plot(stats: PoolStats, png: str | Path) -> Path:
     except OSError as err:
         raise WriteError(f"could not write the plot {out}: {err.strerror or err}") from err
     return out
+
+
+@dataclass(frozen=True)
+class RealBoxRanges:
+    """Paste ranges measured on real annotations (``synthgen paste --scale-from``): ``scale``
+    is the 5th-95th percentile of each box's sqrt(w * h) / the image's short side (what
+    CompositeConfig.scale means), ``objects_per_image`` the rounded 5th-95th percentile of the
+    boxes per image (at least 1)."""
+
+    path: str
+    images: int
+    boxes: int
+    scale: tuple[float, float]
+    objects_per_image: tuple[int, int]
+
+
+def real_box_ranges(path: str | Path) -> RealBoxRanges:
+    """Measure :class:`RealBoxRanges` on the dataset at ``path`` (a COCO json, or any format
+    :class:`~synthgen.readers.Dataset` reads); annotations only, no image is decoded."""
+    sizes, counts = [], []
+    for sample in Dataset(path).annotations():
+        boxes = sample.boxes_xyxy.astype(np.float64)
+        area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+        sizes.append(np.sqrt(area) / min(sample.width, sample.height))
+        counts.append(len(boxes))
+    size = np.concatenate(sizes) if sizes else np.zeros(0)
+    if size.size == 0:
+        raise InputError(f"--scale-from {path}: it holds no boxes to measure; give the real dataset's annotations")
+    lo, hi = (float(np.clip(np.percentile(size, q), 1e-3, 4.0)) for q in (5, 95))
+    fewest, most = (int(np.rint(np.percentile(counts, q))) for q in (5, 95))
+    fewest = max(1, fewest)
+    return RealBoxRanges(str(path), len(counts), int(size.size), (round(lo, 3), round(hi, 3)), (fewest, max(fewest, most)))

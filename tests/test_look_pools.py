@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -89,3 +90,48 @@ def test_preview_seed_picks_a_repeatable_random_set_in_every_format(tmp_path: Pa
 
     assert pool_sheet("p.png", 3) == pool_sheet("q.png", 3)
     assert len({pool_sheet(f"p{seed}.png", seed) for seed in range(6)}) == 2  # seeds pick either cut-out
+
+
+def real_coco(path: Path) -> Path:
+    """6 images of 200x100 (short side 100) holding 1..6 square boxes, 21 in all, of sides
+    30, 33.5, ..., 100 px: sizes 0.3 + 0.035 k, so the 5th percentile is 0.335 and the 95th 0.965."""
+    images, annotations, k = [], [], 0
+    for image_id, count in enumerate(range(1, 7), start=1):
+        images.append({"id": image_id, "file_name": f"{image_id}.jpg", "width": 200, "height": 100})
+        for _ in range(count):
+            side = 30 + 3.5 * k
+            annotations.append({"id": k + 1, "image_id": image_id, "category_id": 1, "bbox": [0, 0, side, side],
+                                "area": side * side, "iscrowd": 0})
+            k += 1
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "raccoon"}]}))
+    return path
+
+
+def test_scale_from_real_boxes_sets_scale_and_objects_per_image_and_says_so(tmp_path: Path) -> None:
+    import typer.main
+
+    from synthgen.cli.paste import _paste_only, paste_settings
+
+    real = real_coco(tmp_path / "real.json")
+    values = {param.name: param.default for param in typer.main.get_command(_paste_only).params}
+    values.update(scale_from=real, n="4", out=str(tmp_path / "o"))
+    spec, _ = paste_settings(**values)
+    assert spec.composite.scale == pytest.approx((0.335, 0.965))
+    assert spec.composite.objects_per_image == (1, 6)
+    values.update(scale="0.2,0.4", preset="birds")  # an explicit --scale wins; the derived count beats the preset's
+    spec, _ = paste_settings(**values)
+    assert spec.composite.scale == (0.2, 0.4) and spec.composite.objects_per_image == (1, 6)
+
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
+                                 "annotations": [], "categories": [{"id": 1, "name": "x"}]}))
+    result = runner.invoke(app, ["paste", "--scale-from", str(empty), "--scale", "0.5,0.1", "--n", "2", "--out", str(tmp_path / "bad")])
+    text = " ".join(result.output.split())
+    assert result.exit_code != 0 and "holds no boxes" in text and "above MAX" in text  # both problems at once,
+    assert text.index("holds no boxes") < text.index("above MAX")  # the input first
+
+    result = runner.invoke(app, ["paste", "--scale-from", str(real), "--n", "2", "--quiet", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    first = " ".join(result.output.split())
+    assert "--scale-from" in first and "21 boxes in 6 images" in first and "--scale 0.335,0.965" in first
+    assert "--objects-per-image 1,6" in first
