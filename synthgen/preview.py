@@ -4,8 +4,10 @@ by eye that boxes fit the objects."""
 from __future__ import annotations
 
 import colorsys
+import textwrap
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from synthgen.errors import InputError, WriteError
@@ -14,6 +16,7 @@ from synthgen.readers import Dataset, ReadSample
 _BACKGROUND = (32, 32, 32)
 _CAPTION = 18  # pixels under each tile for the sample key
 _GAP = 4
+_CHECKER = (170, 102)  # grey levels of the checkerboard behind cut-outs
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
@@ -61,19 +64,16 @@ def make_contact_sheet(
     path: str | Path, out_image: str | Path, n: int = 16, columns: int = 4, tile: int = 256, seed: int | None = None
 ) -> Path:
     """Draw the first ``n`` samples of the dataset at ``path`` (with ``seed``: a seeded random
-    ``n`` for COCO and YOLO; WebDataset shards are streamed, so always their first ``n``) into
-    one grid of ``columns`` tiles of ``tile`` pixels, each with its sample key underneath,
-    saved as PNG or JPEG by the extension of ``out_image``. Returns that path."""
-    out = Path(out_image)
-    image_format = _SHEET_FORMATS.get(out.suffix.lower())
-    if image_format is None:
-        raise InputError(f"contact sheet {out}: name it .png or .jpg")
-    if n < 1 or columns < 1:
-        raise InputError(f"a contact sheet needs at least 1 sample and 1 column, got n={n}, columns={columns}")
-    if tile < 32:
-        raise InputError(f"tiles must be at least 32 pixels wide, got {tile}")
+    ``n``, in every format) into one grid of ``columns`` tiles of ``tile`` pixels, each with its
+    sample key underneath, saved as PNG or JPEG by the extension of ``out_image``. An object pool
+    folder (written by ``synthgen segment``) gets :func:`make_pool_sheet`. Returns that path."""
+    from synthgen.pool import is_pool_dir
+
+    image_format = _sheet_format(Path(out_image), n, columns, tile)
+    if is_pool_dir(Path(path)):  # False for a shard pattern too
+        return make_pool_sheet(path, out_image, n=n, columns=columns, tile=tile, seed=seed)
     dataset = Dataset(path)
-    samples = list(dataset.samples(n, seed=seed if dataset.format != "wds" else None))
+    samples = list(dataset.samples(n, seed=seed))
     if not samples:
         raise InputError(f"{path} holds no samples to preview")
     font = ImageFont.load_default(size=max(10, tile // 20))
@@ -89,9 +89,88 @@ def make_contact_sheet(
         sheet.paste(draw_tile(sample, tile, font), (x, y))
         caption = f"{sample.key}  ({len(sample.labels)} obj)"
         draw.text((x + tile // 2, y + tile + _CAPTION // 2), caption, fill=(230, 230, 230), font=caption_font, anchor="mm")
+    return _save_sheet(sheet, Path(out_image), image_format)
+
+
+def _sheet_format(out: Path, n: int, columns: int, tile: int) -> str:
+    """PIL's format name for ``out``, after checking the sheet's settings."""
+    image_format = _SHEET_FORMATS.get(out.suffix.lower())
+    if image_format is None:
+        raise InputError(f"contact sheet {out}: name it .png or .jpg")
+    if n < 1 or columns < 1:
+        raise InputError(f"a contact sheet needs at least 1 sample and 1 column, got n={n}, columns={columns}")
+    if tile < 32:
+        raise InputError(f"tiles must be at least 32 pixels wide, got {tile}")
+    return image_format
+
+
+def _save_sheet(sheet: Image.Image, out: Path, image_format: str) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         sheet.save(out, format=image_format, **({"quality": 90} if image_format == "JPEG" else {}))
     except OSError as err:
         raise WriteError(f"could not write the contact sheet {out}: {err.strerror or err}") from err
     return out
+
+
+def checkerboard(height: int, width: int, square: int = 8) -> np.ndarray:
+    """An (h, w, 3) uint8 light/dark grey checkerboard: shows what is transparent in a cut-out."""
+    rows, cols = np.indices((height, width)) // square
+    return np.where(((rows + cols) % 2 == 0)[..., None], _CHECKER[0], _CHECKER[1]).astype(np.uint8)
+
+
+def cutout_tile(rgba: np.ndarray, tile: int) -> Image.Image:
+    """The RGBA cut-out scaled to fit ``tile`` x ``tile``, composited over a checkerboard (alpha
+    blended, so soft edges show as they will be pasted), centred on a dark square."""
+    h, w = rgba.shape[:2]
+    scale = tile / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    scaled = np.asarray(Image.fromarray(np.ascontiguousarray(rgba), "RGBA").resize(size, Image.Resampling.BILINEAR))
+    alpha = scaled[..., 3:].astype(np.float32) / 255.0
+    board = checkerboard(size[1], size[0], max(4, tile // 16)).astype(np.float32)
+    blended = np.rint(scaled[..., :3] * alpha + board * (1.0 - alpha)).astype(np.uint8)
+    canvas = Image.new("RGB", (tile, tile), _BACKGROUND)
+    canvas.paste(Image.fromarray(blended), ((tile - size[0]) // 2, (tile - size[1]) // 2))
+    return canvas
+
+
+def make_pool_sheet(
+    path: str | Path, out_image: str | Path, n: int = 16, columns: int = 4, tile: int = 256, seed: int | None = None
+) -> Path:
+    """A contact sheet of the object pool at ``path``: its first ``n`` cut-outs (with ``seed``, a
+    seeded random ``n``) on a checkerboard, each captioned with its class and size, and under the
+    grid the pool's build summary: accepted, rejected by reason, unreadable files with examples.
+    (A pool keeps no pixels of the objects it rejected, so those are listed, not drawn.)"""
+    from synthgen.pool import ObjectPool, format_summary
+
+    image_format = _sheet_format(Path(out_image), n, columns, tile)
+    pool = ObjectPool.load(path)
+    picked = list(range(len(pool))) if seed is None else np.random.default_rng(seed).permutation(len(pool)).tolist()
+    picked = picked[:n]
+    columns = min(columns, len(picked))
+    rows = -(-len(picked) // columns)
+    cell_w, cell_h = tile + _GAP, tile + _CAPTION + _GAP
+    caption_font = ImageFont.load_default(size=_CAPTION - 5)
+    notes = _wrap(format_summary(pool.summary), max(20, (columns * cell_w) // 8))
+    notes_h = (len(notes) + 2) * _CAPTION  # a title line, the notes, a margin
+    sheet = Image.new("RGB", (columns * cell_w + _GAP, rows * cell_h + _GAP + notes_h), (0, 0, 0))
+    draw = ImageDraw.Draw(sheet)
+    for slot, i in enumerate(picked):
+        cutout = pool[i]
+        x = _GAP + (slot % columns) * cell_w
+        y = _GAP + (slot // columns) * cell_h
+        sheet.paste(cutout_tile(cutout.rgba, tile), (x, y))
+        h, w = cutout.rgba.shape[:2]
+        caption = f"#{i} {pool.classes[cutout.class_id]}  {w}x{h}"
+        draw.text((x + tile // 2, y + tile + _CAPTION // 2), caption, fill=(230, 230, 230), font=caption_font, anchor="mm")
+    y = rows * cell_h + _GAP + _CAPTION // 2
+    draw.text((_GAP, y), f"{pool.path.name}: {len(pool):,} cut-outs", fill=(255, 255, 255), font=caption_font)
+    for line in notes:
+        y += _CAPTION
+        draw.text((_GAP, y), line, fill=(255, 200, 120) if "rejected" in line or "unreadable" in line else (230, 230, 230),
+                  font=caption_font)
+    return _save_sheet(sheet, Path(out_image), image_format)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return [wrapped for line in text.splitlines() for wrapped in textwrap.wrap(line, width) or [""]]

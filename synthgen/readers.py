@@ -111,9 +111,9 @@ class Dataset:
         self.categories: list[str] = self._reader.categories  # label k is categories[k - 1]
 
     def samples(self, limit: int | None = None, *, seed: int | None = None) -> Iterator[ReadSample]:
-        """Samples in stored order (at most ``limit``). With ``seed`` (COCO and YOLO only: shards
-        can only be streamed) in a random order drawn from ``np.random.default_rng(seed)``, so
-        the first ``n`` are a seeded random pick."""
+        """Samples in stored order (at most ``limit``). With ``seed``, a seeded random pick drawn
+        from ``np.random.default_rng(seed)``: for COCO and YOLO a random order, so the first ``n``
+        are the pick; WebDataset shards are streamed once, keeping a reservoir of ``limit``."""
         for record in self._reader.records(limit, seed):
             a = record.annotations
             yield ReadSample(a.key, record.load_image(), a.boxes_xyxy, a.labels, a.names)
@@ -350,7 +350,8 @@ class _Wds:
 
     def records(self, limit: int | None, seed: int | None) -> Iterator[_Record]:
         if seed is not None:
-            raise InputError("a random pick needs a COCO or YOLO dataset; WebDataset shards are read in order")
+            yield from self._seeded_pick(limit, seed)
+            return
         from webdataset.tariterators import group_by_keys, tar_file_expander
 
         # webdataset's own pipeline (wds.WebDataset) leaves shard files open until garbage
@@ -370,3 +371,18 @@ class _Wds:
             yield _Record(annotations, lambda jpeg=jpeg, key=annotations.key: _decode(jpeg, key))
             count += 1
 
+    def _seeded_pick(self, limit: int | None, seed: int) -> Iterator[_Record]:
+        """A seeded random pick of ``limit`` samples (all of them without a limit) in random
+        order, drawn from ``np.random.default_rng(seed)`` by reservoir sampling over one pass
+        of the shards: only the kept samples' JPEG bytes are held, none is decoded here."""
+        rng = np.random.default_rng(seed)
+        kept: list[_Record] = []
+        for seen, record in enumerate(self.records(None, None)):
+            if limit is None or len(kept) < limit:
+                kept.append(record)
+            else:
+                slot = int(rng.integers(seen + 1))
+                if slot < limit:
+                    kept[slot] = record
+        for i in rng.permutation(len(kept)).tolist():
+            yield kept[i]

@@ -203,3 +203,144 @@ def save_plot(stats: DatasetStats, png: str | Path) -> Path:
     except OSError as err:
         raise WriteError(f"could not write the plot {out}: {err.strerror or err}") from err
     return out
+
+
+ASPECT_EDGES = (0.0, 0.25, 0.33, 0.5, 0.67, 0.8, 0.9, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0, float("inf"))  # width / height
+
+
+@dataclass
+class PoolStats:
+    """Sizes of an object pool's cut-outs (what ``synthgen segment`` made) and its build summary."""
+
+    path: str
+    objects: int
+    objects_per_class: dict[str, int]  # every class, in class order (zeros included)
+    width: Histogram  # pixels
+    height: Histogram  # pixels
+    aspect: Histogram  # width / height, ASPECT_EDGES
+    percentiles: dict[str, dict[int, float]]  # "width" | "height" | "aspect" -> {5, 50, 95: value}
+    rejected: dict[str, int]  # reason -> objects rejected at build time
+    unreadable: int
+    unreadable_examples: list[str]
+
+
+def compute_pool_stats(path: str | Path) -> PoolStats:
+    """Statistics of the cut-outs of the object pool folder ``path`` (its index only: no pixels read)."""
+    from synthgen.pool import ObjectPool
+
+    pool = ObjectPool.load(path)
+    heights, widths = (pool.shapes[:, k].astype(np.float64) for k in (0, 1))
+    aspect = widths / heights
+    counts = np.bincount(pool.class_ids, minlength=len(pool.classes))
+    edges = pixel_edges(np.concatenate([widths, heights]))  # shared bins: comparable
+    summary = pool.summary
+    return PoolStats(
+        path=str(path),
+        objects=len(pool),
+        objects_per_class={name: int(counts[i]) for i, name in enumerate(pool.classes)},
+        width=Histogram.of(widths, edges),
+        height=Histogram.of(heights, edges),
+        aspect=Histogram.of(aspect, np.asarray(ASPECT_EDGES)),
+        percentiles={name: {q: float(np.percentile(values, q)) for q in (5, 50, 95)}
+                     for name, values in (("width", widths), ("height", heights), ("aspect", aspect))},
+        rejected={str(k): int(v) for k, v in summary.get("rejected", {}).items()},
+        unreadable=int(summary.get("unreadable", 0)),
+        unreadable_examples=[str(e) for e in summary.get("unreadable_examples", [])],
+    )
+
+
+def render_pool_rich(stats: PoolStats) -> Group:
+    """Tables and text histograms of a pool's ``stats`` for a rich Console."""
+    summary = Table(show_header=False, show_edge=False)
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    summary.add_row("cut-outs", f"{stats.objects:,}")
+    summary.add_row("rejected when segmented", f"{sum(stats.rejected.values()):,}")
+    for reason, count in stats.rejected.items():
+        summary.add_row(f"  {reason}", f"{count:,}")
+    summary.add_row("unreadable files", f"{stats.unreadable:,}")
+    for example in stats.unreadable_examples[:5]:
+        summary.add_row(f"  {example}", "")
+
+    classes = Table(title="cut-outs per class", title_justify="left", show_edge=False)
+    classes.add_column("class")
+    classes.add_column("cut-outs", justify="right")
+    classes.add_column("", style="green")
+    largest = max(stats.objects_per_class.values(), default=0)
+    for name, count in stats.objects_per_class.items():
+        classes.add_row(name, f"{count:,}", _bar(count, largest))
+
+    spread = Table(title="size percentiles", title_justify="left", show_edge=False)
+    spread.add_column("")
+    for q in (5, 50, 95):
+        spread.add_column(f"{q}%", justify="right")
+    for name, unit, fmt in (("width", " px", ".0f"), ("height", " px", ".0f"), ("aspect", " (w/h)", ".2f")):
+        spread.add_row(name + unit, *(f"{stats.percentiles[name][q]:{fmt}}" for q in (5, 50, 95)))
+
+    return Group(
+        Text(f"{stats.path} (object pool)", style="bold"), summary, Text(), classes, Text(), spread, Text(),
+        _histogram_table("cut-out width (pixels)", stats.width, ".0f"), Text(),
+        _histogram_table("cut-out height (pixels)", stats.height, ".0f"), Text(),
+        _histogram_table("aspect ratio (width / height)", stats.aspect, ".2f"),
+    )
+
+
+def save_pool_plot(stats: PoolStats, png: str | Path) -> Path:
+    """Width/height and aspect-ratio histograms of a pool's cut-outs, saved as PNG (Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    wh_ax, aspect_ax = fig.subplots(1, 2)
+    for hist, label, colour in ((stats.width, "width", "tab:blue"), (stats.height, "height", "tab:orange")):
+        wh_ax.stairs(hist.counts, hist.edges, label=label, color=colour, linewidth=1.5)
+    wh_ax.set_title("cut-out width and height")
+    wh_ax.set_xlabel("pixels")
+    wh_ax.set_ylabel("cut-outs")
+    wh_ax.legend()
+    labels = [f"{lo:g}–{hi:g}" for lo, hi in zip(stats.aspect.edges[:-1], stats.aspect.edges[1:])]
+    aspect_ax.bar(range(len(labels)), stats.aspect.counts, color="tab:cyan")
+    aspect_ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=8)
+    aspect_ax.set_title("aspect ratio (width / height)")
+    aspect_ax.set_ylabel("cut-outs")
+    fig.suptitle(f"{stats.path}: {stats.objects:,} cut-outs")
+    out = Path(png)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=100)
+    except OSError as err:
+        raise WriteError(f"could not write the plot {out}: {err.strerror or err}") from err
+    return out
+
+
+@dataclass(frozen=True)
+class RealBoxRanges:
+    """Paste ranges measured on real annotations (``synthgen paste --scale-from``): ``scale``
+    is the 5th-95th percentile of each box's sqrt(w * h) / the image's short side (what
+    CompositeConfig.scale means), ``objects_per_image`` the rounded 5th-95th percentile of the
+    boxes per image (at least 1)."""
+
+    path: str
+    images: int
+    boxes: int
+    scale: tuple[float, float]
+    objects_per_image: tuple[int, int]
+
+
+def real_box_ranges(path: str | Path) -> RealBoxRanges:
+    """Measure :class:`RealBoxRanges` on the dataset at ``path`` (a COCO json, or any format
+    :class:`~synthgen.readers.Dataset` reads); annotations only, no image is decoded."""
+    sizes, counts = [], []
+    for sample in Dataset(path).annotations():
+        boxes = sample.boxes_xyxy.astype(np.float64)
+        area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+        sizes.append(np.sqrt(area) / min(sample.width, sample.height))
+        counts.append(len(boxes))
+    size = np.concatenate(sizes) if sizes else np.zeros(0)
+    if size.size == 0:
+        raise InputError(f"--scale-from {path}: it holds no boxes to measure; give the real dataset's annotations")
+    lo, hi = (float(np.clip(np.percentile(size, q), 1e-3, 4.0)) for q in (5, 95))
+    fewest, most = (int(np.rint(np.percentile(counts, q))) for q in (5, 95))
+    fewest = max(1, fewest)
+    return RealBoxRanges(str(path), len(counts), int(size.size), (round(lo, 3), round(hi, 3)), (fewest, max(fewest, most)))

@@ -541,8 +541,8 @@ def test_reader_paths_json_file_shard_globs_and_braces(tmp_path):
     assert len(list(iter_dataset(out / "shard-000000.tar"))) == 2
     with pytest.raises(InputError, match="do not exist"):
         shard_urls(f"{out}/shard-{{000001..000004}}.tar")
-    with pytest.raises(InputError, match="random pick"):
-        list(iter_dataset(out, seed=1))
+    picked = [r.key for r in iter_dataset(out, seed=1)]  # shards too: a seeded random order of all samples
+    assert sorted(picked) == [sample_key(i) for i in range(5)] and picked == [r.key for r in iter_dataset(out, seed=1)]
 
 
 def test_readers_reject_missing_and_empty_paths(tmp_path):

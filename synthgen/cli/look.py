@@ -14,14 +14,15 @@ from synthgen.errors import InputError
 
 @friendly_errors
 def preview(
-    dataset: Path = typer.Argument(..., help="An output folder (coco, wds or yolo), a COCO json or shards."),
+    dataset: Path = typer.Argument(..., help="An output folder (coco, wds or yolo), a COCO json, shards, or an object pool folder."),
     out: Optional[Path] = typer.Option(None, "--out", help="Image to write, .png or .jpg [DATASET/preview.png]."),
     n: int = typer.Option(16, "--n", help="Samples on the sheet."),
     columns: int = typer.Option(4, help="Tiles per row."),
     tile: int = typer.Option(256, help="Tile size in px."),
     seed: Optional[int] = typer.Option(None, help="Pick a seeded random set instead of the first samples."),
 ) -> None:
-    """Write a contact sheet of samples with their boxes and class names drawn."""
+    """Write a contact sheet of samples with their boxes and class names drawn (of an object pool:
+    its cut-outs on a checkerboard, with what was rejected and why)."""
     from synthgen.preview import make_contact_sheet
 
     if n < 1 or columns < 1 or tile < 32:
@@ -33,13 +34,22 @@ def preview(
 
 @friendly_errors
 def stats(
-    dataset: Path = typer.Argument(..., help="An output folder (coco, wds or yolo), a COCO json or shards."),
+    dataset: Path = typer.Argument(..., help="An output folder (coco, wds or yolo), a COCO json, shards, or an object pool folder."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also save histograms as a PNG."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Read at most this many samples."),
 ) -> None:
-    """Print counts, objects per image and box-size histograms of a dataset."""
-    from synthgen.stats import compute_stats, render_rich, save_plot
+    """Print counts, objects per image and box-size histograms of a dataset, or the sizes and
+    aspect ratios of an object pool's cut-outs (a folder written by `synthgen segment`)."""
+    from synthgen.pool import is_pool_dir
+    from synthgen.stats import compute_pool_stats, compute_stats, render_pool_rich, render_rich, save_plot, save_pool_plot
 
+    if is_pool_dir(dataset):
+        pool_result = compute_pool_stats(dataset)
+        out_console.print(render_pool_rich(pool_result))
+        if plot:
+            save_pool_plot(pool_result, plot)
+            out_console.print(f"plot written to {escape(str(plot))}")
+        return
     result = compute_stats(dataset, limit=limit)
     out_console.print(render_rich(result))
     if plot:

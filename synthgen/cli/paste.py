@@ -68,6 +68,7 @@ def paste(
     background_fit: Optional[str] = typer.Option(None, "--bg-fit", help="crop (keep aspect, random crop) | stretch. \\[default: crop]", rich_help_panel="Composition"),
     objects_per_image: Optional[str] = typer.Option(None, help="MIN,MAX objects per image. \\[default: 1,5]", rich_help_panel="Composition"),
     scale: Optional[str] = typer.Option(None, help="MIN,MAX object size relative to the image's short side. \\[default: 0.1,0.5]", rich_help_panel="Composition"),
+    scale_from: Optional[Path] = typer.Option(None, "--scale-from", help="Real annotations (a COCO .json): --scale from the 5th-95th percentile of their box sizes (sqrt(w*h) / the image's short side) and --objects-per-image from their boxes per image; --scale / --objects-per-image given too win.", rich_help_panel="Composition"),
     aspect: Optional[str] = typer.Option(None, help="keep | stretch (w/h drawn from --aspect-range). \\[default: keep]", rich_help_panel="Composition"),
     aspect_range: Optional[str] = typer.Option(None, help="MIN,MAX w/h ratio with --aspect stretch. \\[default: 0.5,2]", rich_help_panel="Composition"),
     flip: Optional[float] = typer.Option(None, help="Horizontal flip probability. \\[default: 0.5]", rich_help_panel="Composition"),
@@ -99,6 +100,8 @@ def paste(
 
     if format is None and options.n is None:
         console.print(ENDLESS_DEFAULT_NOTE)
+    if scale_from is not None:
+        console.print(escape(scale_from_note(scale_from, spec.composite, scale is not None, objects_per_image is not None)))
 
     if devices:
         parts = run_paste_on_devices(spec, options, parse_devices(devices))
@@ -147,8 +150,16 @@ def paste_settings(**values: Any):
     width, height = (problems.check(parse_size, v["size"]) or (None, None)) if v["size"] else (None, None)
     preset = problems.check(PRESETS.get, v["preset"]) if v["preset"] else None
     base = preset.config() if preset else CompositeConfig()
+    real = None
+    if v["scale_from"] is not None:  # measured on the user's real boxes (an input: checked first); explicit flags win
+        from synthgen.stats import real_box_ranges
+
+        real = problems.check(real_box_ranges, v["scale_from"])
     scale = problems.check(parse_range, v["scale"], "scale")
     objects_per_image = problems.check(parse_range, v["objects_per_image"], "objects-per-image", int)
+    if real is not None:
+        scale = real.scale if v["scale"] is None else scale
+        objects_per_image = real.objects_per_image if v["objects_per_image"] is None else objects_per_image
     ranges = {
         name: problems.check(parse_range, v[name], name.replace("_", "-"), int if name == "motion_length" else float)
         for name in ("aspect_range", "brightness", "contrast", "saturation", "blur_sigma", "noise_std", "motion_length")
@@ -219,6 +230,20 @@ def paste_settings(**values: Any):
     problems.check(check_run_options, options)
     problems.raise_all()
     return spec, options
+
+
+def scale_from_note(path: Path, composite, scale_given: bool, count_given: bool) -> str:
+    """What ``--scale-from`` derived (and what explicit flags kept), for the run's first lines."""
+    from synthgen.stats import real_box_ranges
+
+    real = real_box_ranges(path)
+    lo, hi = composite.scale
+    fewest, most = composite.objects_per_image
+    used = [f"--scale {lo:g},{hi:g}" + (" (given; kept)" if scale_given else ""),
+            f"--objects-per-image {fewest},{most}" + (" (given; kept)" if count_given else "")]
+    return (f"--scale-from {path}: {real.boxes:,} boxes in {real.images:,} images; 5th-95th percentile box size "
+            f"{real.scale[0]:g}-{real.scale[1]:g} of the short side, {real.objects_per_image[0]}-"
+            f"{real.objects_per_image[1]} boxes per image: pasting with {' and '.join(used)}")
 
 
 ENDLESS = ("inf", "infinite", "infinity")
