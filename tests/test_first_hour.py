@@ -454,3 +454,19 @@ def test_labels_are_as_readable_as_images(tmp_path, objects_dir, backgrounds_dir
             assert set(modes.values()) == {0o666 & ~umask}, modes
     finally:
         os.umask(previous)
+
+
+def test_the_users_own_command_names_every_missing_input_at_once(tmp_path, monkeypatch):
+    """`paste --objects stylegan-ffhq --backgrounds voc --n inf` on a machine with neither file:
+    both are named in one message, the generator first, each saying where to put what."""
+    monkeypatch.setenv("SYNTHGEN_MODELS", str(tmp_path / "models"))
+    result = runner.invoke(
+        app, ["paste", "--objects", "stylegan-ffhq", "--backgrounds", "voc", "--n", "inf", "--out", str(tmp_path / "out")],
+        env={"COLUMNS": "400"},
+    )
+    assert result.exit_code != 0
+    text = " ".join(result.output.split())
+    assert "2 problems" in text
+    assert text.index("karras2019stylegan-ffhq-1024x1024.pkl") < text.index("Pascal VOC is not on this machine")
+    assert "synthgen models pull stylegan-ffhq" in text and "synthgen download voc" in text
+    assert not (tmp_path / "out").exists()

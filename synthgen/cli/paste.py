@@ -137,7 +137,11 @@ def paste_settings(**values: Any):
     generator = None
     generator_values = {"refresh": v["refresh"], "pool_size": v["pool_size"], "truncation": v["truncation_psi"], "object_size": v["object_size"]}
     if is_generator_spec(v["objects"]):
+        from synthgen.generators.registry import all_cards, resolve_model_files
+
         generator = GeneratorSettings(**{key: value for key, value in generator_values.items() if value is not None})
+        if v["objects"] in all_cards():  # its files are there (a path given is a file already)
+            problems.check(resolve_model_files, v["objects"])
     else:
         if v["objects"] is not None:
             from synthgen.sources import resolve_objects
@@ -147,6 +151,10 @@ def paste_settings(**values: Any):
             problems.errors.append(InputError(
                 "--refresh, --pool-size, --truncation and --object-size apply to generator objects (--objects NAME or a generator file)"
             ))
+    if v["backgrounds"] is not None:
+        from synthgen.backgrounds import resolve_backgrounds
+
+        problems.check(resolve_backgrounds, v["backgrounds"], parse_list(v["exclude_classes"]), v["keep_annotations"])
     width, height = (problems.check(parse_size, v["size"]) or (None, None)) if v["size"] else (None, None)
     preset = problems.check(PRESETS.get, v["preset"]) if v["preset"] else None
     base = preset.config() if preset else CompositeConfig()
