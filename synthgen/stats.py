@@ -157,6 +157,17 @@ def render_rich(stats: DatasetStats) -> Group:
     return Group(*parts)
 
 
+def _save_figure(fig, png: str | Path) -> Path:
+    """Write ``fig`` to ``png`` (its folder made if needed); a WriteError says why it could not."""
+    out = Path(png)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=100)
+    except OSError as err:
+        raise WriteError(f"could not write the plot {out}: {err.strerror or err}") from err
+    return out
+
+
 def save_plot(stats: DatasetStats, png: str | Path) -> Path:
     """A 2x2 figure (objects per category, objects per image, box width and height, relative box
     size) saved as PNG. Uses the Agg canvas directly, so it never needs a display and leaves
@@ -195,14 +206,7 @@ def save_plot(stats: DatasetStats, png: str | Path) -> Path:
     size_ax.set_xlabel("sqrt(box area / image area)")
     size_ax.set_ylabel("boxes")
     fig.suptitle(f"{stats.path}: {stats.images:,} images, {stats.objects:,} objects")
-
-    out = Path(png)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
-    except OSError as err:
-        raise WriteError(f"could not write the plot {out}: {err.strerror or err}") from err
-    return out
+    return _save_figure(fig, png)
 
 
 ASPECT_EDGES = (0.0, 0.25, 0.33, 0.5, 0.67, 0.8, 0.9, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0, float("inf"))  # width / height
@@ -305,13 +309,7 @@ def save_pool_plot(stats: PoolStats, png: str | Path) -> Path:
     aspect_ax.set_title("aspect ratio (width / height)")
     aspect_ax.set_ylabel("cut-outs")
     fig.suptitle(f"{stats.path}: {stats.objects:,} cut-outs")
-    out = Path(png)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
-    except OSError as err:
-        raise WriteError(f"could not write the plot {out}: {err.strerror or err}") from err
-    return out
+    return _save_figure(fig, png)
 
 
 @dataclass(frozen=True)
