@@ -490,9 +490,10 @@ def _produce(compositor: Compositor | DeviceRun, spec: PasteSpec, indices: Itera
 
 
 def _produce_on_device(run: DeviceRun, spec: PasteSpec, indices: Iterator[int], workers: int, stop: _StopFlag, stage) -> Iterator[StagedSample]:
-    """:func:`_produce` with the torch compositor: samples are planned (every draw, placement
-    and box) by the CPU renderer, here or in ``workers`` processes, then drawn and JPEG-encoded
-    ``run.batch_size`` at a time on ``run.device``; staged and committed by this process."""
+    """:func:`_produce` with the torch compositor: samples are planned (every draw and
+    placement) by the CPU renderer, here or in ``workers`` processes, then drawn, annotated
+    (visible masks and boxes) and JPEG-encoded ``run.batch_size`` at a time on ``run.device``;
+    staged and committed by this process."""
     from synthgen.compositor.torch_render import Planner, TorchCompositor, encode_images
 
     planner = Planner(run.compositor.config, run.compositor.objects, run.compositor.backgrounds)
@@ -506,7 +507,7 @@ def _produce_on_device(run: DeviceRun, spec: PasteSpec, indices: Iterator[int], 
             return
         if drawer is None:  # after the planning workers have forked: no device state in them
             drawer = TorchCompositor(planner.config, planner.objects, planner.backgrounds, run.device)
-        jpegs = encode_images(drawer.draw(batch), spec.jpeg_quality)
+        jpegs = encode_images(drawer.draw(batch, keep_masks=spec.masks), spec.jpeg_quality)
         for sample, jpeg in zip(batch, jpegs):
             if stop.requested:
                 return

@@ -52,13 +52,21 @@ def config(**changes) -> CompositeConfig:
 def test_torch_and_numpy_compositors_make_the_same_samples(name):
     cfg = config(**CONFIGS[name])
     cpu = Compositor(cfg, OBJECTS, BACKGROUNDS)
-    images, planned = TorchCompositor(cfg, OBJECTS, BACKGROUNDS, "cpu").render_batch(7, range(12))
+    keep_masks = name == "occlusion and truncation"
+    images, planned = TorchCompositor(cfg, OBJECTS, BACKGROUNDS, "cpu").render_batch(7, range(12), keep_masks=keep_masks)
     occluded = truncated = 0
     for i, sample in enumerate(planned):
-        reference = cpu.render(7, i)
+        reference = cpu.render(7, i, keep_masks=keep_masks)
+        # Annotations made on the device from the drawn masks: the same objects, boxes within 1 px.
         assert [a.category_id for a in sample.annotations] == [a.category_id for a in reference.annotations]
-        boxes, expected = np.array([a.bbox for a in sample.annotations]), np.array([a.bbox for a in reference.annotations])
-        assert boxes.shape == expected.shape and np.abs(boxes - expected).max(initial=0) <= 1.0
+        for box in ("bbox", "visible_bbox", "amodal_bbox"):
+            boxes = np.array([getattr(a, box) for a in sample.annotations])
+            expected = np.array([getattr(a, box) for a in reference.annotations])
+            assert boxes.shape == expected.shape and np.abs(boxes - expected).max(initial=0) <= 1.0
+        for made, ref in zip(sample.annotations, reference.annotations):
+            assert abs(made.area - ref.area) <= 0.02 * ref.area + 2 and abs(made.visible_fraction - ref.visible_fraction) < 0.01
+            if keep_masks:
+                assert made.mask.shape == ref.mask.shape and np.count_nonzero(made.mask != ref.mask) <= 0.02 * ref.area + 2
         occluded += sum(a.visible_fraction < 1.0 for a in reference.annotations)
         truncated += sum(a.bbox[0] == 0 or a.bbox[1] == 0 for a in reference.annotations)
         difference = np.abs(images[i].numpy().astype(int) - reference.image.astype(int))
@@ -136,6 +144,16 @@ def read_shard(path):
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
 
 
+def assert_same_labels(made: dict, reference: dict) -> None:
+    """Two samples' WebDataset JSON: the same objects, boxes within 1 px, areas within 2% + 2 px
+    (the torch path's boxes come from its own masks, a grey level off here and there)."""
+    assert made.keys() == reference.keys()
+    assert {k: v for k, v in made.items() if k not in ("boxes", "areas")} == {k: v for k, v in reference.items() if k not in ("boxes", "areas")}
+    assert np.abs(np.array(made["boxes"]) - np.array(reference["boxes"])).max(initial=0) <= 1.0
+    areas, expected = np.array(made["areas"]), np.array(reference["areas"])
+    assert (np.abs(areas - expected) <= 0.02 * expected + 2).all()
+
+
 def test_paste_with_the_torch_compositor_writes_the_numpy_paths_annotations(tmp_path, objects_dir, backgrounds_dir):
     numpy_run = run_paste(spec_for(objects_dir, backgrounds_dir), RunOptions(out=tmp_path / "numpy", format="wds", n=12, progress=False))
     torch_spec = spec_for(objects_dir, backgrounds_dir, compositor="torch")
@@ -148,7 +166,7 @@ def test_paste_with_the_torch_compositor_writes_the_numpy_paths_annotations(tmp_
     assert made.keys() == reference.keys()
     for name in made:
         if name.endswith(".json"):
-            assert json.loads(made[name]) == json.loads(reference[name])
+            assert_same_labels(json.loads(made[name]), json.loads(reference[name]))
         else:
             difference = np.abs(decode_jpeg(made[name]).astype(int) - decode_jpeg(reference[name]).astype(int))
             assert difference.mean() < 1.0
@@ -185,6 +203,6 @@ def test_training_batches_come_from_the_device_stream_with_the_host_streams_boxe
     for (_, item), target in zip(host, targets):
         expected = torch.from_numpy(item.boxes) * torch.tensor([64 / 96, 64 / 80] * 2)
         wide = ((expected[:, 2] - expected[:, 0]) >= 1) & ((expected[:, 3] - expected[:, 1]) >= 1)
-        assert torch.allclose(target["boxes"], expected[wide], atol=1e-4)
+        assert torch.allclose(target["boxes"], expected[wide], atol=1.0)  # device-made boxes: within 1 px
         assert target["labels"].tolist() == torch.from_numpy(item.labels)[wide].tolist()
     assert isinstance(live_paste_source(spec_for(objects_dir, backgrounds_dir), device="cpu"), type(source.stream.__self__))

@@ -45,7 +45,7 @@ from synthgen.compositor.augment import MASK_THRESHOLD, ObjectPatch, colour_matr
 from synthgen.compositor.config import CompositeConfig
 from synthgen.compositor.render import BackgroundPoolLike, Compositor, CutoutLike, ObjectPoolLike
 from synthgen.errors import InputError
-from synthgen.sample import Sample
+from synthgen.sample import Annotation, Sample
 
 #: Blend modes drawn on the device; the others make their sample render on the CPU.
 DEVICE_BLENDS = ("alpha", "gaussian")
@@ -91,6 +91,7 @@ class ObjectPlan:
     noise: np.ndarray | None  # (h, w, 3) float32 noise already scaled by its std
     blur_sigma: float
     feather: float  # > 0: gaussian blending with this sigma
+    class_id: int = 0  # 0-based class of the cut-out
     origin: tuple[int, int] = (0, 0)  # (x0, y0) on the canvas
 
 
@@ -105,7 +106,8 @@ class SamplePlan:
 @dataclass
 class PlannedSample(Sample):
     """A :class:`Sample` whose pixels are not made yet: ``image`` is (H, W, 0), ``plan`` says
-    how to draw them. Annotations are final."""
+    how to draw them. Its annotations are made with its pixels, by :meth:`TorchCompositor.draw`
+    (already final for a sample the CPU renderer rendered whole, ``plan.image``)."""
 
     plan: SamplePlan | None = None
 
@@ -156,15 +158,22 @@ class Planner(Compositor):
         self._cpu: Compositor | None = None  # renders samples with poisson / motion blending
 
     def render(self, seed: int, index: int, keep_masks: bool = False, out: np.ndarray | None = None) -> PlannedSample:
-        sample = super().render(seed, index, keep_masks=keep_masks)
+        sample = super().render(seed, index)
         plan, self._plan = self._plan, None
+        annotations: list = []  # made on the device, from the drawn masks
         if any(obj.feather < 0 for obj in plan.objects):  # a blend without a device version
             if self._cpu is None:
                 self._cpu = Compositor(self.config, self.objects, self.backgrounds)
-            plan.image = self._cpu.render(seed, index).image
-            plan.objects = []
-        return PlannedSample(index=index, image=self._no_pixels, annotations=sample.annotations,
+            whole = self._cpu.render(seed, index, keep_masks=keep_masks)
+            plan.image, plan.objects, annotations = whole.image, [], whole.annotations
+        return PlannedSample(index=index, image=self._no_pixels, annotations=annotations,
                              skipped_objects=sample.skipped_objects, plan=plan)
+
+    @staticmethod
+    def _annotation(*args, **kwargs) -> None:
+        """No annotation on the host: the device makes them from the drawn masks (the occlusion
+        rule's placements are already decided; only the visible pixels are left to count)."""
+        return None
 
     def _background(self, u_background: float, u_y: float, u_x: float, out: np.ndarray | None) -> np.ndarray:
         _, index, y0, x0 = self._background_crop(u_background, u_y, u_x)
@@ -190,7 +199,7 @@ class Planner(Compositor):
             noise *= photometry.noise_std
         colour_first = colour is not None and rgba.shape[0] * rgba.shape[1] < box_w * box_h
         plan = ObjectPlan(choice, resized, area, flip, rotation, alpha.shape, colour, colour_first, noise,
-                          photometry.blur_sigma, 0.0)
+                          photometry.blur_sigma, 0.0, cutout.class_id)
         return _PlannedPatch(rgba=alpha[..., None], mask=ones.view(bool), extent=(x, y, x + w, y + h),
                              area=cv2.countNonZero(ones), plan=plan)
 
@@ -372,6 +381,48 @@ def _blur(values: torch.Tensor, sel: torch.Tensor, owner: torch.Tensor, y: torch
     return acc
 
 
+@dataclass
+class VisibleObjects:
+    """What :func:`visible_objects` finds, per object: ``stats`` (N, 10) int64 on the device,
+    columns: visible pixels, mask pixels (whole object), visible box (x0, y0, x1, y1, inclusive;
+    meaningless without a visible pixel), the whole mask's box (the same, on the canvas's
+    coordinates, not clipped); ``owners``: which object is on top of each canvas pixel (-1:
+    none), when asked for."""
+
+    stats: torch.Tensor
+    owners: torch.Tensor | None
+
+
+def visible_objects(mask: torch.Tensor, owner: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, inside: torch.Tensor,
+                    pixel: torch.Tensor, objects: int, pixels: int, keep_owners: bool = False) -> VisibleObjects:
+    """The occlusion rule on the device, for a batch of pasted objects given as ragged elements:
+    element e belongs to object ``owner[e]`` (objects numbered in paste order within each
+    sample: a later object lies on top), is at canvas row ``cy``, column ``cx``, ``inside`` the
+    canvas at flat pixel ``pixel`` (sample-major, of ``pixels`` in all), and is part of the
+    object's ``mask`` or not. An object is visible where its mask is inside the canvas and no
+    later object's mask is: the CPU renderer's owner map (``_Owners``), for all samples at
+    once. Returns each object's visible pixel count, mask pixel count and boxes."""
+    dev = mask.device
+    drawn = torch.nonzero(mask & inside).squeeze(1)
+    number = _rows(owner, drawn).to(torch.int32)  # int32: the map is B x H x W
+    top = torch.full((pixels,), -1, dtype=torch.int32, device=dev)
+    # The largest object number wins at a pixel: objects of one sample are numbered in paste
+    # order, and objects of different samples never share a pixel.
+    top.scatter_reduce_(0, _rows(pixel, drawn), number, reduce="amax", include_self=True)
+    shown = drawn[_rows(top, _rows(pixel, drawn)) == number]
+    stats = torch.zeros((objects, 10), dtype=torch.int64, device=dev)
+    o = _rows(owner, shown)
+    stats[:, 0].index_add_(0, o, torch.ones_like(o))
+    for column, values, reduce in ((2, cx, "amin"), (3, cy, "amin"), (4, cx, "amax"), (5, cy, "amax")):
+        stats[:, column].scatter_reduce_(0, o, _rows(values, shown), reduce=reduce, include_self=False)
+    whole = torch.nonzero(mask).squeeze(1)
+    o = _rows(owner, whole)
+    stats[:, 1].index_add_(0, o, torch.ones_like(o))
+    for column, values, reduce in ((6, cx, "amin"), (7, cy, "amin"), (8, cx, "amax"), (9, cy, "amax")):
+        stats[:, column].scatter_reduce_(0, o, _rows(values, whole), reduce=reduce, include_self=False)
+    return VisibleObjects(stats, top if keep_owners else None)
+
+
 class TorchCompositor:
     """Renders batches of samples: the same annotations as the CPU :class:`Compositor` for the
     same ``(seed, index)`` (planned by it), the pixels drawn with torch on ``device``.
@@ -402,13 +453,15 @@ class TorchCompositor:
 
     def render_batch(self, seed: int, indices: Sequence[int], keep_masks: bool = False) -> tuple[torch.Tensor, list[PlannedSample]]:
         plans = [self.planner.render(seed, i, keep_masks=keep_masks) for i in indices]
-        return self.draw(plans), plans
+        return self.draw(plans, keep_masks=keep_masks), plans
 
     # -- the device work ------------------------------------------------------------------------
 
     @torch.no_grad()
-    def draw(self, samples: Sequence[PlannedSample]) -> torch.Tensor:
-        """The pixels of planned samples: ``(B, H, W, 3)`` uint8 on the device."""
+    def draw(self, samples: Sequence[PlannedSample], keep_masks: bool = False) -> torch.Tensor:
+        """The pixels of planned samples: ``(B, H, W, 3)`` uint8 on the device. Fills each
+        sample's ``annotations`` from the drawn masks (see :func:`visible_objects`; with
+        ``keep_masks``, each annotation's visible mask too)."""
         cfg, dev = self.config, self.device
         height, width = cfg.height, cfg.width
         canvas = self._backgrounds([s.plan.background for s in samples])
@@ -423,26 +476,49 @@ class TorchCompositor:
         per_slot = [sum(1 for s in samples if k < len(s.plan.objects)) for k in range(slots)]
         plans = [p for _, p in order]
         element_ends = np.cumsum([p.shape[0] * p.shape[1] for p in plans]).tolist()
-        patches, owner, y, x = self._patches(plans)
+        patches, owner, y, x, mask = self._patches(plans)
         sample_of = torch.as_tensor([b for b, _ in order], dtype=torch.int64, device=dev)
         origin = torch.as_tensor([p.origin for p in plans], dtype=torch.int64, device=dev)
+        cy, cx = _rows(origin[:, 1], owner) + y, _rows(origin[:, 0], owner) + x
+        inside = (cy >= 0) & (cy < height) & (cx >= 0) & (cx < width)
+        pixel = (_rows(sample_of, owner) * height + cy.clamp(0, height - 1)) * width + cx.clamp(0, width - 1)
         flat = canvas.view(-1, 3)
         lo, last = 0, 0
         for count in per_slot:  # slot by slot: the k-th objects of all samples do not overlap
             last += count
             sl = slice(lo, element_ends[last - 1])
             lo = sl.stop
-            o = owner[sl]
-            cy, cx = origin[o, 1] + y[sl], origin[o, 0] + x[sl]
-            valid = (cy >= 0) & (cy < height) & (cx >= 0) & (cx < width)
-            pix = ((sample_of[o] * height + cy) * width + cx)[valid]
+            valid = inside[sl]
+            pix = pixel[sl][valid]
             part = patches[sl][valid]
             alpha = part[:, 3:4]
             # OpenCV's blend_alpha: two rounded products, a saturating sum.
             colour = torch.round(part[:, :3] * alpha * (1.0 / 255.0))
             under = torch.round(_rows(flat, pix).float() * (255.0 - alpha) * (1.0 / 255.0))
             flat.index_copy_(0, pix, (colour + under).clamp_(0, 255).to(torch.uint8))
+        visible = visible_objects(mask, owner, cy, cx, inside, pixel, len(plans), len(samples) * height * width, keep_masks)
+        self._annotate(samples, order, visible, height, width)
         return canvas
+
+    @staticmethod
+    def _annotate(samples: Sequence[PlannedSample], order: list, visible: "VisibleObjects", height: int, width: int) -> None:
+        """Each drawn sample's annotations, in paste order: the objects with a visible pixel."""
+        stats = visible.stats.cpu().tolist()  # one copy per batch
+        owners = None if visible.owners is None else visible.owners.view(len(samples), height, width).cpu().numpy()
+        for b, s in enumerate(samples):
+            if s.plan.image is None:
+                s.annotations = []
+        for n, (b, p) in enumerate(order):
+            count, full, vx0, vy0, vx1, vy1, ax0, ay0, ax1, ay1 = stats[n]
+            if count == 0:
+                continue  # no pixel left (the CPU path drops it too)
+            box = (float(vx0), float(vy0), float(vx1 - vx0 + 1), float(vy1 - vy0 + 1))
+            samples[b].annotations.append(Annotation(
+                bbox=box, category_id=p.class_id + 1, area=float(count),
+                mask=None if owners is None else owners[b] == n,
+                visible_fraction=count / max(full, 1), visible_bbox=box,
+                amodal_bbox=(float(ax0), float(ay0), float(ax1 - ax0 + 1), float(ay1 - ay0 + 1)),
+            ))
 
     def _backgrounds(self, crops: list[tuple[int, int, int]]) -> torch.Tensor:
         cfg, dev = self.config, self.device
@@ -465,7 +541,8 @@ class TorchCompositor:
 
     def _patches(self, plans: list[ObjectPlan]):
         """All final patches as one ragged (E, 4) float tensor (RGBA, whole grey levels), with
-        each element's object, row and column, and each object's first element."""
+        each element's object, row and column, and whether it is the object's mask (alpha at
+        or above MASK_THRESHOLD after the geometric transform, before blur and feathering)."""
         dev = self.device
         pool = self.objects
         choice = torch.as_tensor([p.choice for p in plans], dtype=torch.int64, device=dev)
@@ -564,6 +641,7 @@ class TorchCompositor:
                 acc += value * weight[:, None]
             patches[sel] = torch.round(acc).clamp_(0, 255)
         del resized
+        mask = patches[:, 3] >= MASK_THRESHOLD  # as the CPU path: right after the geometry, before blur
 
         # Colour matrix (on the pasted pixels, unless done on the cut-out's), noise, blur, feathering.
         if coloured:
@@ -581,7 +659,7 @@ class TorchCompositor:
         patches = self._filter(patches, owner, y, x, starts, fh, fw, [p.blur_sigma for p in plans], constant=False)
         feathered = self._filter(patches[:, 3:4].clone(), owner, y, x, starts, fh, fw, [p.feather for p in plans], constant=True)
         patches[:, 3:4] = torch.minimum(patches[:, 3:4], feathered)
-        return patches, owner, y, x
+        return patches, owner, y, x, mask
 
     def _filter(self, values, owner, y, x, starts, fh, fw, sigmas: list[float], constant: bool):
         """``values`` with the elements of every object whose sigma is > 0 blurred by that
