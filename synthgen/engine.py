@@ -22,7 +22,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import numpy as np
 
@@ -724,6 +724,37 @@ def device_parts(options: RunOptions, devices: list[str]) -> list[RunOptions]:
         )
         for k, device in enumerate(devices)
     ]
+
+
+def torchrun_part(options: RunOptions, environ: Mapping[str, str]) -> RunOptions:
+    """This process's run options when ``torchrun`` started it (``WORLD_SIZE``, ``RANK`` and
+    ``LOCAL_RANK`` in ``environ``), else ``options`` unchanged. Each process is one more machine
+    of the job, writing into the same ``OUT``: rank r makes shard ``shard_index + num_shards * r``
+    of ``num_shards * WORLD_SIZE`` (so ranks and machines together make one gap-free shard set,
+    and ``synthgen verify OUT`` checks the whole), on ``cuda:LOCAL_RANK`` when ``--device cuda``.
+    Only rank 0 shows a progress bar."""
+    if "WORLD_SIZE" not in environ:
+        return options
+    try:
+        world, rank, local = (int(environ[name]) for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"))
+    except (KeyError, ValueError):
+        found = {name: environ.get(name) for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+        raise InputError(f"torchrun's environment is incomplete ({found}): WORLD_SIZE, RANK and LOCAL_RANK must "
+                         "all be whole numbers; start synthgen with torchrun, or unset WORLD_SIZE") from None
+    if not (world >= 1 and 0 <= rank < world and local >= 0):
+        raise InputError(f"torchrun's RANK {rank} / WORLD_SIZE {world} / LOCAL_RANK {local}: need 0 <= RANK < WORLD_SIZE")
+    device = options.device
+    if device.startswith("cuda"):
+        if device != "cuda" and world > 1:
+            raise InputError(f"--device {device} under torchrun: each process takes cuda:LOCAL_RANK; pass --device cuda")
+        device = f"cuda:{local}"
+    return dataclasses.replace(
+        options,
+        device=device,
+        shard_index=options.shard_index + options.num_shards * rank,
+        num_shards=options.num_shards * world,
+        progress=options.progress and rank == 0,
+    )
 
 
 def _device_main(spec: PasteSpec, options: RunOptions, results) -> None:

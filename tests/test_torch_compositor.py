@@ -206,3 +206,37 @@ def test_training_batches_come_from_the_device_stream_with_the_host_streams_boxe
         assert torch.allclose(target["boxes"], expected[wide], atol=1.0)  # device-made boxes: within 1 px
         assert target["labels"].tolist() == torch.from_numpy(item.labels)[wide].tolist()
     assert isinstance(live_paste_source(spec_for(objects_dir, backgrounds_dir), device="cpu"), type(source.stream.__self__))
+
+
+def test_torchrun_ranks_are_machines_sharing_the_output(tmp_path):
+    from synthgen.engine import torchrun_part
+
+    options = RunOptions(out=tmp_path, format="wds", n=10, shard_index=1, num_shards=2, device="cuda")
+    assert torchrun_part(options, {}) is options  # not under torchrun
+    parts = [torchrun_part(options, {"WORLD_SIZE": "3", "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(3)]
+    assert [(p.shard_index, p.num_shards, p.out, p.device, p.progress) for p in parts] == [
+        (1, 6, tmp_path, "cuda:0", True), (3, 6, tmp_path, "cuda:1", False), (5, 6, tmp_path, "cuda:2", False)]
+    assert torchrun_part(dataclasses.replace(options, device="cpu"), {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}).device == "cpu"
+    with pytest.raises(InputError, match="pass --device cuda"):
+        torchrun_part(dataclasses.replace(options, device="cuda:1"), {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"})
+    with pytest.raises(InputError, match="LOCAL_RANK must"):
+        torchrun_part(options, {"WORLD_SIZE": "2", "RANK": "0"})
+
+
+def test_paste_started_by_torchrun_makes_one_verified_dataset(tmp_path, objects_dir, backgrounds_dir):
+    """Two processes with torchrun's environment (on the CPU): together one gap-free shard set."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "synthgen", "paste", "--objects", str(objects_dir), "--backgrounds", str(backgrounds_dir),
+               "--size", "96x80", "--format", "wds", "--n", "9", "--shard-size", "2", "--quiet", "--out", str(out)]
+    ranks = [subprocess.Popen(command, env=dict(os.environ, WORLD_SIZE="2", RANK=str(r), LOCAL_RANK=str(r), OMP_NUM_THREADS="1"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    for rank in ranks:
+        _, stderr = rank.communicate(timeout=120)
+        assert rank.returncode == 0, stderr
+    assert sorted(p.name for p in (out / ".synthgen").iterdir()) == ["part-00000-of-00002", "part-00001-of-00002"]
+    verify = subprocess.run([sys.executable, "-m", "synthgen", "verify", str(out), "--n", "9"], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

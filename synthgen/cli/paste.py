@@ -3,6 +3,7 @@ their options become library settings (:func:`paste_settings`)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -61,7 +62,7 @@ def paste(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel="Output"),
     compositor: Optional[str] = typer.Option(None, "--compositor", help="numpy (OpenCV, one sample at a time) | torch (batched on --device; the same boxes and labels, pixels within a few grey levels). Default: torch with a CUDA device, else numpy. Torch draws alpha and gaussian blending on the device; a sample with poisson or motion blending is rendered whole on the CPU.", rich_help_panel="Device"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N: where generator objects are generated and segmented, and where the torch compositor draws and encodes (nvJPEG on CUDA).", rich_help_panel="Device"),
-    devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated GPUs (0,1 or cuda:0,cuda:1): one process per device, each writing its share to OUT/part-K (the parts together: one gap-free shard set).", rich_help_panel="Device"),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated GPUs (0,1 or cuda:0,cuda:1): one process per device, each writing its share to OUT/part-K (the parts together: one gap-free shard set). Or start paste with torchrun (--nproc-per-node N -m synthgen paste ... --device cuda): each process writes its share into OUT itself, like machines sharing it (--num-shards); check with synthgen verify OUT.", rich_help_panel="Device"),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per pass of the torch compositor (changes no sample).", rich_help_panel="Device"),
     preset: Optional[str] = typer.Option(None, "--preset", help="faces | birds | cars: the paper authors' ranges; other flags override.", rich_help_panel="Composition"),
     size: Optional[str] = typer.Option(None, "--size", help="Output WIDTHxHEIGHT. \\[default: 320x320]", rich_help_panel="Composition"),
@@ -96,7 +97,12 @@ def paste(
     Example: synthgen paste --objects faces/ --backgrounds voc --exclude-classes person --format wds --n inf
     """
     spec, options = paste_settings(**locals())
-    from synthgen.engine import run_paste, run_paste_on_devices
+    from synthgen.engine import run_paste, run_paste_on_devices, torchrun_part
+
+    if devices and "WORLD_SIZE" in os.environ:
+        raise InputError("--devices starts one process per device itself: under torchrun leave it out "
+                         "(each torchrun process takes cuda:LOCAL_RANK with --device cuda)")
+    options = torchrun_part(options, os.environ)
 
     if format is None and options.n is None:
         console.print(ENDLESS_DEFAULT_NOTE)
