@@ -695,11 +695,6 @@ def _check_device(spec: PasteSpec, options: RunOptions) -> None:
     from synthgen.sources.generators import is_generator_spec
 
     generated = spec.generator is not None or is_generator_spec(spec.objects)
-    if spec.compositor == "torch" and generated:
-        raise InputError(
-            "--compositor torch draws from one object pool uploaded once; generator objects change every "
-            "--refresh samples: use --compositor numpy (--device then runs the generator)"
-        )
     if spec.compositor == "torch" or generated:
         resolve_device(options.device)  # a clear error for a GPU that is not there
     elif options.device != "cpu":

@@ -227,9 +227,26 @@ def test_generated_objects_are_shrunk_to_the_object_size(tmp_path, random_genera
         GeneratorSettings(object_size=8).validate()
 
 
-def test_generator_objects_run_with_the_numpy_compositor(tmp_path, random_generator, backgrounds_dir):
+def test_generator_objects_with_the_torch_compositor_make_the_numpy_paths_labels(tmp_path, random_generator, backgrounds_dir):
+    """Blocks of generated objects drawn by the torch compositor: the numpy path's labels and
+    boxes (within 1 px), pixels close, whatever the batch (here batches across block boundaries)."""
+    import json
     from dataclasses import replace
 
-    s = replace(spec(random_generator, backgrounds=str(backgrounds_dir)), compositor="torch")
-    with pytest.raises(InputError, match="--compositor numpy"):
-        run_paste(s, RunOptions(out=tmp_path / "out", format="wds", n=3, progress=False))
+    from synthgen.imageio import decode_jpeg
+    from tests.test_torch_compositor import assert_same_labels, read_shard
+
+    s = spec(random_generator, backgrounds=str(backgrounds_dir), seed=2)
+    numpy_run = run_paste(s, RunOptions(out=tmp_path / "numpy", format="wds", n=25, shard_size=100, progress=False))
+    torch_run = run_paste(replace(s, compositor="torch"), RunOptions(out=tmp_path / "torch", format="wds", n=25, shard_size=100,
+                                                                    batch_size=7, workers=2, progress=False))
+    assert numpy_run.written == torch_run.written == 25
+    reference, made = read_shard(tmp_path / "numpy" / "shard-000000.tar"), read_shard(tmp_path / "torch" / "shard-000000.tar")
+    assert made.keys() == reference.keys()
+    differences = []
+    for name in made:
+        if name.endswith(".json"):
+            assert_same_labels(json.loads(made[name]), json.loads(reference[name]))
+        else:
+            differences.append(np.abs(decode_jpeg(made[name]).astype(int) - decode_jpeg(reference[name]).astype(int)).mean())
+    assert np.mean(differences) < 1.0

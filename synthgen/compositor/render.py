@@ -43,6 +43,10 @@ class RefreshingPoolLike(Protocol):
 
     def pool_for(self, index: int) -> ObjectPoolLike: ...
 
+    def block_of(self, index: int) -> int:
+        """Which pool sample ``index`` pastes from: samples of one block share ``pool_for``."""
+        ...
+
 
 class BackgroundPoolLike(Protocol):
     def __len__(self) -> int: ...

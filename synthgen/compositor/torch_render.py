@@ -43,7 +43,7 @@ import torch
 
 from synthgen.compositor.augment import MASK_THRESHOLD, ObjectPatch, colour_matrix, draw_photometry, rotated_extent
 from synthgen.compositor.config import CompositeConfig
-from synthgen.compositor.render import BackgroundPoolLike, Compositor, CutoutLike, ObjectPoolLike
+from synthgen.compositor.render import BackgroundPoolLike, Compositor, CutoutLike, ObjectPoolLike, RefreshingPoolLike
 from synthgen.errors import InputError
 from synthgen.sample import Annotation, Sample
 
@@ -98,6 +98,9 @@ class ObjectPlan:
 @dataclass
 class SamplePlan:
     background: tuple[int, int, int]  # (index, y0, x0) of the crop
+    #: The block of a refreshing object source (generator objects) the cut-outs are from, None
+    #: for one fixed pool: ``ObjectPlan.choice`` indexes that block.
+    block: int | None = None
     objects: list[ObjectPlan] = field(default_factory=list)
     #: The whole image rendered by the CPU renderer (poisson or motion blending), else None.
     image: np.ndarray | None = None
@@ -160,6 +163,8 @@ class Planner(Compositor):
     def render(self, seed: int, index: int, keep_masks: bool = False, out: np.ndarray | None = None) -> PlannedSample:
         sample = super().render(seed, index)
         plan, self._plan = self._plan, None
+        if self._pool_for is not None:
+            plan.block = self.objects.block_of(index)
         annotations: list = []  # made on the device, from the drawn masks
         if any(obj.feather < 0 for obj in plan.objects):  # a blend without a device version
             if self._cpu is None:
@@ -247,6 +252,12 @@ class DeviceImages:
             pixels[start : start + h * w].copy_(src.reshape(h * w, channels), non_blocking=False)
             start += h * w
         return cls(pixels, [h for h, _ in shapes], [w for _, w in shapes])
+
+    @classmethod
+    def join(cls, parts: Sequence["DeviceImages"]) -> "DeviceImages":
+        """The images of ``parts`` (on one device), in order, as one."""
+        return cls(torch.cat([p.pixels for p in parts]), torch.cat([p.heights for p in parts]).tolist(),
+                   torch.cat([p.widths for p in parts]).tolist())
 
     @classmethod
     def from_object_pool(cls, pool: ObjectPoolLike, device: str | torch.device) -> "DeviceImages":
@@ -431,16 +442,22 @@ class TorchCompositor:
     annotations. A sample's pixels do not depend on the batch it is drawn in.
     """
 
-    def __init__(self, config: CompositeConfig, objects: ObjectPoolLike, backgrounds: BackgroundPoolLike,
+    def __init__(self, config: CompositeConfig, objects: ObjectPoolLike | RefreshingPoolLike, backgrounds: BackgroundPoolLike,
                  device: str | torch.device = "cpu", *, device_objects: DeviceImages | None = None,
                  device_backgrounds: DeviceImages | None = None) -> None:
         self.planner = Planner(config, objects, backgrounds)
         self.config = self.planner.config
         self.device = torch.device(device)
-        self.objects = device_objects if device_objects is not None else DeviceImages.from_object_pool(objects, self.device)
+        #: A refreshing source (generator objects): each block is put on the device when a batch
+        #: first needs it (see :meth:`_object_images`); else the one pool, now.
+        self.refreshing = hasattr(objects, "pool_for")
+        self._blocks: dict[int, DeviceImages] = {}
+        self.objects = None
+        if not self.refreshing:
+            self.objects = device_objects if device_objects is not None else DeviceImages.from_object_pool(objects, self.device)
         self.backgrounds = (device_backgrounds if device_backgrounds is not None
                             else DeviceImages.from_background_pool(backgrounds, self.device))
-        if len(self.objects) != len(objects) or len(self.backgrounds) != len(backgrounds):
+        if (self.objects is not None and len(self.objects) != len(objects)) or len(self.backgrounds) != len(backgrounds):
             raise ValueError("the device pools must hold the same images as the host pools")
 
     @classmethod
@@ -476,7 +493,8 @@ class TorchCompositor:
         per_slot = [sum(1 for s in samples if k < len(s.plan.objects)) for k in range(slots)]
         plans = [p for _, p in order]
         element_ends = np.cumsum([p.shape[0] * p.shape[1] for p in plans]).tolist()
-        patches, owner, y, x, mask = self._patches(plans)
+        pool, first_cutout = self._object_images(samples)
+        patches, owner, y, x, mask = self._patches(plans, pool, [first_cutout[b] for b, _ in order])
         sample_of = torch.as_tensor([b for b, _ in order], dtype=torch.int64, device=dev)
         origin = torch.as_tensor([p.origin for p in plans], dtype=torch.int64, device=dev)
         cy, cx = _rows(origin[:, 1], owner) + y, _rows(origin[:, 0], owner) + x
@@ -520,6 +538,29 @@ class TorchCompositor:
                 amodal_bbox=(float(ax0), float(ay0), float(ax1 - ax0 + 1), float(ay1 - ay0 + 1)),
             ))
 
+    def _object_images(self, samples: Sequence[PlannedSample]) -> tuple[DeviceImages, list[int]]:
+        """The cut-outs the samples paste from, on the device, and where each sample's pool
+        starts in them. A refreshing source's blocks are put there once each (from the block the
+        planner mapped), the two newest kept; a batch across a block boundary pastes from both,
+        joined."""
+        if not self.refreshing:
+            return self.objects, [0] * len(samples)
+        first_index: dict[int, int] = {}
+        for s in samples:
+            if s.plan.objects:
+                first_index[s.plan.block] = min(first_index.get(s.plan.block, s.index), s.index)
+        for block in sorted(first_index):
+            if block not in self._blocks:
+                self._blocks[block] = DeviceImages.from_object_pool(self.planner.objects.pool_for(first_index[block]), self.device)
+                for old in sorted(self._blocks)[:-2]:
+                    del self._blocks[old]
+        blocks = sorted(first_index)
+        if len(blocks) == 1:
+            return self._blocks[blocks[0]], [0] * len(samples)
+        joined = DeviceImages.join([self._blocks[b] for b in blocks])
+        starts = dict(zip(blocks, np.cumsum([0] + [len(self._blocks[b]) for b in blocks[:-1]]).tolist()))
+        return joined, [starts.get(s.plan.block, 0) for s in samples]
+
     def _backgrounds(self, crops: list[tuple[int, int, int]]) -> torch.Tensor:
         cfg, dev = self.config, self.device
         height, width = cfg.height, cfg.width
@@ -539,13 +580,13 @@ class TorchCompositor:
             canvas[sl] = _rows(bg.pixels, src.reshape(-1)).view(src.shape + (3,))
         return canvas
 
-    def _patches(self, plans: list[ObjectPlan]):
-        """All final patches as one ragged (E, 4) float tensor (RGBA, whole grey levels), with
+    def _patches(self, plans: list[ObjectPlan], pool: DeviceImages, first_cutout: list[int]):
+        """All final patches (object ``n`` is cut-out ``plans[n].choice + first_cutout[n]`` of
+        ``pool``) as one ragged (E, 4) float tensor (RGBA, whole grey levels), with
         each element's object, row and column, and whether it is the object's mask (alpha at
         or above MASK_THRESHOLD after the geometric transform, before blur and feathering)."""
         dev = self.device
-        pool = self.objects
-        choice = torch.as_tensor([p.choice for p in plans], dtype=torch.int64, device=dev)
+        choice = torch.as_tensor([p.choice + first for p, first in zip(plans, first_cutout)], dtype=torch.int64, device=dev)
         src_h, src_w = pool.heights[choice], pool.widths[choice]
         rw = torch.as_tensor([p.resized[0] for p in plans], dtype=torch.int64, device=dev)
         rh = torch.as_tensor([p.resized[1] for p in plans], dtype=torch.int64, device=dev)
