@@ -240,3 +240,17 @@ def test_paste_started_by_torchrun_makes_one_verified_dataset(tmp_path, objects_
     assert sorted(p.name for p in (out / ".synthgen").iterdir()) == ["part-00000-of-00002", "part-00001-of-00002"]
     verify = subprocess.run([sys.executable, "-m", "synthgen", "verify", str(out), "--n", "9"], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_training_on_the_device_stream_stops_its_planning_workers(tmp_path, objects_dir, backgrounds_dir):
+    """The planning workers ignore SIGTERM: left running after training, the process could not exit."""
+    import multiprocessing
+
+    from synthgen.training.data import live_paste_source
+    from synthgen.training.loop import TrainConfig, train
+
+    source = live_paste_source(spec_for(objects_dir, backgrounds_dir, compositor="torch"), device="cpu")
+    config = TrainConfig(out=tmp_path / "run", steps=2, batch_size=2, image_size=64, eval_every=2, num_workers=1,
+                         device="cpu", pretrained_backbone=False, progress=False, threads=1)
+    assert train(config, source).steps == 2
+    assert not multiprocessing.active_children()

@@ -429,11 +429,14 @@ class DevicePasteSource:
         planner = Planner(self.compositor.config, self.compositor.objects, self.compositor.backgrounds)
         planned = render_stream(planner, self.spec, resume_from + rank, world_size, num_workers)
         drawer = None
-        while True:
-            batch = [next(planned) for _ in range(batch_size)]
-            if drawer is None:  # after the planning workers have forked
-                drawer = TorchCompositor(planner.config, planner.objects, planner.backgrounds, self.device)
-            yield self._to_training(drawer.draw(batch), batch, image_size)
+        try:
+            while True:
+                batch = [next(planned) for _ in range(batch_size)]
+                if drawer is None:  # after the planning workers have forked
+                    drawer = TorchCompositor(planner.config, planner.objects, planner.backgrounds, self.device)
+                yield self._to_training(drawer.draw(batch), batch, image_size)
+        finally:
+            planned.close()  # stops the planning workers
 
     def _to_training(self, images: torch.Tensor, samples, image_size: int) -> tuple[list[torch.Tensor], list[dict]]:
         height, width = images.shape[1:3]

@@ -298,9 +298,15 @@ def _batches(loader: Any) -> Iterator[Any]:
     # Sources are endless; a finite one (a test iterator) simply starts over.
     while True:
         produced = False
-        for batch in loader:
-            produced = True
-            yield batch
+        iterator = iter(loader)
+        try:
+            for batch in iterator:
+                produced = True
+                yield batch
+        finally:
+            close = getattr(iterator, "close", None)  # a generator (the device paste stream): stop it now
+            if close is not None:
+                close()
         if not produced:
             raise InputError("the training data yielded no samples")
 
@@ -599,6 +605,10 @@ def _train(
         else:
             kept = f"{out / 'last.pt'} holds step {saved_step}: run the same command with --resume to continue from there"
         raise Interrupted(f"training stopped by Ctrl-C at step {step} of {config.steps}; {kept}") from None
+    finally:
+        # A device paste stream's planning workers ignore SIGTERM (the stream stops them): left
+        # to interpreter exit, multiprocessing would wait for them forever.
+        batches.close()
 
     if early_stop is not None:
         log.info("%s", early_stop)
