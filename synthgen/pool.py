@@ -190,6 +190,26 @@ def _cutout(
 ) -> np.ndarray | str:
     """The RGBA cut-out of ``image`` under ``soft``, cropped to the cleaned mask's extent, or the
     reason the mask is rejected. ``quality=None`` takes the mask as given (naive pasting)."""
+    cut = cutout_alpha(soft, threshold, quality)
+    if isinstance(cut, str):
+        return cut
+    return cutout_pixels(image, *cut)
+
+
+def cutout_pixels(image: np.ndarray, alpha: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The RGBA cut-out: ``image``'s pixels in ``box`` (see :func:`cutout_alpha`) under
+    ``alpha``, the colours under its transparent pixels bled from the object's."""
+    y0, y1, x0, x1 = box
+    rgba = np.empty((y1 - y0, x1 - x0, 4), dtype=np.uint8)
+    rgba[..., :3] = image[y0:y1, x0:x1, :3]
+    rgba[..., 3] = alpha
+    bleed_colours(rgba)
+    return rgba
+
+
+def cutout_alpha(soft: np.ndarray, threshold: float, quality: MaskQuality | None) -> tuple[np.ndarray, tuple[int, int, int, int]] | str:
+    """The alpha channel (uint8) of the cut-out under ``soft`` and where it lies in the image,
+    ``(y0, y1, x0, x1)``, or the reason the mask is rejected (see :func:`_cutout`)."""
     if quality is None:
         alpha, keep = np.clip(soft, 0.0, 1.0), np.ones(soft.shape, dtype=bool)
     else:
@@ -198,12 +218,8 @@ def _cutout(
         if reason is not None:
             return reason
     rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    rgba = np.empty((y1 - y0, x1 - x0, 4), dtype=np.uint8)
-    rgba[..., :3] = image[y0:y1, x0:x1, :3]
-    rgba[..., 3] = np.rint(alpha[y0:y1, x0:x1] * 255.0).astype(np.uint8)
-    bleed_colours(rgba)
-    return rgba
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return np.rint(alpha[y0:y1, x0:x1] * 255.0).astype(np.uint8), (y0, y1, x0, x1)
 
 
 def bleed_colours(rgba: np.ndarray) -> None:

@@ -227,17 +227,40 @@ def test_generated_objects_are_shrunk_to_the_object_size(tmp_path, random_genera
         GeneratorSettings(object_size=8).validate()
 
 
-def test_generator_objects_with_the_torch_compositor_make_the_numpy_paths_labels(tmp_path, random_generator, backgrounds_dir):
-    """Blocks of generated objects drawn by the torch compositor: the numpy path's labels and
-    boxes (within 1 px), pixels close, whatever the batch (here batches across block boundaries)."""
+def blob_redo():
+    """A ReDO segmenter whose network marks the bright pixels (hard masks, so cut-outs have
+    transparent pixels to bleed), running on torch like the real one."""
+    from synthgen.segmenters.redo import RedoSegmenter
+
+    def net(x):
+        bright = (x.mean(1, keepdim=True) > 0).float()
+        return torch.cat([1 - bright, bright], 1)
+
+    return RedoSegmenter(net, size=32, fg_channel=1)
+
+
+@pytest.mark.parametrize("segmenter", ["none", "redo"])
+def test_generator_objects_flow_to_the_torch_compositor_on_the_device(tmp_path, random_generator, backgrounds_dir, monkeypatch, segmenter):
+    """Blocks of generated objects drawn by the torch compositor from the cut-outs the generator
+    source made on the device (nothing uploaded from the host pools): the numpy path's labels,
+    boxes within 1 px, pixels close, whatever the batch (here batches across block boundaries)."""
     import json
     from dataclasses import replace
 
+    import synthgen.segmenters
+    from synthgen.compositor import torch_render
     from synthgen.imageio import decode_jpeg
     from tests.test_torch_compositor import assert_same_labels, read_shard
 
-    s = spec(random_generator, backgrounds=str(backgrounds_dir), seed=2)
+    if segmenter == "redo":
+        monkeypatch.setattr(synthgen.segmenters, "make_segmenter", lambda name, options: blob_redo())
+    s = replace(spec(random_generator, backgrounds=str(backgrounds_dir), seed=2), segmenter=segmenter)
     numpy_run = run_paste(s, RunOptions(out=tmp_path / "numpy", format="wds", n=25, shard_size=100, progress=False))
+
+    def no_upload(*args):
+        raise AssertionError("a block of generated objects was uploaded from the host")
+
+    monkeypatch.setattr(torch_render.DeviceImages, "from_object_pool", no_upload)
     torch_run = run_paste(replace(s, compositor="torch"), RunOptions(out=tmp_path / "torch", format="wds", n=25, shard_size=100,
                                                                     batch_size=7, workers=2, progress=False))
     assert numpy_run.written == torch_run.written == 25
@@ -250,3 +273,26 @@ def test_generator_objects_with_the_torch_compositor_make_the_numpy_paths_labels
         else:
             differences.append(np.abs(decode_jpeg(made[name]).astype(int) - decode_jpeg(reference[name]).astype(int)).mean())
     assert np.mean(differences) < 1.0
+
+
+def test_cut_outs_made_on_the_device_are_the_host_cut_outs():
+    """The same alpha and object colours as the host's cut-out; colours under transparent
+    pixels bled from the object's, close to the host's nearest-pixel bleed."""
+    from synthgen.pool import cutout_alpha, cutout_pixels
+    from synthgen.sources.generators import device_cutouts
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 40, 48, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:40, :48]
+    softs = [np.clip(1.2 - np.hypot(yy - 20, xx - 22) / 12, 0, 1).astype(np.float32),
+             np.clip(1.5 - np.hypot(yy - 15, xx - 30) / 8, 0, 1).astype(np.float32)]
+    cuts = [(j, *cutout_alpha(soft, 0.5, MaskQuality(max_border=1.0))) for j, soft in enumerate(softs)]
+    for (j, alpha, box), made in zip(cuts, device_cutouts(torch.from_numpy(images), cuts)):
+        host = cutout_pixels(images[j], alpha, box)
+        made = made.numpy()
+        assert made.shape == host.shape and np.array_equal(made[..., 3], host[..., 3])
+        solid = host[..., 3] >= 128
+        assert np.array_equal(made[solid], host[solid]) and (~solid).any()
+        # The bled colours: those of the object's edge, like the host's (a random image's
+        # neighbouring pixels differ by ~85 grey levels on average).
+        assert np.abs(made[~solid, :3].astype(int) - host[~solid, :3]).mean() < 40

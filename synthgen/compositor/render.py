@@ -47,6 +47,10 @@ class RefreshingPoolLike(Protocol):
         """Which pool sample ``index`` pastes from: samples of one block share ``pool_for``."""
         ...
 
+    def take_device_images(self, block: int):
+        """Block ``block``'s cut-outs already on a torch device, or None (see the torch compositor)."""
+        ...
+
 
 class BackgroundPoolLike(Protocol):
     def __len__(self) -> int: ...

@@ -5,28 +5,32 @@ A sample is made in two steps:
 
 1. **Plan** (host, :class:`Planner`): the CPU renderer itself (a subclass of ``Compositor``) runs
    every random draw of ``sample_rng(seed, i)`` and every decision: background and crop, which
-   cut-outs, their size, flip, rotation, colour, blur, noise pixels, blend mode, the placement
-   tries and the occlusion rule, and the annotations. Only the alpha channel is resampled there
-   (with the same OpenCV calls as the CPU path), because masks decide placements and boxes: so
-   boxes and labels are *the same* as the CPU path's, not merely close, and the random stream
-   (whose noise draws depend on each patch's size) stays in step.
+   cut-outs, their size, flip, rotation, colour, blur, noise pixels, blend mode, and the
+   placement tries under the occlusion rule. Only the alpha channel is resampled there (with
+   the same OpenCV calls as the CPU path), because masks decide placements: so the placements,
+   and with them the labels, are *the same* as the CPU path's, and the random stream (whose
+   noise draws depend on each patch's size) stays in step.
 2. **Draw** (device, :meth:`TorchCompositor.draw`): for a batch of plans, all objects at once as
    one ragged tensor: area / bilinear resize (separable taps, OpenCV's ``INTER_AREA`` and
    ``INTER_LINEAR`` rules), flip, rotation (OpenCV's fixed-point ``warpAffine`` coordinates),
    colour matrix, noise, defocus blur, gaussian feathering, then alpha blending object slot by
    object slot (k-th object of every sample at once), onto background crops gathered from the
-   background pool on the device.
+   background pool on the device. The annotations are made there too
+   (:func:`visible_objects`): each object's mask is its drawn alpha at or above 128, the
+   occlusion rule's owner map is painted for the whole batch, and visible pixel counts, visible
+   fractions, visible and whole-mask boxes are reduced per object; only those numbers (and,
+   when asked for, the owner map for instance masks) leave the device. Boxes agree with the CPU
+   path's within 1 px (the device's alpha is a grey level off here and there).
 
 Pixels are close to the CPU path's, not identical (float arithmetic where OpenCV uses fixed
 point; colour applied after resampling): ``bench/paste_torch.py`` reports the mean absolute
 difference. Poisson and motion blending have no device version: a sample with such an object is
 rendered whole by the CPU renderer in the planning step and only copied in.
 
-Pools live on the device as :class:`DeviceImages` (one flat tensor, moved once). Objects made on
-the device (generators, ReDO masks) can be packed the same way with
-:meth:`DeviceImages.from_arrays` from device tensors, without a host copy of their colour; the
-planner still needs each object's alpha channel on the host, since the occlusion rule is decided
-there (one byte per pixel, once per object, not per use).
+Pools live on the device as :class:`DeviceImages` (one flat tensor, moved once). Objects of a
+generator source come as the source made them on the device, block by block
+(``take_device_images``); the planner still needs each object's alpha channel on the host, since
+placements are decided there (one byte per pixel, once per object, not per use).
 """
 
 from __future__ import annotations
@@ -540,9 +544,10 @@ class TorchCompositor:
 
     def _object_images(self, samples: Sequence[PlannedSample]) -> tuple[DeviceImages, list[int]]:
         """The cut-outs the samples paste from, on the device, and where each sample's pool
-        starts in them. A refreshing source's blocks are put there once each (from the block the
-        planner mapped), the two newest kept; a batch across a block boundary pastes from both,
-        joined."""
+        starts in them. A refreshing source's blocks come once each, the two newest kept: as the
+        generator source made them on the device, or else (a block found on disk when resuming)
+        copied from the block the planner mapped. A batch across a block boundary pastes from
+        both, joined."""
         if not self.refreshing:
             return self.objects, [0] * len(samples)
         first_index: dict[int, int] = {}
@@ -551,7 +556,10 @@ class TorchCompositor:
                 first_index[s.plan.block] = min(first_index.get(s.plan.block, s.index), s.index)
         for block in sorted(first_index):
             if block not in self._blocks:
-                self._blocks[block] = DeviceImages.from_object_pool(self.planner.objects.pool_for(first_index[block]), self.device)
+                made = self.planner.objects.take_device_images(block)  # made on the device by the generator source
+                if made is None or made.device != self.device:  # else from the block the planner mapped
+                    made = DeviceImages.from_object_pool(self.planner.objects.pool_for(first_index[block]), self.device)
+                self._blocks[block] = made
                 for old in sorted(self._blocks)[:-2]:
                     del self._blocks[old]
         blocks = sorted(first_index)

@@ -76,6 +76,13 @@ class GeneratorBase:
     def images_from_latents(self, z: np.ndarray, labels=None) -> list[np.ndarray]:
         """Post-processed ``uint8`` RGB images for latents ``z`` (``N x z_dim``) and, for a
         conditional model, class indices ``labels`` (``N``)."""
+        if len(z) == 0:
+            return []
+        return [np.ascontiguousarray(image) for image in self.tensors_from_latents(z, labels).cpu().numpy()]
+
+    def tensors_from_latents(self, z: np.ndarray, labels=None):
+        """:meth:`images_from_latents` as one ``N x H x W x 3`` uint8 tensor on the generator's
+        device (the same bytes; nothing copied to the host)."""
         import torch
 
         z = np.asarray(z, np.float32)
@@ -89,7 +96,7 @@ class GeneratorBase:
                 raise InputError(f"class indices {labels.tolist()[:8]}: expected {n} values in 0..{self.c_dim - 1}.")
             c = np.eye(self.c_dim, dtype=np.float32)[labels]
         k = self.compute_batch
-        images: list[np.ndarray] = []
+        images = []
         for start in range(0, n, k):
             chunk = np.zeros((k, self.z_dim), np.float32)
             count = min(k, n - start)
@@ -101,8 +108,10 @@ class GeneratorBase:
                 c_chunk[:count] = c[start:start + count]
             out = self.sample(torch.from_numpy(chunk), None if c_chunk is None else torch.from_numpy(c_chunk),
                               truncation_psi=self.truncation_psi, noise_mode="const")
-            images.extend(to_uint8(out[:count], self.crop))
-        return images
+            images.append(to_uint8_tensor(out[:count], self.crop))
+        if not images:
+            raise InputError("no latents given: ask for at least one image")
+        return torch.cat(images)
 
     def generate(self, rng: np.random.Generator, n: int, labels=None) -> list[np.ndarray]:
         """``n`` post-processed images from latents drawn from ``rng`` (``standard_normal``; for a
@@ -116,14 +125,19 @@ class GeneratorBase:
 def to_uint8(images, crop: tuple[int, int, int, int] | None = None) -> list[np.ndarray]:
     """``N x 3 x H x W`` floats in [-1, 1] to ``uint8`` ``H x W x 3`` arrays, as NVlabs writes
     PNGs (``x * 127.5 + 128``, clamped, truncated), cropped to ``crop`` = ``(x0, y0, x1, y1)``."""
+    return [np.ascontiguousarray(img) for img in to_uint8_tensor(images, crop).cpu().numpy()]
+
+
+def to_uint8_tensor(images, crop: tuple[int, int, int, int] | None = None):
+    """:func:`to_uint8` as one ``N x H x W x 3`` uint8 tensor, where ``images`` are."""
     import torch
 
     x = (images.detach().to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    x = x.permute(0, 2, 3, 1).cpu().numpy()
+    x = x.permute(0, 2, 3, 1)
     if crop is not None:
         x0, y0, x1, y1 = crop
         x = x[:, y0:y1, x0:x1]
-    return [np.ascontiguousarray(img) for img in x]
+    return x
 
 
 def _resolve(name_or_path: str | Path) -> tuple[Any, Path]:

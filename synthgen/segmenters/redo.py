@@ -104,6 +104,9 @@ class RedoSegmenter:
     border_masses: list[float] | None = field(default=None, init=False)
 
     name: ClassVar[str] = "redo"
+    #: ``segment_batch`` also takes ``H x W x 3`` uint8 torch tensors on ``device`` (generated
+    #: objects), shrunk to the network's size there: the images are not copied in from the host.
+    segments_device_images: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self.fg_channel = _check_fg_channel(self.fg_channel)
@@ -126,8 +129,9 @@ class RedoSegmenter:
     def segment(self, image: np.ndarray, given_mask: np.ndarray | None) -> np.ndarray:
         return self.segment_batch([image], [given_mask])[0]
 
-    def masks(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """All mask channels ``(N, K, size, size)`` (float32, network resolution) of ``images``."""
+    def masks(self, images: Sequence) -> np.ndarray:
+        """All mask channels ``(N, K, size, size)`` (float32, network resolution) of ``images``
+        (uint8 arrays, or tensors on the device: see ``segments_device_images``)."""
         # torch is imported here, not at module import: the other segmenters and the
         # compositor's worker processes must not pay for it.
         import torch
@@ -135,11 +139,16 @@ class RedoSegmenter:
         outputs = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            inputs = np.stack([
-                cv2.resize(np.ascontiguousarray(image[..., :3]), (self.size, self.size), interpolation=cv2.INTER_AREA)
-                for image in chunk
-            ])
-            tensor = torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+            if isinstance(chunk[0], torch.Tensor):  # on the device already: area-shrunk there
+                pixels = torch.stack([image[..., :3].to(self.device) for image in chunk]).permute(0, 3, 1, 2).float()
+                pixels = torch.nn.functional.interpolate(pixels, size=(self.size, self.size), mode="area").round_()
+                tensor = pixels.div_(127.5).sub_(1.0)
+            else:
+                inputs = np.stack([
+                    cv2.resize(np.ascontiguousarray(image[..., :3]), (self.size, self.size), interpolation=cv2.INTER_AREA)
+                    for image in chunk
+                ])
+                tensor = torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
             with torch.inference_mode():
                 outputs.append(self.net(tensor).float().cpu().numpy())
         return np.concatenate(outputs) if outputs else np.zeros((0, 0, self.size, self.size), np.float32)

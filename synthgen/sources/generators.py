@@ -9,9 +9,12 @@ objects of block ``i // refresh`` only. So a block is a pure function of ``(seed
 settings, sample ``i`` still depends only on ``(seed, i)``, and no object appears in two blocks:
 the pool is refreshed from fresh latents every ``refresh`` samples.
 
-Blocks are built in the main process only, batched on ``device`` (a learned segmenter, ReDO,
-runs there too; one block ahead is built in a background thread while the current one is
-pasted), and written into the run's folder
+Blocks are built in the main process only, batched on ``device``: generated, shrunk to the
+object size and (a learned segmenter, ReDO) segmented there; the host gets the shrunk images to
+clean the masks (OpenCV) and to write the block. For the torch compositor the block's cut-outs
+are also kept on the device, made there from the generated images (only each cut-out's alpha
+comes back from the host). One block ahead is built in a background thread while the current
+one is pasted. Blocks are written into the run's folder
 (``OUT/.synthgen/objects/<fingerprint>/block-<b>``), where the paste workers map them: the worker
 count never changes what is generated, and a resumed run finds the block it stopped in, byte for
 byte, even when it was generated on a GPU. Blocks before the sample being written are deleted,
@@ -32,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
-import cv2
 import numpy as np
 
 from synthgen.cache import atomic_directory, cache_root, fingerprint_files
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from synthgen.segmenters import MaskQuality
 
 #: Bump when what a block holds for the same settings changes (generation, cut-outs).
-BLOCK_VERSION = 1
+BLOCK_VERSION = 2
 BLOCKS_KEPT_MAPPED = 2
 
 
@@ -124,23 +126,78 @@ class GeneratorSource:
         return generator
 
 
-def generate_objects(generator: GeneratorBase, seed: int, indices: np.ndarray) -> list[np.ndarray]:
-    """Objects ``indices`` of the stream seeded ``seed`` as post-processed uint8 RGB images (the
-    generator's crop and truncation; noise "const"): latents from ``latents_for``, and classes from
-    ``labels_for`` for a conditional model."""
+def generate_objects(generator: GeneratorBase, seed: int, indices: np.ndarray):
+    """Objects ``indices`` of the stream seeded ``seed`` as post-processed uint8 RGB images, one
+    ``N x H x W x 3`` tensor on the generator's device (the generator's crop and truncation;
+    noise "const"): latents from ``latents_for``, and classes from ``labels_for`` for a
+    conditional model."""
     from synthgen.generators.latents import labels_for, latents_for
 
     labels = labels_for(seed, indices, generator.c_dim) if generator.c_dim else None
-    return generator.images_from_latents(latents_for(seed, indices, generator.z_dim), labels)
+    return generator.tensors_from_latents(latents_for(seed, indices, generator.z_dim), labels)
 
 
-def fit_within(image: np.ndarray, side: int) -> np.ndarray:
-    """``image`` shrunk (area averaging) so that its longer side is at most ``side`` (0: as is)."""
-    h, w = image.shape[:2]
+def fit_within(images, side: int):
+    """``images`` (``N x H x W x 3`` uint8 tensor) shrunk by area averaging, on their device, so
+    that their longer side is at most ``side`` (0: as they are). On the device, before anything
+    goes to the host: a 1024 px face is 16 times the bytes of its 256 px object."""
+    import torch
+
+    h, w = images.shape[1:3]
     if side == 0 or max(h, w) <= side:
-        return image
+        return images
     scale = side / max(h, w)
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    shrunk = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2).float(), size=size, mode="area")
+    return shrunk.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def device_cutouts(images, cuts: list[tuple[int, np.ndarray, tuple[int, int, int, int]]]) -> list:
+    """The cut-outs ``cuts`` (``(image number, alpha, (y0, y1, x0, x1))``, as
+    :func:`synthgen.pool.cutout_alpha` gives them) of ``images`` (``N x H x W x 3`` uint8 on a
+    device) as ``(h, w, 4)`` uint8 tensors there: the colour never leaves the device; the alpha,
+    decided on the host (mask cleaning and quality checks are OpenCV code), comes in at one byte
+    per pixel. Colours under transparent pixels are bled from the object's as on the host
+    (:func:`synthgen.pool.bleed_colours`), approximately: each pass gives the pixels next to the
+    filled ones the mean colour of their filled neighbours, where the host copies the colour of
+    the nearest solid pixel."""
+    import torch
+
+    device = images.device
+    frames = torch.zeros((len(cuts),) + tuple(images.shape[1:3]), dtype=torch.uint8, device=device)
+    region = torch.zeros(frames.shape, dtype=torch.bool, device=device)
+    for row, (_, alpha, (y0, y1, x0, x1)) in enumerate(cuts):
+        frames[row, y0:y1, x0:x1] = torch.from_numpy(alpha).to(device)
+        region[row, y0:y1, x0:x1] = True
+    colour = _bleed(images[[j for j, _, _ in cuts]], frames >= 128, region)
+    return [torch.cat([colour[row, y0:y1, x0:x1], frames[row, y0:y1, x0:x1, None]], dim=2).contiguous()
+            for row, (_, _, (y0, y1, x0, x1)) in enumerate(cuts)]
+
+
+def _bleed(colour, solid, region):
+    """``colour`` (``N x H x W x 3`` uint8) with every pixel of ``region`` that is not ``solid``
+    given the colour of the solid ones nearby (see :func:`device_cutouts`); images that are all
+    solid or have no solid pixel unchanged."""
+    import torch
+
+    pixels = colour.permute(0, 3, 1, 2).float()
+    filled = solid[:, None].float()
+    bled = region[:, None] & ~solid[:, None] & solid.flatten(1).any(1)[:, None, None, None]
+    value = pixels * filled
+    while True:
+        todo = bled & (filled == 0)
+        if not bool(todo.any()):
+            break
+        # Both sums are over the same 3x3 window (divided by 9 alike): their ratio is the mean.
+        total = torch.nn.functional.avg_pool2d(value, 3, stride=1, padding=1)
+        count = torch.nn.functional.avg_pool2d(filled, 3, stride=1, padding=1)
+        grow = todo & (count > 0)
+        if not bool(grow.any()):
+            break  # the rest cannot be reached (not connected to a solid pixel in its region)
+        value = torch.where(grow, total / count.clamp_min(1e-12), value)
+        filled = torch.where(grow, torch.ones_like(filled), filled)
+    out = torch.where(bled, value, pixels)
+    return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 class GeneratedObjects:
@@ -257,12 +314,21 @@ class GeneratedObjects:
                 current = block
             yield index
 
+    def take_device_images(self, block: int):
+        """Block ``block``'s cut-outs as they were made on the device
+        (:class:`~synthgen.compositor.torch_render.DeviceImages`, in the block's order), handed
+        over once; None when this process did not build the block with ``device_copies`` (a
+        block found on disk when resuming: put it on the device from there)."""
+        return self._builder.take_device_images(block) if self._builds() else None
+
     def release_before(self, index: int) -> None:
         """Delete blocks only samples before ``index`` used (every such sample is written)."""
         keep_from = self.block_of(index)
         if self.folder is None or keep_from <= self._kept_from:  # the common case: nothing new to delete
             return
         self._kept_from = keep_from
+        if self._builds():
+            self._builder.drop_device_images_before(keep_from)
         for path in self.folder.glob("block-*"):
             if int(path.name.split("-")[1]) < keep_from:
                 shutil.rmtree(path, ignore_errors=True)
@@ -273,7 +339,9 @@ class _BlockBuilder:
 
     def __init__(self, source: GeneratorSource, generator: GeneratorBase, seed: int, settings: GeneratorSettings,
                  segmenter_name: str, segmenter_options: Mapping[str, Any], quality: "MaskQuality",
-                 device: str, batch_size: int) -> None:
+                 device: str, batch_size: int, device_copies: bool = False) -> None:
+        """``device_copies``: also keep each block's cut-outs on ``device`` (for the torch
+        compositor), made there from the generated images (see :func:`device_cutouts`)."""
         from synthgen.segmenters import SEGMENTERS, NoneSegmenter, make_segmenter
 
         self.source, self.generator, self.seed, self.settings = source, generator, seed, settings
@@ -291,6 +359,8 @@ class _BlockBuilder:
         self._lock = threading.Lock()
         self._background: dict[int, tuple[threading.Thread, list[BaseException]]] = {}
         self._cancelled = threading.Event()
+        self.device_copies = device_copies
+        self._device_blocks: dict[int, Any] = {}  # block -> DeviceImages, until taken or spent
 
     def fingerprint(self) -> str:
         """Names the blocks' folder: the generator file's identity and every setting that
@@ -334,9 +404,19 @@ class _BlockBuilder:
         for thread, _ in self._background.values():
             thread.join()
         self._background.clear()
+        self._device_blocks.clear()
+
+    def take_device_images(self, block: int):
+        with self._lock:
+            return self._device_blocks.pop(block, None)
+
+    def drop_device_images_before(self, block: int) -> None:
+        with self._lock:
+            for spent in [b for b in self._device_blocks if b < block]:
+                del self._device_blocks[spent]
 
     def _build(self, block: int, path: Path) -> None:
-        from synthgen.pool import INDEX_FILE, PIXELS_FILE, POOL_FORMAT, POOL_VERSION, _cutout, _PoolWriter, _segment_chunk, format_summary
+        from synthgen.pool import INDEX_FILE, PIXELS_FILE, POOL_FORMAT, POOL_VERSION, _PoolWriter, _segment_chunk, cutout_alpha, cutout_pixels, format_summary
         from synthgen.sources.folder import ObjectItem
 
         with self._lock:
@@ -346,19 +426,29 @@ class _BlockBuilder:
             indices = np.arange(block * size, (block + 1) * size, dtype=np.int64)
             with atomic_directory(path) as tmp, open(tmp / PIXELS_FILE, "wb") as pixels:
                 writer = _PoolWriter(pixels, self.source.path.parent, self.generator_classes)
+                on_device: list = []
                 for start in range(0, size, self.batch_size):
                     if self._cancelled.is_set():
                         raise _Cancelled()
                     chunk = indices[start:start + self.batch_size]
-                    images = [fit_within(image, self.settings.object_size) for image in generate_objects(self.generator, self.seed, chunk)]
-                    masks = _segment_chunk(self.segmenter, images, [None] * len(images))
-                    for k, image, soft, label in zip(chunk, images, masks, self._labels(chunk)):
-                        cut = soft if isinstance(soft, str) else _cutout(image, soft, self.segmenter.threshold, self.quality)
+                    generated = fit_within(generate_objects(self.generator, self.seed, chunk), self.settings.object_size)
+                    # The host copy: the block on disk (planning workers, resume) and the mask cleaning.
+                    images = list(generated.cpu().numpy())
+                    # ReDO segments the images where they are; GrabCut (OpenCV) needs the host's.
+                    inputs = generated if getattr(self.segmenter, "segments_device_images", False) else images
+                    masks = _segment_chunk(self.segmenter, inputs, [None] * len(images))
+                    cuts = []
+                    for j, (k, image, soft, label) in enumerate(zip(chunk, images, masks, self._labels(chunk))):
+                        cut = soft if isinstance(soft, str) else cutout_alpha(soft, self.segmenter.threshold, self.quality)
                         if isinstance(cut, str):
                             writer.reject(cut)
                         else:
                             # A generated object's source is its latent's index: enough to make it again.
-                            writer.accept(ObjectItem(self.source.path.parent / f"{self.source.path.name}#{int(k)}", label), cut)
+                            writer.accept(ObjectItem(self.source.path.parent / f"{self.source.path.name}#{int(k)}", label),
+                                          cutout_pixels(image, *cut))
+                            cuts.append((j, *cut))
+                    if self.device_copies and cuts:
+                        on_device += device_cutouts(generated, cuts)
                 summary = writer.summary(size, self.segmenter, self.quality, 0.0)
                 if writer.accepted == 0:
                     raise InputError(
@@ -369,6 +459,10 @@ class _BlockBuilder:
                 index = {"format": POOL_FORMAT, "version": POOL_VERSION, "classes": self.generator_classes,
                          "objects": writer.columns, "summary": summary}
                 (tmp / INDEX_FILE).write_text(json.dumps(index, separators=(",", ":")))
+            if on_device:
+                from synthgen.compositor.torch_render import DeviceImages
+
+                self._device_blocks[block] = DeviceImages.from_arrays(on_device, on_device[0].device, 4)
 
     @property
     def generator_classes(self) -> list[str]:
@@ -389,14 +483,17 @@ class _Cancelled(Exception):
 
 def generated_objects(
     spec: str, seed: int, settings: GeneratorSettings, segmenter_name: str, segmenter_options: Mapping[str, Any],
-    quality: "MaskQuality", device: str = "cpu", batch_size: int = 32,
+    quality: "MaskQuality", device: str = "cpu", batch_size: int = 32, device_copies: bool = False,
 ) -> GeneratedObjects:
     """The object pool of a run whose ``--objects`` is generator ``spec``: the generator is
     resolved and loaded here (so a missing or bad file is reported before anything is
-    written); blocks are built on first use, after :meth:`GeneratedObjects.attach`."""
+    written); blocks are built on first use, after :meth:`GeneratedObjects.attach`.
+    ``device_copies``: keep each block's cut-outs on ``device`` too, for the torch compositor
+    (:meth:`GeneratedObjects.take_device_images`)."""
     source = GeneratorSource.resolve(spec)
     generator = source.load(device)
-    builder = _BlockBuilder(source, generator, seed, settings.validate(), segmenter_name, segmenter_options, quality, device, batch_size)
+    builder = _BlockBuilder(source, generator, seed, settings.validate(), segmenter_name, segmenter_options, quality, device,
+                            batch_size, device_copies)
     classes = builder.generator_classes
     if len(classes) != max(1, generator.c_dim):
         raise InputError(f"{spec}: the generator names {len(classes)} classes for {generator.c_dim} labels")
