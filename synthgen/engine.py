@@ -503,16 +503,19 @@ def _produce_on_device(run: DeviceRun, spec: PasteSpec, indices: Iterator[int], 
     else:
         planned = _render_in_workers(planner, spec, indices, workers, stage=None, should_stop=lambda: stop.requested)
     drawer = None
-    for batch in _batched(planned, run.batch_size):
-        if stop.requested:
-            return
-        if drawer is None:  # after the planning workers have forked: no device state in them
-            drawer = TorchCompositor(planner.config, planner.objects, planner.backgrounds, run.device)
-        jpegs = encode_images(drawer.draw(batch, keep_masks=spec.masks), spec.jpeg_quality)
-        for sample, jpeg in zip(batch, jpegs):
+    try:
+        for batch in _batched(planned, run.batch_size):
             if stop.requested:
                 return
-            yield stage(encode_sample(sample, spec.jpeg_quality, spec.masks, jpeg=jpeg, visibility=getattr(spec, "visibility", False)))
+            if drawer is None:  # after the planning workers have forked: no device state in them
+                drawer = TorchCompositor(planner.config, planner.objects, planner.backgrounds, run.device)
+            jpegs = encode_images(drawer.draw(batch, keep_masks=spec.masks), spec.jpeg_quality)
+            for sample, jpeg in zip(batch, jpegs):
+                if stop.requested:
+                    return
+                yield stage(encode_sample(sample, spec.jpeg_quality, spec.masks, jpeg=jpeg, visibility=getattr(spec, "visibility", False)))
+    finally:
+        planned.close()  # the planning workers ignore SIGTERM: stop them now, even on an error here
 
 
 def _render_in_workers(compositor: Compositor, spec: PasteSpec, indices: Iterator[int], workers: int, stage, should_stop) -> Iterator:

@@ -243,29 +243,37 @@ def blob_redo():
 def test_generator_objects_flow_to_the_torch_compositor_on_the_device(tmp_path, random_generator, backgrounds_dir, monkeypatch, segmenter):
     """Blocks of generated objects drawn by the torch compositor from the cut-outs the generator
     source made on the device (nothing uploaded from the host pools): the numpy path's labels,
-    boxes within 1 px, pixels close, whatever the batch (here batches across block boundaries)."""
+    boxes within 1 px, pixels close, whatever the batch (here batches across two block boundaries)."""
     import json
     from dataclasses import replace
 
     import synthgen.segmenters
     from synthgen.compositor import torch_render
     from synthgen.imageio import decode_jpeg
-    from tests.test_torch_compositor import assert_same_labels, read_shard
+    from tests.test_torch_compositor import assert_same_labels
 
     if segmenter == "redo":
         monkeypatch.setattr(synthgen.segmenters, "make_segmenter", lambda name, options: blob_redo())
-    s = replace(spec(random_generator, backgrounds=str(backgrounds_dir), seed=2), segmenter=segmenter)
+    # A block every 4 samples: batches of 7 span up to three blocks.
+    s = replace(spec(random_generator, backgrounds=str(backgrounds_dir), seed=2),
+                segmenter=segmenter, generator=GeneratorSettings(refresh=4, pool_size=6))
     numpy_run = run_paste(s, RunOptions(out=tmp_path / "numpy", format="wds", n=25, shard_size=100, progress=False))
 
     def no_upload(*args):
         raise AssertionError("a block of generated objects was uploaded from the host")
 
+    upload = torch_render.DeviceImages.from_object_pool
     monkeypatch.setattr(torch_render.DeviceImages, "from_object_pool", no_upload)
-    torch_run = run_paste(replace(s, compositor="torch"), RunOptions(out=tmp_path / "torch", format="wds", n=25, shard_size=100,
-                                                                    batch_size=7, workers=2, progress=False))
+    torch_options = RunOptions(out=tmp_path / "torch", format="wds", n=25, shard_size=100, batch_size=7, workers=2, progress=False)
+    torch_run = run_paste(replace(s, compositor="torch"), torch_options)
     assert numpy_run.written == torch_run.written == 25
-    reference, made = read_shard(tmp_path / "numpy" / "shard-000000.tar"), read_shard(tmp_path / "torch" / "shard-000000.tar")
-    assert made.keys() == reference.keys()
+    if segmenter == "none":  # resumed: the block left on disk is put on the device from there
+        monkeypatch.setattr(torch_render.DeviceImages, "from_object_pool", upload)
+        more = RunOptions(out=tmp_path / "numpy", format="wds", n=30, shard_size=100, resume=True, progress=False)
+        assert run_paste(s, more).written == 5
+        assert run_paste(replace(s, compositor="torch"), replace(torch_options, n=30, resume=True)).written == 5
+    reference, made = dict(members(tmp_path / "numpy")), dict(members(tmp_path / "torch"))
+    assert made.keys() == reference.keys() and len(made) == 2 * (30 if segmenter == "none" else 25)
     differences = []
     for name in made:
         if name.endswith(".json"):

@@ -544,7 +544,8 @@ class TorchCompositor:
 
     def _object_images(self, samples: Sequence[PlannedSample]) -> tuple[DeviceImages, list[int]]:
         """The cut-outs the samples paste from, on the device, and where each sample's pool
-        starts in them. A refreshing source's blocks come once each, the two newest kept: as the
+        starts in them. A refreshing source's blocks come once each, kept until a batch starts
+        after them: as the
         generator source made them on the device, or else (a block found on disk when resuming)
         copied from the block the planner mapped. A batch across a block boundary pastes from
         both, joined."""
@@ -554,15 +555,15 @@ class TorchCompositor:
         for s in samples:
             if s.plan.objects:
                 first_index[s.plan.block] = min(first_index.get(s.plan.block, s.index), s.index)
-        for block in sorted(first_index):
+        blocks = sorted(first_index)
+        for spent in [b for b in self._blocks if b < blocks[0]]:  # samples come in order: never needed again
+            del self._blocks[spent]
+        for block in blocks:
             if block not in self._blocks:
                 made = self.planner.objects.take_device_images(block)  # made on the device by the generator source
                 if made is None or made.device != self.device:  # else from the block the planner mapped
                     made = DeviceImages.from_object_pool(self.planner.objects.pool_for(first_index[block]), self.device)
                 self._blocks[block] = made
-                for old in sorted(self._blocks)[:-2]:
-                    del self._blocks[old]
-        blocks = sorted(first_index)
         if len(blocks) == 1:
             return self._blocks[blocks[0]], [0] * len(samples)
         joined = DeviceImages.join([self._blocks[b] for b in blocks])

@@ -317,8 +317,9 @@ class GeneratedObjects:
     def take_device_images(self, block: int):
         """Block ``block``'s cut-outs as they were made on the device
         (:class:`~synthgen.compositor.torch_render.DeviceImages`, in the block's order), handed
-        over once; None when this process did not build the block with ``device_copies`` (a
-        block found on disk when resuming: put it on the device from there)."""
+        over once (the device copies of earlier blocks are dropped); None when this process did
+        not build the block with ``device_copies`` (a block found on disk when resuming: put it
+        on the device from there)."""
         return self._builder.take_device_images(block) if self._builds() else None
 
     def release_before(self, index: int) -> None:
@@ -327,8 +328,6 @@ class GeneratedObjects:
         if self.folder is None or keep_from <= self._kept_from:  # the common case: nothing new to delete
             return
         self._kept_from = keep_from
-        if self._builds():
-            self._builder.drop_device_images_before(keep_from)
         for path in self.folder.glob("block-*"):
             if int(path.name.split("-")[1]) < keep_from:
                 shutil.rmtree(path, ignore_errors=True)
@@ -361,6 +360,7 @@ class _BlockBuilder:
         self._cancelled = threading.Event()
         self.device_copies = device_copies
         self._device_blocks: dict[int, Any] = {}  # block -> DeviceImages, until taken or spent
+        self._device_lock = threading.Lock()  # not the build lock: taking a block must not wait for the next build
 
     def fingerprint(self) -> str:
         """Names the blocks' folder: the generator file's identity and every setting that
@@ -407,13 +407,10 @@ class _BlockBuilder:
         self._device_blocks.clear()
 
     def take_device_images(self, block: int):
-        with self._lock:
-            return self._device_blocks.pop(block, None)
-
-    def drop_device_images_before(self, block: int) -> None:
-        with self._lock:
-            for spent in [b for b in self._device_blocks if b < block]:
+        with self._device_lock:
+            for spent in [b for b in self._device_blocks if b < block]:  # blocks come in order: never asked for
                 del self._device_blocks[spent]
+            return self._device_blocks.pop(block, None)
 
     def _build(self, block: int, path: Path) -> None:
         from synthgen.pool import INDEX_FILE, PIXELS_FILE, POOL_FORMAT, POOL_VERSION, _PoolWriter, _segment_chunk, cutout_alpha, cutout_pixels, format_summary
@@ -462,7 +459,9 @@ class _BlockBuilder:
             if on_device:
                 from synthgen.compositor.torch_render import DeviceImages
 
-                self._device_blocks[block] = DeviceImages.from_arrays(on_device, on_device[0].device, 4)
+                made = DeviceImages.from_arrays(on_device, on_device[0].device, 4)
+                with self._device_lock:
+                    self._device_blocks[block] = made
 
     @property
     def generator_classes(self) -> list[str]:
