@@ -126,7 +126,10 @@ def measure_pretrain(config: Path, out: Path, args) -> dict:
     if args.threads:
         command += ["--threads", str(args.threads)]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.pretrain_timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"kind": "pretrain", "error": f"did not finish in {args.pretrain_timeout_s} s", "command": " ".join(command)}
     if done.returncode != 0:
         return {"kind": "pretrain", "error": (done.stdout + done.stderr)[-2000:], "command": " ".join(command)}
     with open(out / "metrics.csv") as f:
@@ -151,6 +154,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="planning processes (pretrain --num-workers)")
     parser.add_argument("--amp", action="store_true")
+    parser.add_argument("--pretrain-timeout-s", type=float, default=600.0)
     parser.add_argument("--threads", type=int, help="torch CPU threads of the training process (default: torch's)")
     args = parser.parse_args()
 

@@ -225,19 +225,17 @@ def test_torchrun_ranks_are_machines_sharing_the_output(tmp_path):
 
 
 def test_paste_started_by_torchrun_makes_one_verified_dataset(tmp_path, objects_dir, backgrounds_dir):
-    """Two processes with torchrun's environment (on the CPU): together one gap-free shard set."""
+    """torchrun (its launcher module, two CPU processes): together one gap-free shard set."""
     import os
     import subprocess
     import sys
 
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "synthgen", "paste", "--objects", str(objects_dir), "--backgrounds", str(backgrounds_dir),
-               "--size", "96x80", "--format", "wds", "--n", "9", "--shard-size", "2", "--quiet", "--out", str(out)]
-    ranks = [subprocess.Popen(command, env=dict(os.environ, WORLD_SIZE="2", RANK=str(r), LOCAL_RANK=str(r), OMP_NUM_THREADS="1"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    for rank in ranks:
-        _, stderr = rank.communicate(timeout=120)
-        assert rank.returncode == 0, stderr
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "synthgen", "paste", "--objects", str(objects_dir), "--backgrounds", str(backgrounds_dir),
+               "--size", "96x80", "--format", "wds", "-n", "9", "--shard-size", "2", "--quiet", "--out", str(out)]
+    done = subprocess.run(command, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(p.name for p in (out / ".synthgen").iterdir()) == ["part-00000-of-00002", "part-00001-of-00002"]
     verify = subprocess.run([sys.executable, "-m", "synthgen", "verify", str(out), "--n", "9"], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
