@@ -48,7 +48,7 @@ if [ "$DEVICE" = cpu ]; then
   run redo 60 $PY bench/gpu_redo.py --device cpu --batches 1,2 --train 64:4:2 --train-steps 1
   run detectorgan 60 $PY bench/gpu_detectorgan.py --device cpu --size 64 --ngf 8 --detector ssd-mobilenet --steps 1
 else
-  run tests 120 $PY -m pytest -q -p no:cacheprovider tests/test_generators_stylegan2.py tests/test_torch_compositor.py tests/test_redo.py
+  run tests 120 $PY -m pytest -q -p no:cacheprovider tests/test_generators_stylegan2.py tests/test_torch_compositor.py tests/test_redo.py tests/test_generator_source.py::test_generator_objects_flow_to_the_torch_compositor_on_the_device
   run paste 170 $PY bench/gpu_paste.py --budget-s 130
   run generator_paste 60 $PY bench/gpu_generator_paste.py --devices cuda --n 400 --pool-size 64 --workers 4
   run train_feed 100 $PY bench/gpu_train_feed.py --device cuda --steps 40 --feed-batches 10

@@ -227,7 +227,7 @@ def test_generated_objects_are_shrunk_to_the_object_size(tmp_path, random_genera
         GeneratorSettings(object_size=8).validate()
 
 
-def blob_redo():
+def blob_redo(device: str = "cpu"):
     """A ReDO segmenter whose network marks the bright pixels (hard masks, so cut-outs have
     transparent pixels to bleed), running on torch like the real one."""
     from synthgen.segmenters.redo import RedoSegmenter
@@ -236,11 +236,15 @@ def blob_redo():
         bright = (x.mean(1, keepdim=True) > 0).float()
         return torch.cat([1 - bright, bright], 1)
 
-    return RedoSegmenter(net, size=32, fg_channel=1)
+    return RedoSegmenter(net, size=32, fg_channel=1, device=device)
 
 
-@pytest.mark.parametrize("segmenter", ["none", "redo"])
-def test_generator_objects_flow_to_the_torch_compositor_on_the_device(tmp_path, random_generator, backgrounds_dir, monkeypatch, segmenter):
+@pytest.mark.parametrize("segmenter,device", [
+    ("none", "cpu"), ("redo", "cpu"),
+    pytest.param("redo", "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
+])
+def test_generator_objects_flow_to_the_torch_compositor_on_the_device(tmp_path, random_generator, backgrounds_dir, monkeypatch,
+                                                                       segmenter, device):
     """Blocks of generated objects drawn by the torch compositor from the cut-outs the generator
     source made on the device (nothing uploaded from the host pools): the numpy path's labels,
     boxes within 1 px, pixels close, whatever the batch (here batches across two block boundaries)."""
@@ -253,18 +257,19 @@ def test_generator_objects_flow_to_the_torch_compositor_on_the_device(tmp_path, 
     from tests.test_torch_compositor import assert_same_labels
 
     if segmenter == "redo":
-        monkeypatch.setattr(synthgen.segmenters, "make_segmenter", lambda name, options: blob_redo())
+        monkeypatch.setattr(synthgen.segmenters, "make_segmenter", lambda name, options: blob_redo(options.get("device", "cpu")))
     # A block every 4 samples: batches of 7 span up to three blocks.
     s = replace(spec(random_generator, backgrounds=str(backgrounds_dir), seed=2),
                 segmenter=segmenter, generator=GeneratorSettings(refresh=4, pool_size=6))
-    numpy_run = run_paste(s, RunOptions(out=tmp_path / "numpy", format="wds", n=25, shard_size=100, progress=False))
+    numpy_run = run_paste(s, RunOptions(out=tmp_path / "numpy", format="wds", n=25, shard_size=100, device=device, progress=False))
 
     def no_upload(*args):
         raise AssertionError("a block of generated objects was uploaded from the host")
 
     upload = torch_render.DeviceImages.from_object_pool
     monkeypatch.setattr(torch_render.DeviceImages, "from_object_pool", no_upload)
-    torch_options = RunOptions(out=tmp_path / "torch", format="wds", n=25, shard_size=100, batch_size=7, workers=2, progress=False)
+    torch_options = RunOptions(out=tmp_path / "torch", format="wds", n=25, shard_size=100, batch_size=7, workers=2, device=device,
+                               progress=False)
     torch_run = run_paste(replace(s, compositor="torch"), torch_options)
     assert numpy_run.written == torch_run.written == 25
     if segmenter == "none":  # resumed: the block left on disk is put on the device from there

@@ -123,9 +123,12 @@ def test_cpu_encoding_is_the_cpu_paths_encoder():
 @needs_cuda
 def test_cuda_draws_the_cpu_pixels_and_every_encoded_batch_decodes():
     cfg = config(**CONFIGS["rotation, noise, blur"])
-    on_cpu, _ = TorchCompositor(cfg, OBJECTS, BACKGROUNDS, "cpu").render_batch(4, range(16))
-    on_gpu, _ = TorchCompositor(cfg, OBJECTS, BACKGROUNDS, "cuda").render_batch(4, range(16))
+    on_cpu, cpu_samples = TorchCompositor(cfg, OBJECTS, BACKGROUNDS, "cpu").render_batch(4, range(16))
+    on_gpu, gpu_samples = TorchCompositor(cfg, OBJECTS, BACKGROUNDS, "cuda").render_batch(4, range(16))
     assert (on_gpu.cpu().int() - on_cpu.int()).abs().max() <= 1
+    for made, expected in zip(gpu_samples, cpu_samples):  # annotations made on the GPU
+        assert [a.category_id for a in made.annotations] == [a.category_id for a in expected.annotations]
+        assert np.abs(np.array([a.bbox for a in made.annotations]) - np.array([a.bbox for a in expected.annotations])).max(initial=0) <= 1
     for image, jpeg in zip(on_gpu.cpu(), encode_images(on_gpu, 90)):
         decoded = decode_jpeg(jpeg)
         assert decoded.shape == image.shape and np.abs(decoded.astype(int) - image.numpy()).mean() < 3
