@@ -309,3 +309,20 @@ def test_cut_outs_made_on_the_device_are_the_host_cut_outs():
         # The bled colours: those of the object's edge, like the host's (a random image's
         # neighbouring pixels differ by ~85 grey levels on average).
         assert np.abs(made[~solid, :3].astype(int) - host[~solid, :3]).mean() < 40
+
+
+def test_the_device_training_stream_takes_generator_objects(random_generator, backgrounds_dir):
+    """`pretrain --data paste` with generator objects on the device stream: the host stream's objects."""
+    from dataclasses import replace
+
+    from synthgen.training.data import live_paste_source, make_loader
+
+    s = replace(spec(random_generator, backgrounds=str(backgrounds_dir), seed=1), compositor="torch")
+    images, targets = next(make_loader(live_paste_source(s, device="cpu"), image_size=96, batch_size=3, seed=0))
+    host = [sample for sample, _ in zip(iter_samples(replace(s, compositor="numpy")), range(3))]
+    assert len(images) == 3
+    for target, sample in zip(targets, host):
+        boxes = np.array([a.xyxy for a in sample.annotations]).reshape(-1, 4) * np.array([1.0, 96 / 80] * 2)
+        wide = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+        assert target["labels"].tolist() == [a.category_id for a, w in zip(sample.annotations, wide) if w]
+        assert np.abs(target["boxes"].numpy() - boxes[wide]).max(initial=0) <= 1.5

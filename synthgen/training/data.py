@@ -31,6 +31,7 @@ run is reproducible for the same seed and number of workers.
 
 from __future__ import annotations
 
+import atexit
 import glob
 import json
 import random
@@ -398,7 +399,11 @@ def live_paste_source(spec, device: str | torch.device | None = None) -> Iterato
     residue class of sample indices."""
     from synthgen.engine import prepare, render_stream
 
-    compositor = prepare(spec).compositor  # resolve inputs and build pools once, not per stream
+    scene = prepare(spec)  # resolve inputs and build pools once, not per stream
+    if scene.generated is not None:  # generator objects: blocks in a temporary cache folder, gone at exit
+        scene.generated.attach(None)
+        atexit.register(scene.generated.close)
+    compositor = scene.compositor
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(compositor.categories)]
     on_host = IteratorSource(partial(render_stream, compositor, spec), categories)
     if spec.compositor == "torch" and device is not None:
