@@ -470,3 +470,48 @@ def test_the_users_own_command_names_every_missing_input_at_once(tmp_path, monke
     assert text.index("karras2019stylegan-ffhq-1024x1024.pkl") < text.index("Pascal VOC is not on this machine")
     assert "synthgen models pull stylegan-ffhq" in text and "synthgen download voc" in text
     assert not (tmp_path / "out").exists()
+
+
+# -- 13. pretrain warns when the synthetic and the validation box sizes barely overlap ---------
+
+
+def _coco_with_boxes(folder: Path, side: int, box: int) -> Path:
+    """A COCO set of four side x side images, each with one box box x box px (relative size box/side)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for k in range(4):
+        cv2.imwrite(str(folder / f"{k}.jpg"), np.zeros((side, side, 3), np.uint8))
+        images.append({"id": k + 1, "file_name": f"{k}.jpg", "width": side, "height": side})
+        annotations.append({"id": k + 1, "image_id": k + 1, "category_id": 1, "bbox": [2, 2, box, box], "area": box * box, "iscrowd": 0})
+    path = folder / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "face"}]}))
+    return path
+
+
+def test_box_sizes_that_barely_overlap_are_warned_about_with_both_ranges(tmp_path):
+    from synthgen.stats import box_size_overlap_note
+
+    val = _coco_with_boxes(tmp_path / "val", 100, 80)  # close-ups: 0.8 of the side
+    note = box_size_overlap_note((0.1, 0.5), val)  # the default paste scale
+    assert "0.1-0.5 (the paste settings' --scale)" in note and "0.80-0.80" in note and "only 0% of them" in note
+    assert f"--scale-from {val}" in note
+    assert box_size_overlap_note((0.3, 1.0), val) is None  # the real sizes: no warning
+    small = _coco_with_boxes(tmp_path / "synthetic", 100, 10)  # a synthetic COCO folder of 0.1 boxes
+    assert "0.10-0.10 (5th-95th percentile of" in box_size_overlap_note(small, val)
+    assert box_size_overlap_note(small.parent, small) is None
+
+
+def test_pretrain_prints_the_box_size_warning_before_training(tmp_path, monkeypatch):
+    import synthgen.training.loop as loop
+
+    def stop(*args, **kwargs):
+        raise InputError("stopped before training")
+
+    monkeypatch.setattr(loop, "pretrain", stop)
+    synthetic = _coco_with_boxes(tmp_path / "synthetic", 100, 10).parent
+    val = _coco_with_boxes(tmp_path / "val", 100, 80)
+    code, text = run("pretrain", "--data", synthetic, "--val", val, "--out", tmp_path / "run", "--device", "cpu")
+    assert code != 0 and "stopped before training" in text
+    assert "warning: the synthetic and the validation box sizes barely overlap" in text and "--scale-from" in text
+    code, text = run("pretrain", "--data", synthetic, "--val", synthetic / "annotations.json", "--out", tmp_path / "run", "--device", "cpu")
+    assert "barely overlap" not in text

@@ -244,8 +244,10 @@ def pretrain(
 
         spec = paste_spec_from_config(Path(data[len("paste:"):]) if data.startswith("paste:") else None)
         synthetic = live_paste_source(*_paste_stream_device(spec, device))
+        synthetic_sizes: Any = spec.composite.scale
     else:
         synthetic = open_source(data, real=False, categories=categories)
+        synthetic_sizes = None if "://" in data or data.startswith("pipe:") else data  # remote shards: not read twice
     real_source = None
     if real is not None:
         real_source = open_source(str(real), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed)
@@ -253,7 +255,14 @@ def pretrain(
     elif augment_paste:
         raise InputError("--augment-paste pastes onto the real images of --real; give --real too")
     config = _config(**locals())
-    result = run_pretrain(config, synthetic, _load_val(val), real=real_source, synthetic_fraction=synthetic_fraction)
+    val_data = _load_val(val)
+    if val_data is not None and synthetic_sizes is not None:
+        from synthgen.stats import box_size_overlap_note
+
+        note = box_size_overlap_note(synthetic_sizes, val)
+        if note:
+            console.print(f"warning: {escape(note)}")
+    result = run_pretrain(config, synthetic, val_data, real=real_source, synthetic_fraction=synthetic_fraction)
     _report(result)
 
 
