@@ -284,6 +284,27 @@ def test_help_pages_show_brackets_defaults_and_no_bool_values():
         assert "<bool>" not in _help(*command)
 
 
+def test_no_help_text_of_any_command_holds_brackets_that_rich_would_eat():
+    """Rich reads ``[word]`` (lowercase first letter) in help text as markup and drops it: such
+    text must be written ``\\[word]``. Every command and argument of the whole CLI is checked."""
+    import re
+
+    import typer
+
+    tag = re.compile(r"(?<!\\)\[[a-z#/@][^\[]*?\]")
+
+    def commands(command, path):
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from commands(sub, f"{path} {name}")
+
+    eaten = [(path, match.group(0)) for path, command in commands(typer.main.get_command(app), "synthgen")
+             for text in [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+             for match in tag.finditer(text)]
+    assert eaten == []
+    assert "clipped to the image) [default: visible]" in _help("paste")
+
+
 # -- 8. settings that would silently train badly are named ------------------------------------
 
 

@@ -50,7 +50,7 @@ def paste(
     jpeg_quality: int = typer.Option(90, help="JPEG quality 1-100.", rich_help_panel="Output"),
     masks: bool = typer.Option(False, "--masks", help="Also write instance masks (COCO RLE) of each object's visible part.", rich_help_panel="Output"),
     visibility: bool = typer.Option(False, "--visibility", help="Also write each object's visible fraction, visible box and amodal (whole-object) box: COCO/WebDataset JSON keys, a YOLO sidecar visibility/<split>/<key>.txt.", rich_help_panel="Output"),
-    box: Optional[str] = typer.Option(None, "--box", help="Main box of each object: visible (its visible pixels) | amodal (the whole object, clipped to the image) [visible].", rich_help_panel="Output"),
+    box: Optional[str] = typer.Option(None, "--box", help="Main box of each object: visible (its visible pixels) | amodal (the whole object, clipped to the image) \\[default: visible].", rich_help_panel="Output"),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes, for segmenting the objects and for pasting (output is identical for any number).", rich_help_panel="Output"),
     shard_index: int = typer.Option(0, help="This machine's part when several machines share the work.", rich_help_panel="Output"),
     num_shards: int = typer.Option(1, help="How many machines share the work (machine k makes samples i % num_shards == k).", rich_help_panel="Output"),

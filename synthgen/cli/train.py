@@ -92,10 +92,10 @@ AugmentPaste = Annotated[
     typer.Option(
         "--augment-paste",
         help="Copy-paste augmentation of the real images: this share of them (0-1) get objects pasted on, their "
-        "own boxes kept and updated, as the [paste] table of synthgen.toml (or --paste-config) describes. 0: off.",
+        "own boxes kept and updated, as the \\[paste] table of synthgen.toml (or --paste-config) describes. 0: off.",
     ),
 ]
-PasteConfig = Annotated[Optional[Path], typer.Option("--paste-config", help="TOML file whose [paste] table --augment-paste uses (default: ./synthgen.toml).")]
+PasteConfig = Annotated[Optional[Path], typer.Option("--paste-config", help="TOML file whose \\[paste] table --augment-paste uses (default: ./synthgen.toml).")]
 
 
 def _augmented(source, augment_paste: float, paste_config: Path | None):

@@ -367,7 +367,9 @@ def _same_boxes(config: TrainConfig, payload: dict, path: Path, what: str) -> Bo
     return saved
 
 
-def _build_model(config: TrainConfig, categories: list[dict], resume_from: Path | None) -> _Model:
+def _build_model(config: TrainConfig, categories: list[dict], resume_from: Path | None, init: dict | None) -> _Model:
+    """The model to train: ``resume_from``'s, else one started from the read ``init`` checkpoint
+    (``config.init``), else a fresh ``config.detector``."""
     names = [c["name"] for c in categories]
     if resume_from is not None:
         payload = read_checkpoint(resume_from, config.detector)
@@ -380,8 +382,8 @@ def _build_model(config: TrainConfig, categories: list[dict], resume_from: Path 
         box_scales = _same_boxes(config, payload, resume_from, "resume")
         model = model_from_checkpoint(payload).train()
         return _Model(model, payload, payload["detector"], bool(payload["pretrained_backbone"]), box_scales)
-    if config.init is not None:
-        payload = read_checkpoint(config.init, config.detector)
+    if init is not None:
+        payload = init
         box_scales = _same_boxes(config, payload, config.init, "finetune")
         init = BackboneInit(imagenet_layout=bool(payload["pretrained_backbone"]), load_weights=False)
         model = DETECTORS.get(payload["detector"]).build(len(categories), config.image_size, init, box_scales)
@@ -433,20 +435,23 @@ def train(config: TrainConfig, train_data: Source, val_data: CocoSet | None = No
             f"--early-stop {config.early_stop} stops when the validation score stops improving: give a real validation set (--val)"
         )
     config, notes = checked_settings(config, list(train_data.categories), val_data)
-    for note in notes:
-        log.warning("warning: %s", note)
     started = time.perf_counter()
     resume_from = _prepare_out(config)
+    # A checkpoint that cannot be used stops the run before the warnings about its settings.
+    init = read_checkpoint(config.init, config.detector) if config.init is not None and resume_from is None else None
+    for note in notes:
+        log.warning("warning: %s", note)
     d = _init_distributed(config.device)
     try:
-        return _train(config, train_data, val_data, resume_from, d, started)
+        return _train(config, train_data, val_data, resume_from, init, d, started)
     finally:
         if d.owned:
             dist.destroy_process_group()
 
 
 def _train(
-    config: TrainConfig, train_data: Source, val_data: CocoSet | None, resume_from: Path | None, d: _Dist, started: float
+    config: TrainConfig, train_data: Source, val_data: CocoSet | None, resume_from: Path | None, init: dict | None,
+    d: _Dist, started: float,
 ) -> TrainResult:
     device = _device(config.device, d)
     if config.threads is not None:
@@ -456,7 +461,7 @@ def _train(
         log.warning("mixed precision needs a CUDA device; training in float32 on %s", device)
     categories = list(train_data.categories)
     torch.manual_seed(config.seed)
-    built = _build_model(config, categories, resume_from)
+    built = _build_model(config, categories, resume_from, init)
     model, payload = built.model, built.resume_payload
     model.to(device)
     if d.world_size > 1:
