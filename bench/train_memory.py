@@ -10,11 +10,12 @@ once at the end on the same COCO set) once per variant and repeat, the variants 
 samples every 50 ms the resident memory of its process tree: the main process's RSS, the sum of
 RSS over the main process and its data-loader workers (what `top` adds up: shared pages counted
 in each process), and the sum of PSS (each shared page split between the processes sharing it:
-what the run really holds). Variants change one thing each: ``workers0`` (--num-workers 0),
-``arena2`` (MALLOC_ARENA_MAX=2), ``mmap`` (glibc's mmap threshold pinned at 128 KiB, so big
-buffers go back to the system when freed), ``tuned`` (what synthgen now sets by itself, for the
-record: see synthgen/training/memory.py), ``untuned`` (SYNTHGEN_MALLOC_TUNING=0: the allocator
-as it was).
+what the run really holds). Variants change one thing each: ``default`` (synthgen as it is: on the CPU it
+pins glibc's mmap threshold itself, see ``return_freed_buffers_to_the_system`` in
+synthgen/training/loop.py), ``untuned`` (SYNTHGEN_MALLOC_TUNING=0: glibc's defaults, synthgen
+before that change), ``workers0`` (--num-workers 0), ``arena2`` (MALLOC_ARENA_MAX=2),
+``mmap`` (the same pin through glibc's environment variable MALLOC_MMAP_THRESHOLD_=131072,
+synthgen's own tuning off).
 
 ``breakdown`` runs the same training steps in this process (``--num-workers 0``) and prints the
 RSS after each phase (torch imported, model built, first batch, forward, backward, optimizer
@@ -44,8 +45,8 @@ MIB = 1024 * 1024
 VARIANTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "default": ([], {}),
     "workers0": (["--num-workers", "0"], {}),
-    "arena2": ([], {"MALLOC_ARENA_MAX": "2"}),
-    "mmap": ([], {"MALLOC_MMAP_THRESHOLD_": "131072"}),
+    "arena2": ([], {"MALLOC_ARENA_MAX": "2", "SYNTHGEN_MALLOC_TUNING": "0"}),
+    "mmap": ([], {"MALLOC_MMAP_THRESHOLD_": "131072", "SYNTHGEN_MALLOC_TUNING": "0"}),
     "untuned": ([], {"SYNTHGEN_MALLOC_TUNING": "0"}),
 }
 
@@ -126,6 +127,10 @@ def run_variant(name: str, data: Path, args: argparse.Namespace, scratch: Path, 
                "--image-size", str(args.image_size), "--threads", "1", "--no-progress", "--device", "cpu",
                "--out", str(out), *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env_extra}
+    import resource
+
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     sampler = TreeSampler(process.pid)
@@ -133,12 +138,16 @@ def run_variant(name: str, data: Path, args: argparse.Namespace, scratch: Path, 
     _, stderr = process.communicate()
     sampler.done.set()
     sampler.join()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    user = children.ru_utime - children_before.ru_utime
+    system = children.ru_stime - children_before.ru_stime
     shutil.rmtree(out, ignore_errors=True)
     if process.returncode != 0:
         raise SystemExit(f"{name}: pretrain failed ({process.returncode}):\n{stderr}")
     return {"variant": name, "repeat": repeat, "batch_size": args.batch_size, "image_size": args.image_size,
             "steps": args.steps, **{f"peak_{k}_mib" if k != "processes" else k: v for k, v in sampler.peak.items()},
-            "seconds": round(time.perf_counter() - started, 1), "load_before": round(os.getloadavg()[0], 2)}
+            "seconds": round(time.perf_counter() - started, 1), "cpu_user_s": round(user, 1), "cpu_system_s": round(system, 1),
+            "load_before": round(load, 2)}
 
 
 def runs(args: argparse.Namespace, data: Path, scratch: Path) -> None:
@@ -162,6 +171,9 @@ def breakdown(args: argparse.Namespace, data: Path, scratch: Path) -> None:
     import torch
 
     torch.set_num_threads(1)
+    from synthgen.training.loop import return_freed_buffers_to_the_system
+
+    return_freed_buffers_to_the_system()  # as the training loop does on the CPU (SYNTHGEN_MALLOC_TUNING=0: not)
     phases["torch imported"] = _rss_mib()
     from synthgen.detectors import build_detector
     from synthgen.evaluation import match_categories, predict
@@ -221,7 +233,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=320)
-    parser.add_argument("--variants", default="untuned,default,workers0")
+    parser.add_argument("--variants", default="untuned,default")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="train-memory-"))

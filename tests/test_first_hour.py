@@ -536,3 +536,40 @@ def test_pretrain_prints_the_box_size_warning_before_training(tmp_path, monkeypa
     assert "warning: the synthetic and the validation box sizes barely overlap" in text and "--scale-from" in text
     code, text = run("pretrain", "--data", synthetic, "--val", synthetic / "annotations.json", "--out", tmp_path / "run", "--device", "cpu")
     assert "barely overlap" not in text
+
+
+# -- 12. CPU training keeps the allocator from holding freed steps -------------------------------
+
+
+def test_cpu_training_pins_glibc_mmap_threshold_unless_told_not_to(monkeypatch):
+    import platform
+
+    from synthgen.training.loop import return_freed_buffers_to_the_system
+
+    monkeypatch.setenv("SYNTHGEN_MALLOC_TUNING", "0")
+    assert return_freed_buffers_to_the_system() is False  # glibc's defaults kept, for comparison
+    monkeypatch.delenv("SYNTHGEN_MALLOC_TUNING")
+    assert return_freed_buffers_to_the_system() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_training_threads_set_torchs_cpu_threads(tmp_path, monkeypatch):
+    import synthgen.training.loop as loop
+    from synthgen.training.data import open_source
+    from tests.test_training import config, make_coco
+
+    class Applied(Exception):
+        pass
+
+    asked = []
+
+    def set_num_threads(n):
+        asked.append(n)
+        raise Applied  # the run's threads are set: nothing more to train here
+
+    monkeypatch.setattr(loop.torch, "set_num_threads", set_num_threads)
+    data = make_coco(tmp_path / "data", 2)
+    with pytest.raises(Applied):
+        loop.train(config(tmp_path / "run", threads=3), open_source(str(data), real=True))
+    assert asked == [3]
+    code, text = run("pretrain", "--data", data, "--out", tmp_path / "run0", "--threads", "0")
+    assert code != 0 and "--threads 0: give at least 1" in text
