@@ -166,6 +166,7 @@ def make_pool_sheet(
         x = _GAP + (slot % columns) * cell_w
         y = top + (slot // columns) * cell_h
         sheet.paste(image, (x, y))
+        caption = _fit(draw, caption, tile, caption_font)
         draw.text((x + tile // 2, y + tile + _CAPTION // 2), caption, fill=colour, font=caption_font, anchor="mm")
 
     for slot, i in enumerate(picked):
@@ -188,6 +189,19 @@ def make_pool_sheet(
         draw.text((_GAP, y), line, fill=_REJECTED_TEXT if "rejected" in line or "unreadable" in line else (230, 230, 230),
                   font=caption_font)
     return _save_sheet(sheet, Path(out_image), image_format)
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font) -> str:
+    """``text``, shortened in the middle with an ellipsis until it is at most ``width`` pixels wide."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    keep = len(text)
+    while keep > 1:
+        keep -= 1
+        shortened = text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2:]
+        if draw.textlength(shortened, font=font) <= width:
+            return shortened
+    return text[:1]
 
 
 def _wrap(text: str, width: int) -> list[str]:
