@@ -418,6 +418,10 @@ def save_checkpoint(
     tmp.replace(path)
 
 
+#: What a detector checkpoint is, in messages.
+DETECTOR_CHECKPOINT = "a synthgen detector checkpoint (best.pt / last.pt of `synthgen pretrain` or `finetune`)"
+
+
 def read_checkpoint(path: str | Path, detector: str | None = None) -> dict[str, Any]:
     """Read and validate a checkpoint file; ``detector`` (when given) must match its detector.
 
@@ -427,7 +431,7 @@ def read_checkpoint(path: str | Path, detector: str | None = None) -> dict[str, 
     from synthgen.checkpoints import load_checkpoint
 
     path = Path(path)
-    payload = load_checkpoint(path, what="a synthgen detector checkpoint (best.pt / last.pt of `synthgen pretrain` or `finetune`)")
+    payload = load_checkpoint(path, what=DETECTOR_CHECKPOINT)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(
             f"{path} is {_foreign_checkpoint(payload)}, not a synthgen detector checkpoint: expected a dict with "

@@ -573,3 +573,23 @@ def test_training_threads_set_torchs_cpu_threads(tmp_path, monkeypatch):
     assert asked == [3]
     code, text = run("pretrain", "--data", data, "--out", tmp_path / "run0", "--threads", "0")
     assert code != 0 and "--threads 0: give at least 1" in text
+
+
+# -- 1 (siblings). training commands also report every problem at once, inputs first ----------
+
+
+def test_training_commands_report_every_problem_at_once_inputs_first(tmp_path):
+    (tmp_path / "folder.pt").mkdir()
+    code, text = run("pretrain", "--data", tmp_path / "shards", "--val", tmp_path / "val.json", "--n-real", "3",
+                     "--steps", "0", "--out", tmp_path / "run")
+    assert code != 0 and "4 problems with this command" in text
+    assert text.index("shards does not exist; expected a COCO .json") < text.index("--n-real selects") \
+        < text.index("val.json does not exist") < text.index("must be at least 1")
+    code, text = run("finetune", "--data", tmp_path / "train.json", "--init", tmp_path / "folder.pt", "--warmup", "-1",
+                     "--out", tmp_path / "run")
+    assert "3 problems" in text and "train.json does not exist" in text and "folder.pt is a folder" in text \
+        and "cannot be negative" in text
+    code, text = run("evaluate", "--checkpoint", tmp_path / "none.pt", "--baseline", tmp_path / "folder.pt",
+                     "--data", tmp_path / "test.json", "--preview-columns", "0")
+    assert "4 problems" in text and text.index("none.pt does not exist") < text.index("folder.pt is a folder") \
+        < text.index("test.json does not exist") < text.index("--preview-columns must be")

@@ -229,33 +229,42 @@ def pretrain(
     threads: Threads = None,
 ) -> None:
     """Pretrain a detector on synthetic data (optionally interleaved with real images)."""
-    from synthgen.cli.common import require
+    from synthgen.cli.common import Problems, require
     from synthgen.errors import InputError
 
     require("pretrain", data=data, out=out)
     from synthgen.training.data import open_source
     from synthgen.training.loop import pretrain as run_pretrain
 
-    if real is None and n_real is not None:
-        raise InputError("--n-real selects real images for --real; give --real too")
-    if data == "paste" or data.startswith("paste:"):
+    # Every problem of the command at once, most fundamental first: the data, then the flags.
+    problems = Problems()
+    live = data == "paste" or data.startswith("paste:")
+    spec = synthetic = None
+    if live:
         from synthgen.cli.paste import paste_spec_from_config
-        from synthgen.training.data import live_paste_source
 
-        spec = paste_spec_from_config(Path(data[len("paste:"):]) if data.startswith("paste:") else None)
-        synthetic = live_paste_source(*_paste_stream_device(spec, device))
-        synthetic_sizes: Any = spec.composite.scale
+        spec = problems.check(paste_spec_from_config, Path(data[len("paste:"):]) if data.startswith("paste:") else None)
+        synthetic_sizes: Any = None if spec is None else spec.composite.scale
     else:
-        synthetic = open_source(data, real=False, categories=categories)
+        synthetic = problems.check(open_source, data, real=False, categories=categories)
         synthetic_sizes = None if "://" in data or data.startswith("pipe:") else data  # remote shards: not read twice
     real_source = None
     if real is not None:
-        real_source = open_source(str(real), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed)
-        real_source = _augmented(real_source, augment_paste, paste_config)
-    elif augment_paste:
-        raise InputError("--augment-paste pastes onto the real images of --real; give --real too")
+        real_source = problems.check(
+            open_source, str(real), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed
+        )
+    elif n_real is not None:
+        problems.add(InputError("--n-real selects real images for --real; give --real too"))
+    if augment_paste and real is None:
+        problems.add(InputError("--augment-paste pastes onto the real images of --real; give --real too"))
+    val_data = problems.check(_load_val, val)
     config = _config(**locals())
-    val_data = _load_val(val)
+    problems.check(config.check)
+    problems.raise_all()
+    if live:  # builds the object and background pools: only once everything else is right
+        synthetic = _live_paste(spec, device)
+    if real_source is not None:
+        real_source = _augmented(real_source, augment_paste, paste_config)
     if val_data is not None and synthetic_sizes is not None:
         from synthgen.stats import box_size_overlap_note
 
@@ -264,6 +273,13 @@ def pretrain(
             console.print(f"warning: {escape(note)}")
     result = run_pretrain(config, synthetic, val_data, real=real_source, synthetic_fraction=synthetic_fraction)
     _report(result)
+
+
+def _live_paste(spec, device: str):
+    """The live paste stream of ``spec`` for training on ``device``."""
+    from synthgen.training.data import live_paste_source
+
+    return live_paste_source(*_paste_stream_device(spec, device))
 
 
 def finetune(
@@ -307,19 +323,28 @@ def finetune(
 ) -> None:
     """Finetune on real images (a seeded --n-real subset for few-shot runs), from --init or, without
     it, from an ImageNet backbone (the baseline without synthetic pretraining)."""
-    from synthgen.cli.common import require
+    from synthgen.checkpoints import check_checkpoint_file
+    from synthgen.cli.common import Problems, require
+    from synthgen.detectors import DETECTOR_CHECKPOINT
     from synthgen.training.data import open_source
     from synthgen.training.loop import finetune as run_finetune
     from synthgen.training.loop import train
 
     require("finetune", data=data, out=out)
-    source = open_source(str(data), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed)
-    source = _augmented(source, augment_paste, paste_config)
+    # Every problem of the command at once, most fundamental first: the data, then the flags.
+    problems = Problems()
+    source = problems.check(open_source, str(data), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed)
+    if init is not None:
+        problems.check(check_checkpoint_file, init, DETECTOR_CHECKPOINT)
+    val_data = problems.check(_load_val, val)
     config = _config(**locals())
+    problems.check(config.check)
+    problems.raise_all()
+    source = _augmented(source, augment_paste, paste_config)
     if init is None:
-        result = train(config, source, _load_val(val))
+        result = train(config, source, val_data)
     else:
-        result = run_finetune(config, init, source, _load_val(val))
+        result = run_finetune(config, init, source, val_data)
     _report(result)
 
 
@@ -395,16 +420,28 @@ def evaluate(
     from synthgen.errors import InputError
     from synthgen.evaluation import evaluate as run_evaluate
 
+    from synthgen.checkpoints import check_checkpoint_file
+    from synthgen.cli.common import Problems
+    from synthgen.detectors import DETECTOR_CHECKPOINT
+
     require("evaluate", checkpoint=checkpoint, data=data)
+    # Every problem of the command at once, most fundamental first: the files, then the flags.
+    problems = Problems()
+    for path in (checkpoint, baseline):
+        if path is not None:
+            problems.check(check_checkpoint_file, path, DETECTOR_CHECKPOINT)
+    if not data.is_file():
+        problems.add(InputError(f"{data} {'is a folder' if data.is_dir() else 'does not exist'}; --data takes the ground truth as a COCO .json file"))
+    if threads is not None and threads < 1:
+        problems.add(InputError(f"--threads {threads}: give at least 1"))
+    if preview_max_boxes < 1 or preview_columns < 1 or not 0 <= preview_min_score <= 1:
+        problems.add(InputError("--preview-max-boxes and --preview-columns must be >= 1, --preview-min-score in [0, 1]"))
+    problems.raise_all()
     if threads is not None:
-        if threads < 1:
-            raise InputError(f"--threads {threads}: give at least 1")
         import torch
 
         torch.set_num_threads(threads)
     out = out or checkpoint.parent / f"eval-{data.stem}"
-    if preview_max_boxes < 1 or preview_columns < 1 or not 0 <= preview_min_score <= 1:
-        raise InputError("--preview-max-boxes and --preview-columns must be >= 1, --preview-min-score in [0, 1]")
     metrics = run_evaluate(
         checkpoint, data, images_root, score_threshold, out, device=device, batch_size=batch_size, preview=preview,
         preview_min_score=preview_min_score, preview_max_boxes=preview_max_boxes, preview_columns=preview_columns,

@@ -488,6 +488,12 @@ def open_source(
       from ``categories`` or the ``categories.json`` beside local shards.
     """
     path = Path(data)
+    remote_or_pattern = "://" in data or data.startswith("pipe:") or any(ch in data for ch in "*?[{")
+    if not remote_or_pattern and not path.exists():
+        raise InputError(
+            f"{data} does not exist; expected a COCO .json file (or a folder with annotations.json), or WebDataset "
+            "shards: a folder of .tar files, a glob, or brace notation such as shard-{000000..000009}.tar"
+        )
     if path.suffix.lower() == ".json" or (path.is_dir() and (path / "annotations.json").is_file()):
         coco = load_coco(path, images_root)
         ids = real_subset(coco.image_ids, n_images, seed)
