@@ -349,6 +349,7 @@ def segment(
         raise InputError(f"--workers {workers} must be at least 1")
     pool = build_pool(resolved, make_segmenter(segmenter, parse_options(segmenter_options)), out, quality, progress=not quiet, workers=workers)
     console.print(f"pool written to {escape(str(out))}: {escape(format_summary(pool.summary))}")
+    console.print(f"look at the cut-outs and the rejected objects: synthgen preview {escape(str(out))}; sizes: synthgen stats {escape(str(out))}")
     if pool.summary["unreadable"]:
         from synthgen.pool import UNREADABLE_FILE
 
