@@ -268,7 +268,10 @@ def pretrain(
     if val_data is not None and synthetic_sizes is not None:
         from synthgen.stats import box_size_overlap_note
 
-        note = box_size_overlap_note(synthetic_sizes, val)
+        try:
+            note = box_size_overlap_note(synthetic_sizes, val)
+        except InputError:  # data the reader cannot measure: the warning is a courtesy, never a stop
+            note = None
         if note:
             console.print(f"warning: {escape(note)}")
     result = run_pretrain(config, synthetic, val_data, real=real_source, synthetic_fraction=synthetic_fraction)
