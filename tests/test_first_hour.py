@@ -538,18 +538,7 @@ def test_pretrain_prints_the_box_size_warning_before_training(tmp_path, monkeypa
     assert "barely overlap" not in text
 
 
-# -- 12. CPU training keeps the allocator from holding freed steps -------------------------------
-
-
-def test_cpu_training_pins_glibc_mmap_threshold_unless_told_not_to(monkeypatch):
-    import platform
-
-    from synthgen.training.loop import return_freed_buffers_to_the_system
-
-    monkeypatch.setenv("SYNTHGEN_MALLOC_TUNING", "0")
-    assert return_freed_buffers_to_the_system() is False  # glibc's defaults kept, for comparison
-    monkeypatch.delenv("SYNTHGEN_MALLOC_TUNING")
-    assert return_freed_buffers_to_the_system() is (platform.libc_ver()[0] == "glibc")
+# -- 12. threads of training ------------------------------------------------------------------
 
 
 def test_training_threads_set_torchs_cpu_threads(tmp_path, monkeypatch):

@@ -151,34 +151,6 @@ class _Dist:
         return self.rank == 0
 
 
-#: glibc's mallopt parameter for the mmap threshold (malloc.h).
-_M_MMAP_THRESHOLD = -3
-#: Allocations of at least this many bytes get their own mapping, returned to the system when freed.
-MMAP_THRESHOLD = 128 * 1024
-
-
-def return_freed_buffers_to_the_system() -> bool:
-    """Pin glibc malloc's mmap threshold at :data:`MMAP_THRESHOLD` for this process (and the
-    data-loader workers it forks); True when set, False off glibc or with
-    ``SYNTHGEN_MALLOC_TUNING=0`` in the environment (glibc's defaults kept, for comparison).
-
-    Why: glibc starts with a 128 KiB threshold but raises it (up to 32 MiB) each time a mapped
-    block is freed, after which tensor buffers up to 32 MiB come from its heap, where the freed
-    activations of one training step fragment the heap and stay resident under the next step's.
-    With the threshold pinned, every tensor buffer above 128 KiB is mapped and unmapped on its
-    own: a CPU training run of SSDLite at batch 16, 320 px peaked about 0.5 GB lower
-    (docs/results-first-hour.md, item 12) for some more system time spent mapping pages."""
-    if os.environ.get("SYNTHGEN_MALLOC_TUNING", "1") == "0":
-        return False
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to tune
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-
-
 def _init_distributed(device: str) -> _Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -482,8 +454,6 @@ def _train(
     d: _Dist, started: float,
 ) -> TrainResult:
     device = _device(config.device, d)
-    if device.type == "cpu":  # activations live in host memory: keep the allocator from holding freed steps
-        return_freed_buffers_to_the_system()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     use_amp = config.amp and device.type == "cuda"
