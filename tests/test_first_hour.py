@@ -430,6 +430,7 @@ def test_grabcut_pool_is_identical_with_one_or_two_workers(tmp_path):
     assert (pools[0].path / "pixels.bin").read_bytes() == (pools[1].path / "pixels.bin").read_bytes()
     one, two = (json.loads((p.path / "index.json").read_text()) for p in pools)
     assert one["objects"] == two["objects"] and len(one["objects"]["offset"]) > CHUNK
+    assert one["rejected_examples"] == two["rejected_examples"]  # the same rejected objects kept as thumbnails
 
 
 # -- 5. unreadable files are named, with a reason, and listed in the run's folder -------------
