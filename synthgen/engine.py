@@ -291,7 +291,7 @@ def encode_sample(sample: Sample, jpeg_quality: int, masks: bool, jpeg: bytes | 
         if masks and ann.mask is not None:
             rle = mask_utils.encode(np.asfortranarray(ann.mask.astype(np.uint8)))
             segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-        encoded = EncodedAnnotation(list(ann.bbox), ann.category_id, ann.area, segmentation)
+        encoded = EncodedAnnotation(list(ann.bbox), ann.category_id, ann.area, segmentation, iscrowd=ann.iscrowd)
         if visibility:
             encoded.visibility = float(ann.visible_fraction)
             encoded.visible_bbox = list(ann.visible_bbox or ann.bbox)

@@ -319,9 +319,10 @@ def _wds_annotations(sample: dict) -> tuple[ReadAnnotations, bytes]:
     try:
         meta = json.loads(sample["json"])
         jpeg = sample["jpg"]
-        boxes = _boxes(meta["boxes"])
-        labels = np.asarray(meta["labels"], dtype=np.int64)
-        names = [str(n) for n in meta["names"]]
+        objects = [not c for c in meta.get("iscrowd") or [0] * len(meta["boxes"])]  # crowd regions: not objects
+        boxes = _boxes([b for b, keep in zip(meta["boxes"], objects) if keep])
+        labels = np.asarray([k for k, keep in zip(meta["labels"], objects) if keep], dtype=np.int64)
+        names = [str(n) for n, keep in zip(meta["names"], objects) if keep]
         width, height = int(meta["width"]), int(meta["height"])
     except (KeyError, ValueError, TypeError) as err:
         raise InputError(

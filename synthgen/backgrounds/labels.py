@@ -6,7 +6,8 @@ so they follow the image through the background pool's resize); :class:`Backgrou
 them to a built background pool and the object pool's classes, and rasterises each image's
 objects at the pool's size on first use (per process), for the compositor: every object's mask
 (its outline when the file has one, RLE or polygon, else its filled box) at the bottom of the
-scene, updated under occlusion by what is pasted on top.
+scene, updated under occlusion by what is pasted on top. COCO crowd regions (``iscrowd`` 1) are
+kept as crowd regions (see synthgen.compositor.render: ``Compositor._keep_labels``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class SourceObject:
     box: tuple[float, float, float, float]  # x, y, w, h as fractions of the image's width, height
     polygons: tuple[tuple[float, ...], ...] = ()  # outline(s): x0, y0, x1, y1, ... normalised
     rle: dict | None = None  # a COCO RLE of the image's full size (compressed or not)
+    #: A COCO crowd region (``iscrowd`` 1): an area of many instances, not one object.
+    crowd: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class KeptObject:
     class_id: int  # 0-based output class
     origin: tuple[int, int]  # top-left of ``patch.mask`` in the fitted background image
     patch: ObjectPatch  # mask and its area; rgba is None
+    crowd: bool = False  # a COCO crowd region: an ignore region, kept as one with iscrowd 1
 
 
 class BackgroundLabels:
@@ -96,7 +100,7 @@ class BackgroundLabels:
                 return None  # smaller than a pixel at this size
             crop = np.ascontiguousarray(mask[y0 : y0 + h, x0 : x0 + w])
         patch = ObjectPatch(rgba=None, mask=crop, extent=(0, 0, crop.shape[1], crop.shape[0]), area=int(np.count_nonzero(crop)))
-        return KeptObject(self._class_of[obj.category], (x0, y0), patch)
+        return KeptObject(self._class_of[obj.category], (x0, y0), patch, obj.crowd)
 
 
 def object_mask(obj: SourceObject, width: int, height: int) -> np.ndarray | None:

@@ -230,6 +230,10 @@ class WebDatasetSource:
             meta = json.loads(sample["json"])
             image = decode_jpeg(sample["jpg"])
             boxes, labels = meta["boxes"], meta["labels"]
+            if "iscrowd" in meta:  # crowd regions kept from a COCO background: ignore regions, not targets
+                objects = [not c for c in meta["iscrowd"]]
+                boxes = [b for b, keep in zip(boxes, objects) if keep]
+                labels = [k for k, keep in zip(labels, objects) if keep]
         except (ValueError, KeyError, TypeError) as err:
             raise InputError(f"{where} is not a synthgen sample ({err})") from None
         return _item(image, np.array(boxes, dtype=np.float32), labels, self._lookup, False, "synthetic", where)
@@ -250,10 +254,11 @@ class IteratorSource:
     def stream(self, seed: int, part: int, parts: int, resume_from: int = 0) -> Iterator[TrainItem]:
         # Sample i depends only on the generator's own seed, so ``seed`` has no role here.
         for sample in self.factory(resume_from + part, parts):
+            objects = [a for a in sample.annotations if not a.iscrowd]  # crowd regions: ignore regions, not targets
             yield _item(
                 sample.image,
-                np.array([a.xyxy for a in sample.annotations], dtype=np.float32),
-                [a.category_id for a in sample.annotations],
+                np.array([a.xyxy for a in objects], dtype=np.float32),
+                [a.category_id for a in objects],
                 self._lookup,
                 False,
                 "synthetic",
