@@ -243,7 +243,7 @@ class Compositor:
         draws = rng.random(_OBJECT_DRAWS + 2 * cfg.max_tries).tolist()
         choice = int(draws[0] * len(pool)) if pick is None else pick(draws[0])
         cutout = pool[choice]
-        # Distractors only pass their own scale and grey cache (a subclass may take just four arguments).
+        # Objects leave the scale and grey cache to their defaults, the config's and the object pool's.
         patch = self._augmented(choice, cutout, draws, rng) if labelled else self._augmented(choice, cutout, draws, rng, scale, greys)
         blend_mode = cfg.blend[int(draws[12] * len(cfg.blend))]
         motion_lo, motion_hi = cfg.motion_length
