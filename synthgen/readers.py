@@ -202,10 +202,15 @@ class _Yolo:
         import yaml  # PyYAML, a dependency of webdataset
 
         yaml_path = path / "data.yaml" if path.is_dir() else path
+        if not yaml_path.is_file():
+            raise InputError(
+                f"{path} is not a YOLO dataset: it has no data.yaml (naming the train images folder and the classes); "
+                "point at the folder that holds it, or at the yaml file"
+            )
         try:
             spec = yaml.safe_load(yaml_path.read_text())
-        except yaml.YAMLError as err:
-            raise InputError(f"{yaml_path} is not valid YAML: {err}") from None
+        except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+            raise InputError(f"{yaml_path} is not a readable YAML file: {err}") from None
         if not isinstance(spec, dict) or "names" not in spec or "train" not in spec:
             raise InputError(f"{yaml_path} is not a YOLO data.yaml: it needs 'train' and 'names'")
         names = spec["names"]

@@ -303,6 +303,29 @@ def test_kept_crowd_regions_in_every_format_and_verify(tmp_path, objects_dir):
     assert any("iscrowd 2, not 0 or 1" in p for p in verify_output(tmp_path / "coco", expected=6).problems)
 
 
+def test_kept_annotations_find_their_images_under_another_path_to_them(tmp_path):
+    """A cached background pool keeps the paths it was first built from: the labels of the same
+    files read through a symlinked folder still reach them (they were silently lost)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.jpg").write_bytes(b"")
+    (tmp_path / "link").symlink_to(real)
+
+    class Pool:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return np.zeros((50, 100, 3), np.uint8)
+
+        def source_path(self, i):
+            return real / "a.jpg"
+
+    labels = SourceLabels(("person",), {str(tmp_path / "link" / "a.jpg"): (SourceObject("person", (0.1, 0.2, 0.3, 0.4)),)})
+    kept = BackgroundLabels(labels, Pool(), ["cat"])
+    assert kept.count == 1 and [(k.class_id, k.origin) for k in kept.objects(0)] == [(1, (10, 10))]
+
+
 def test_yolo_backgrounds_keep_their_boxes_and_polygons(tmp_path, objects_dir):
     root = tmp_path / "yolo_set"
     (root / "images" / "train").mkdir(parents=True)
@@ -319,6 +342,12 @@ def test_yolo_backgrounds_keep_their_boxes_and_polygons(tmp_path, objects_dir):
 def test_keep_annotations_needs_labelled_backgrounds(tmp_path, objects_dir, backgrounds_dir):
     spec = spec_for(objects_dir, backgrounds_dir, CompositeConfig(width=96, height=80), keep_annotations=True)
     with pytest.raises(InputError, match="coco:FILE.json or yolo:DIR"):
+        run_paste(spec, RunOptions(out=tmp_path / "o", n=2, progress=False))
+
+
+def test_a_yolo_folder_without_data_yaml_is_named_not_a_traceback(tmp_path, objects_dir):
+    spec = PasteSpec(objects=str(objects_dir), backgrounds=f"yolo:{tmp_path}", keep_annotations=True, composite=CompositeConfig(width=64, height=64))
+    with pytest.raises(InputError, match="is not a YOLO dataset: it has no data.yaml"):
         run_paste(spec, RunOptions(out=tmp_path / "o", n=2, progress=False))
 
 

@@ -12,6 +12,7 @@ kept as crowd regions (see synthgen.compositor.render: ``Compositor._keep_labels
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -67,7 +68,10 @@ class BackgroundLabels:
                 ids[key] = len(object_classes) + len(self.extra_classes)
                 self.extra_classes.append(name)
             self._class_of[name] = ids[key]
-        self._objects = [labels.objects.get(str(pool.source_path(i)), ()) for i in range(len(pool))]
+        # Matched by real path: a cached pool keeps the paths it was first built from, which may
+        # name the same files another way (a symlinked folder, a relative path).
+        by_file = {os.path.realpath(path): objects for path, objects in labels.objects.items()}
+        self._objects = [by_file.get(os.path.realpath(pool.source_path(i)), ()) for i in range(len(pool))]
         self._pool = pool
         self._rasterised: dict[int, list[KeptObject]] = {}
         self.count = sum(len(objects) for objects in self._objects)
