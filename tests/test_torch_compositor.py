@@ -209,7 +209,9 @@ def test_torch_runs_keep_annotations_and_paste_distractors_like_numpy_runs(tmp_p
     spec = PasteSpec(objects=str(objects_dir / "cat"), distractors=str(objects_dir / "dog"), backgrounds=f"coco:{coco_file(tmp_path)}",
                      keep_annotations=True, visibility=True, composite=composite, seed=2)
     for name in ("numpy", "torch"):
-        run_paste(dataclasses.replace(spec, compositor=name), RunOptions(out=tmp_path / name, n=8, batch_size=3, progress=False))
+        # Two planning workers for torch: the planner travels to them with its labels and distractors.
+        run_paste(dataclasses.replace(spec, compositor=name), RunOptions(out=tmp_path / name, n=8, batch_size=3, progress=False,
+                                                                          workers=2 if name == "torch" else 1))
     made, reference = ((tmp_path / name / "annotations.json").read_text() for name in ("torch", "numpy"))
     assert made == reference
     assert {c["name"] for c in json.loads(made)["categories"]} == {"cat", "person"}
