@@ -142,10 +142,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out-dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else Path("."))
+    parser.add_argument("--variants", help="comma-separated variants to run (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     cpu = min(os.sched_getaffinity(0))
     runs = variants(args)
+    if args.variants:
+        chosen = args.variants.split(",")
+        unknown = sorted(set(chosen) - set(runs))
+        if unknown:
+            parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(runs)}")
+        runs = {name: runs[name] for name in chosen}
     rates: dict[str, list[float]] = {name: [] for name in runs}
     objects: dict[str, int] = {}
     walls: dict[str, list[float]] = {}
