@@ -320,14 +320,23 @@ def _decode(jpeg: bytes, key: str) -> np.ndarray:
         raise InputError(f"the image of WebDataset sample {key} is not decodable; the shard is damaged") from None
 
 
+def without_crowd(meta: dict, *keys: str) -> list[list]:
+    """The per-box lists ``meta[key]`` of a WebDataset sample's JSON less the entries of its
+    crowd regions (``iscrowd`` 1: ignore regions kept from a COCO background, not objects)."""
+    crowd = meta.get("iscrowd")
+    if not crowd:
+        return [list(meta[key]) for key in keys]
+    return [[value for value, flag in zip(meta[key], crowd) if not flag] for key in keys]
+
+
 def _wds_annotations(sample: dict) -> tuple[ReadAnnotations, bytes]:
     try:
         meta = json.loads(sample["json"])
         jpeg = sample["jpg"]
-        objects = [not c for c in meta.get("iscrowd") or [0] * len(meta["boxes"])]  # crowd regions: not objects
-        boxes = _boxes([b for b, keep in zip(meta["boxes"], objects) if keep])
-        labels = np.asarray([k for k, keep in zip(meta["labels"], objects) if keep], dtype=np.int64)
-        names = [str(n) for n, keep in zip(meta["names"], objects) if keep]
+        boxes, labels, names = without_crowd(meta, "boxes", "labels", "names")
+        boxes = _boxes(boxes)
+        labels = np.asarray(labels, dtype=np.int64)
+        names = [str(n) for n in names]
         width, height = int(meta["width"]), int(meta["height"])
     except (KeyError, ValueError, TypeError) as err:
         raise InputError(

@@ -48,6 +48,7 @@ from torchvision.transforms import v2
 
 from synthgen.errors import InputError
 from synthgen.imageio import decode_jpeg
+from synthgen.readers import without_crowd
 from synthgen.sample import Sample
 from synthgen.training.coco import CocoSet, load_coco
 
@@ -229,11 +230,7 @@ class WebDatasetSource:
         try:
             meta = json.loads(sample["json"])
             image = decode_jpeg(sample["jpg"])
-            boxes, labels = meta["boxes"], meta["labels"]
-            if "iscrowd" in meta:  # crowd regions kept from a COCO background: ignore regions, not targets
-                objects = [not c for c in meta["iscrowd"]]
-                boxes = [b for b, keep in zip(boxes, objects) if keep]
-                labels = [k for k, keep in zip(labels, objects) if keep]
+            boxes, labels = without_crowd(meta, "boxes", "labels")  # crowd regions are no targets
         except (ValueError, KeyError, TypeError) as err:
             raise InputError(f"{where} is not a synthgen sample ({err})") from None
         return _item(image, np.array(boxes, dtype=np.float32), labels, self._lookup, False, "synthetic", where)
