@@ -43,7 +43,7 @@ import torch
 
 from synthgen.compositor.augment import MASK_THRESHOLD, ObjectPatch, colour_matrix, draw_photometry, rotated_extent
 from synthgen.compositor.config import CompositeConfig
-from synthgen.compositor.render import BackgroundPoolLike, Compositor, CutoutLike, ObjectPoolLike
+from synthgen.compositor.render import BackgroundLabelsLike, BackgroundPoolLike, Compositor, CutoutLike, ObjectPoolLike
 from synthgen.errors import InputError
 from synthgen.sample import Sample
 
@@ -51,10 +51,14 @@ from synthgen.sample import Sample
 DEVICE_BLENDS = ("alpha", "gaussian")
 
 #: CompositeConfig fields the planner and the device drawing know. A field added to the CPU
-#: renderer later is refused (when not at its default) until the torch path learns it.
+#: renderer later is refused (when not at its default) until the torch path learns it. The
+#: main box, class balance, distractors and the protection of kept objects are decisions of the
+#: planning step (the CPU renderer's own code): distractors are drawn from the same device
+#: tensor as the objects, after them.
 _KNOWN_FIELDS = frozenset(
     "width height background_fit objects_per_image scale aspect aspect_range flip rotation brightness contrast "
-    "saturation blur blur_sigma noise noise_std blend feather motion_length min_visible truncation max_tries".split()
+    "saturation blur blur_sigma noise noise_std blend feather motion_length min_visible truncation max_tries "
+    "box class_balance distractors_per_image distractor_scale protect".split()
 )
 
 
@@ -76,7 +80,7 @@ def check_supported(config: CompositeConfig) -> None:
 class ObjectPlan:
     """One pasted object, as the device draws it."""
 
-    choice: int  # cut-out index in the object pool
+    choice: int  # cut-out index in the device pool: the object pool's, then the distractor pool's
     resized: tuple[int, int]  # (w, h) after resizing, before rotation
     area_resize: bool  # OpenCV INTER_AREA (shrinking) rather than INTER_LINEAR
     flip: bool
@@ -146,21 +150,24 @@ def alpha_geometry(alpha: np.ndarray, box_w: float, box_h: float, flip: bool, de
 class Planner(Compositor):
     """The CPU renderer making every draw and decision of a sample, without its colour pixels:
     ``render`` returns a :class:`PlannedSample`. Picklable like a Compositor (runs in paste
-    workers)."""
+    workers). ``distractors`` and ``labels`` as for :class:`Compositor`: kept annotations and
+    distractors only change decisions and labels, which are the CPU renderer's own."""
 
-    def __init__(self, config: CompositeConfig, objects: ObjectPoolLike, backgrounds: BackgroundPoolLike) -> None:
+    def __init__(self, config: CompositeConfig, objects: ObjectPoolLike, backgrounds: BackgroundPoolLike,
+                 distractors: ObjectPoolLike | None = None, labels: BackgroundLabelsLike | None = None) -> None:
         check_supported(config)
-        super().__init__(config, objects, backgrounds)
+        super().__init__(config, objects, backgrounds, distractors, labels)
         self._plan: SamplePlan | None = None
         self._no_pixels = np.empty((self.config.height, self.config.width, 0), np.uint8)
         self._cpu: Compositor | None = None  # renders samples with poisson / motion blending
+        self._first_choice = 0  # where the pool of the object being planned starts in the device pool
 
     def render(self, seed: int, index: int, keep_masks: bool = False, out: np.ndarray | None = None) -> PlannedSample:
         sample = super().render(seed, index, keep_masks=keep_masks)
         plan, self._plan = self._plan, None
         if any(obj.feather < 0 for obj in plan.objects):  # a blend without a device version
             if self._cpu is None:
-                self._cpu = Compositor(self.config, self.objects, self.backgrounds)
+                self._cpu = Compositor(self.config, self.objects, self.backgrounds, self.distractors, self.labels)
             plan.image = self._cpu.render(seed, index).image
             plan.objects = []
         return PlannedSample(index=index, image=self._no_pixels, annotations=sample.annotations,
@@ -171,9 +178,14 @@ class Planner(Compositor):
         self._plan = SamplePlan(background=(index, y0, x0))
         return self._no_pixels
 
-    def _augmented(self, choice: int, cutout: CutoutLike, draws: list[float], rng: np.random.Generator) -> ObjectPatch | None:
+    def _paste(self, pool, pick, scale, greys, rng, canvas, owners, placed, labelled: bool = True) -> bool:
+        self._first_choice = 0 if labelled else len(self.objects)  # distractors follow the objects
+        return super()._paste(pool, pick, scale, greys, rng, canvas, owners, placed, labelled)
+
+    def _augmented(self, choice: int, cutout: CutoutLike, draws: list[float], rng: np.random.Generator,
+                   scale=None, greys: dict | None = None) -> ObjectPatch | None:
         rgba = cutout.rgba
-        box_w, box_h, flip, degrees = self._geometry(rgba.shape, draws)
+        box_w, box_h, flip, degrees = self._geometry(rgba.shape, draws, scale)
         photometry = draw_photometry(draws[5:12], self.config)
         geometry = alpha_geometry(cv2.extractChannel(rgba, 3), box_w, box_h, flip, degrees)
         if geometry is None:
@@ -183,13 +195,13 @@ class Planner(Compositor):
         x, y, w, h = cv2.boundingRect(ones)
         if w == 0:
             return None
-        colour = colour_matrix(photometry, self._grey_level(choice, cutout)) if photometry.recolours else None
+        colour = colour_matrix(photometry, self._grey_level(choice, cutout, greys)) if photometry.recolours else None
         noise = None
         if photometry.noise_std > 0:  # the CPU path's draw (add_texture), keeping the stream in step
             noise = rng.standard_normal(alpha.shape + (3,), dtype=np.float32)
             noise *= photometry.noise_std
         colour_first = colour is not None and rgba.shape[0] * rgba.shape[1] < box_w * box_h
-        plan = ObjectPlan(choice, resized, area, flip, rotation, alpha.shape, colour, colour_first, noise,
+        plan = ObjectPlan(self._first_choice + choice, resized, area, flip, rotation, alpha.shape, colour, colour_first, noise,
                           photometry.blur_sigma, 0.0)
         return _PlannedPatch(rgba=alpha[..., None], mask=ones.view(bool), extent=(x, y, x + w, y + h),
                              area=cv2.countNonZero(ones), plan=plan)
@@ -381,20 +393,26 @@ class TorchCompositor:
     """
 
     def __init__(self, config: CompositeConfig, objects: ObjectPoolLike, backgrounds: BackgroundPoolLike,
-                 device: str | torch.device = "cpu", *, device_objects: DeviceImages | None = None,
+                 device: str | torch.device = "cpu", *, distractors: ObjectPoolLike | None = None,
+                 labels: BackgroundLabelsLike | None = None, device_objects: DeviceImages | None = None,
                  device_backgrounds: DeviceImages | None = None) -> None:
-        self.planner = Planner(config, objects, backgrounds)
+        """``device_objects``, when given, holds the object pool's cut-outs followed by the
+        distractor pool's."""
+        self.planner = Planner(config, objects, backgrounds, distractors, labels)
         self.config = self.planner.config
         self.device = torch.device(device)
-        self.objects = device_objects if device_objects is not None else DeviceImages.from_object_pool(objects, self.device)
+        cutouts = [objects[i].rgba for i in range(len(objects))]
+        cutouts += [distractors[i].rgba for i in range(len(distractors))] if distractors is not None else []
+        self.objects = device_objects if device_objects is not None else DeviceImages.from_arrays(cutouts, self.device, 4)
         self.backgrounds = (device_backgrounds if device_backgrounds is not None
                             else DeviceImages.from_background_pool(backgrounds, self.device))
-        if len(self.objects) != len(objects) or len(self.backgrounds) != len(backgrounds):
+        if len(self.objects) != len(cutouts) or len(self.backgrounds) != len(backgrounds):
             raise ValueError("the device pools must hold the same images as the host pools")
 
     @classmethod
     def from_compositor(cls, compositor: Compositor, device: str | torch.device = "cpu") -> "TorchCompositor":
-        return cls(compositor.config, compositor.objects, compositor.backgrounds, device)
+        return cls(compositor.config, compositor.objects, compositor.backgrounds, device,
+                   distractors=compositor.distractors, labels=compositor.labels)
 
     @property
     def categories(self) -> list[str]:
