@@ -110,7 +110,8 @@ def refine_coco_detections(
     refiner: Refiner, coco, detections: Sequence[dict], category_to_label: dict[int, int], top: int = 100, progress=None
 ) -> list[dict]:
     """The COCO-format ``detections`` of the images of ``coco`` (a CocoSet) refined: per image
-    its ``top`` best, re-scored and re-boxed, in the same format (``progress``: called per image)."""
+    its ``top`` best, re-scored and re-boxed, in the same format plus ``baseline_score`` (the
+    detection's score before refinement); ``progress`` is called per image."""
     if top < 1:
         raise InputError(f"--refine-top {top}: refine at least 1 detection per image")
     refined: list[dict] = []
@@ -125,9 +126,10 @@ def refine_coco_detections(
             new_boxes, new_scores = refiner.refine(coco.read_image(image_id), boxes, labels, scores)
             for det, (x0, y0, x1, y1), score in zip(best, new_boxes.tolist(), new_scores.tolist()):
                 refined.append({
-                    **{k: v for k, v in det.items() if k not in ("bbox", "score")},
+                    **{k: v for k, v in det.items() if k not in ("bbox", "score", "baseline_score")},
                     "bbox": [round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
                     "score": round(float(score), 5),
+                    "baseline_score": det["score"],
                 })
         if progress is not None:
             progress()
