@@ -460,6 +460,12 @@ def _foreign_checkpoint(payload: Any) -> str:
     if not isinstance(payload, dict):
         return f"a PyTorch file holding a {type(payload).__name__}"
     keys = sorted(map(str, payload))
+    other_runs = {
+        "synthgen-mtgan": "a SOD-MTGAN run (`synthgen train mtgan`: pass it as --refine, with the detector it refines as --checkpoint)",
+        "synthgen-inserter": "an inserter run (`synthgen train detectorgan`; its detector is the run's detector.pt)",
+    }
+    if payload.get("format") in other_runs:
+        return other_runs[payload["format"]]
     if any("lightning" in key for key in keys):
         return "a PyTorch Lightning checkpoint"
     if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import colorsys
 import textwrap
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -202,6 +203,31 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font) -> str:
         if draw.textlength(shortened, font=font) <= width:
             return shortened
     return text[:1]
+
+
+def make_image_sheet(
+    tiles: Sequence[np.ndarray], out_image: str | Path, columns: int = 4, captions: Sequence[str] | None = None, tile: int = 128
+) -> Path:
+    """A grid of RGB uint8 images (e.g. a trainer's input | output | target crops, row by row),
+    each scaled to fit ``tile`` x ``tile`` (nearest neighbour: pixels stay visible) with its
+    caption underneath, saved as PNG or JPEG by the extension of ``out_image``."""
+    image_format = _sheet_format(Path(out_image), len(tiles), columns, tile)
+    columns = min(columns, len(tiles))
+    rows = -(-len(tiles) // columns)
+    cell_w, cell_h = tile + _GAP, tile + _CAPTION + _GAP
+    sheet = Image.new("RGB", (columns * cell_w + _GAP, rows * cell_h + _GAP), (0, 0, 0))
+    draw = ImageDraw.Draw(sheet)
+    caption_font = ImageFont.load_default(size=_CAPTION - 5)
+    for i, pixels in enumerate(tiles):
+        image = Image.fromarray(np.ascontiguousarray(pixels))
+        scale = tile / max(image.width, image.height)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.NEAREST)
+        x = _GAP + (i % columns) * cell_w
+        y = _GAP + (i // columns) * cell_h
+        sheet.paste(image, (x + (tile - image.width) // 2, y + (tile - image.height) // 2))
+        if captions is not None:
+            draw.text((x + tile // 2, y + tile + _CAPTION // 2), captions[i], fill=(230, 230, 230), font=caption_font, anchor="mm")
+    return _save_sheet(sheet, Path(out_image), image_format)
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -14,7 +14,7 @@ import typer
 import typer.core
 
 from synthgen import __version__
-from synthgen.cli import insert, look, models, paste, redo, train, verify
+from synthgen.cli import insert, look, models, paste, redo, refine, train, verify
 from synthgen.cli.common import active_config, friendly_errors, out_console
 
 # typer writes `<bool>` as the value of every on/off flag in the help; a flag takes no value.
@@ -70,6 +70,7 @@ app.command()(look.stats)
 app.command()(look.download)
 app.command()(insert.insert)
 app.command()(verify.verify)
+app.command()(refine.refine)
 
 # `synthgen pretrain|finetune|evaluate`, and the same commands under `synthgen train`, beside the
 # trainers of the generative models.
@@ -80,6 +81,7 @@ for _name in ("pretrain", "finetune", "evaluate"):
     train_group.command(_name)(_command)
 train_group.command("redo")(friendly_errors(redo.redo))
 train_group.command("detectorgan")(insert.detectorgan)
+train_group.command("mtgan")(refine.mtgan)
 app.add_typer(train_group, name="train")
 app.add_typer(models.app, name="models")
 

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from synthgen.cli.common import console, out_console
+from synthgen.cli.refine import SCORE_NAMES, RefineScore, RefineTop
 
 # The CLI imports this module at start-up: it must not import torch (via synthgen.detectors), or
 # every `synthgen paste` would pay seconds and hundreds of MB for it. tests/test_cli.py checks
@@ -351,25 +352,30 @@ def finetune(
     _report(result)
 
 
-def _print_comparison(checkpoint: Path, baseline: Path, data: Path, metrics, base_metrics, out: Path) -> None:
-    """The two detectors' scores side by side with the difference, printed and in OUT/comparison.json."""
+def _print_comparison(
+    checkpoint: Path, baseline: Path, data: Path, metrics, base_metrics, out: Path,
+    names: tuple[str, str] = ("checkpoint", "baseline"), title: str | None = None, write: bool = True,
+) -> None:
+    """Two detectors' scores side by side with the difference, printed and (``write``) in
+    OUT/comparison.json; ``names`` head the two columns."""
     from synthgen.cache import atomic_write_json
     from synthgen.evaluation import compare_metrics
 
     rows = compare_metrics(metrics.to_dict(), base_metrics.to_dict())
-    atomic_write_json(
-        out / "comparison.json", {"checkpoint": str(checkpoint), "baseline": str(baseline), "ground_truth": str(data), "rows": rows}
-    )
+    if write:
+        atomic_write_json(
+            out / "comparison.json", {"checkpoint": str(checkpoint), "baseline": str(baseline), "ground_truth": str(data), "rows": rows}
+        )
     shown = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
-    table = Table(title=f"{escape(str(checkpoint))} against {escape(str(baseline))} on {escape(str(data))}")
-    for column in ("metric", "checkpoint", "baseline", "difference"):
+    table = Table(title=title or f"{escape(str(checkpoint))} against {escape(str(baseline))} on {escape(str(data))}")
+    for column in ("metric", *names, "difference"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for row in rows:
         diff = row["difference"]
         signed = "-" if diff is None else (f"{diff:+.4f}" if isinstance(diff, float) else f"{diff:+d}")
         table.add_row(escape(row["metric"]), shown(row["value"]), shown(row["baseline"]), signed)
     out_console.print(table)
-    for what, m in (("checkpoint", metrics), ("baseline", base_metrics)):
+    for what, m in zip(names, (metrics, base_metrics)):
         if m.skipped:
             console.print(f"[yellow]{what}: skipped {len(m.skipped)} unreadable ground-truth image(s)[/] (--skip-unreadable)")
     out_console.print(f"detections and metrics in {escape(str(out))} and {escape(str(out / 'baseline'))}; comparison.json in {escape(str(out))}")
@@ -416,9 +422,19 @@ def evaluate(
             "metrics.json) instead of stopping.",
         ),
     ] = False,
+    refine: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--refine",
+            help="A SOD-MTGAN run (`synthgen train mtgan`) for this checkpoint: its top regions are super-resolved and "
+            "re-scored / re-boxed; the scores beside the checkpoint's alone (OUT/baseline), also in OUT/comparison.json.",
+        ),
+    ] = None,
+    refine_top: RefineTop = 100,
+    refine_score: RefineScore = "discriminator",
 ) -> None:
     """Evaluate a checkpoint on a COCO file: COCO AP/AR and VOC AP@0.5 per class (beside a --baseline
-    checkpoint's, with the difference, when given)."""
+    checkpoint's, or beside its own refined by a --refine run, with the difference, when given)."""
     from synthgen.cli.common import require
     from synthgen.errors import InputError
     from synthgen.evaluation import evaluate as run_evaluate
@@ -444,7 +460,28 @@ def evaluate(
         import torch
 
         torch.set_num_threads(threads)
-    out = out or checkpoint.parent / f"eval-{data.stem}"
+    out = out or checkpoint.parent / (f"eval-{data.stem}" + (f"-refined-{Path(refine).name}" if refine is not None else ""))
+    if refine is not None:
+        if baseline is not None or skip_unreadable or preview:
+            raise InputError("--refine compares the checkpoint with its own refinement: it cannot be combined with --baseline, --skip-unreadable or --preview")
+        if refine_score not in SCORE_NAMES:
+            raise InputError(f"--refine-score {refine_score!r}: choose one of {', '.join(SCORE_NAMES)}")
+        from synthgen.refine.apply import evaluate_refined
+
+        result = evaluate_refined(
+            checkpoint, refine, data, images_root, out, score_threshold=score_threshold, top=refine_top,
+            score=refine_score, device=device, batch_size=batch_size, show_progress=True,
+        )
+        _print_comparison(
+            checkpoint, checkpoint, data, result.metrics, result.baseline, out,
+            names=("refined", "baseline"), title=f"{escape(str(checkpoint))} refined by {escape(str(refine))} on {escape(str(data))}",
+            write=False,
+        )
+        console.print(
+            f"baseline detection {result.detect_seconds / max(1, result.images):.3f} s/image, refinement "
+            f"{result.refine_seconds_per_image:.3f} s/image (top {refine_top} regions) over {result.images} images"
+        )
+        return
     metrics = run_evaluate(
         checkpoint, data, images_root, score_threshold, out, device=device, batch_size=batch_size, preview=preview,
         preview_min_score=preview_min_score, preview_max_boxes=preview_max_boxes, preview_columns=preview_columns,
