@@ -24,6 +24,8 @@ Runs are resumable: a finished arm (its ``result.json``) is skipped. ``report`` 
         --image-size 192 --threads 1
     python bench/convergence.py report --out /tmp/conv --plot docs/img/convergence_pedestrians.png
 
+``report`` takes several ``--out`` folders (lanes run side by side on the same splits).
+
 Splits, cut-outs and paste settings are those of ``bench/reproduce_paper.py`` (``prepare`` is
 run here when ``OUT/splits`` is missing); ``--data`` points at the shared data folder.
 """
@@ -147,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     if args.real_max_steps is None:
         args.real_max_steps = args.pretrain_max_steps + args.finetune_max_steps
     for seed in args.seeds:  # seed by seed: an interrupted run leaves whole seeds behind
-        for arm in ARMS:
+        for arm in args.arms:
             arm_run(args, arm, seed)
 
 
@@ -178,11 +180,12 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    records = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob("*/*/result.json"))]
+    records = [json.loads(p.read_text()) for out in args.out for p in sorted((out / "runs").glob("*/*/result.json"))]
     if not records:
-        raise SystemExit(f"no finished runs under {args.out / 'runs'}")
+        raise SystemExit(f"no finished runs under {', '.join(str(out / 'runs') for out in args.out)}")
     summary = summarise(records)
-    paper._write_json(args.out / "convergence.json", {"summary": summary, "runs": records})
+    target = args.json or args.out[0] / "convergence.json"
+    paper._write_json(Path(target), {"summary": summary, "runs": records})
     for arm in ARMS:
         if arm in summary:
             s = summary[arm]
@@ -194,7 +197,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         print("pretrained - real, paired: AP50 " + " / ".join(f"{100 * v:+.1f}" for v in d["ap50"]["per_seed"])
               + f" (mean {100 * d['ap50']['mean']:+.1f} ± {100 * d['ap50']['sd']:.1f}); AP "
               + " / ".join(f"{100 * v:+.1f}" for v in d["ap"]["per_seed"]) + f" (mean {100 * d['ap']['mean']:+.1f} ± {100 * d['ap']['sd']:.1f})")
-    print(f"written {args.out / 'convergence.json'}")
+    print(f"written {target}")
     if args.plot:
         plot(records, Path(args.plot))
 
@@ -232,8 +235,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="stage", required=True)
     run = sub.add_parser("run")
     report = sub.add_parser("report")
-    for p in (run, report):
-        p.add_argument("--out", type=Path, required=True)
+    run.add_argument("--out", type=Path, required=True)
+    report.add_argument("--out", type=Path, required=True, action="append", help="A run folder (repeatable).")
+    report.add_argument("--json", help="Where to write the collected results (default: the first --out's convergence.json).")
     report.add_argument("--plot")
     run.add_argument("--data", type=Path, default=paper.DATA, help="The shared data folder (wider_face, pennfudan, coco128, ...).")
     run.add_argument("--task", choices=("faces", "pedestrians"), default="pedestrians")
@@ -253,6 +257,9 @@ def main() -> None:
     run.add_argument("--real-max-steps", type=int, default=None, help="Default: pretrain + finetune maxima.")
     run.add_argument("--pretrain-per-seed", action=argparse.BooleanOptionalAction, default=True)
     run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--arms", type=lambda s: s.split(","), default=list(ARMS),
+                     help="Arms to run, e.g. `real` on one lane and `pretrained` on another (same --out only when the "
+                          "lanes never share a run folder: a started run is restarted from scratch).")
     args = parser.parse_args()
     if args.stage == "run":
         os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))

@@ -21,7 +21,9 @@ from synthgen.cli.common import console, out_console
 # The CLI imports this module at start-up: it must not import torch (via synthgen.detectors), or
 # every `synthgen paste` would pay seconds and hundreds of MB for it. tests/test_cli.py checks
 # that this list matches the detector registry.
-DETECTOR_NAMES = ("ssd-mobilenet", "ssdlite-mbv3", "retinanet-r50", "fasterrcnn-mbv3")
+DETECTOR_NAMES = (
+    "ssd-mobilenet", "ssdlite-mbv3", "retinanet-r50", "fasterrcnn-mbv3", "retinanet-mbv2", "fcos-mbv2", "fasterrcnn-mbv2",
+)
 
 
 # -- options shared by pretrain and finetune ----------------------------------------------------
@@ -50,7 +52,24 @@ Optim = Annotated[str, typer.Option("--optimizer", help="adam or sgd (momentum 0
 Schedule = Annotated[str, typer.Option("--schedule", help="cosine, step or constant, after a linear warmup.")]
 Warmup = Annotated[int, typer.Option("--warmup", help="Warmup steps.")]
 WeightDecay = Annotated[float, typer.Option("--weight-decay", help="Weight decay on weights (not biases or norms).")]
-ImageSize = Annotated[int, typer.Option("--image-size", help="Training and inference size in pixels (square for SSD).")]
+ImageSize = Annotated[
+    int,
+    typer.Option(
+        "--image-size",
+        help="Training and inference size in pixels, a square (the R-CNN-style *-mbv3/-r50 detectors keep the aspect "
+        "at inference). Small objects need more: 640 for WIDER-like faces.",
+    ),
+]
+AnchorsFrom = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--anchors-from",
+        metavar="REAL.json",
+        help="retinanet-mbv2 / fasterrcnn-mbv2: fit the anchors to the boxes of this COCO file (e.g. the real training "
+        "set) at --image-size: sizes spanning their 2nd-98th percentile, aspect ratios their 10/50/90th. Stored in the "
+        "checkpoint; finetuning and resuming keep the checkpoint's.",
+    ),
+]
 BoxScalesOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -128,6 +147,7 @@ def _config(**options: Any):
         weight_decay=options["weight_decay"],
         image_size=options["image_size"],
         box_scales=parse_range(options["box_scales"], "box-scales"),
+        anchors_from=options["anchors_from"],
         amp=options["amp"],
         eval_every=options["eval_every"],
         num_workers=options["num_workers"],
@@ -213,6 +233,7 @@ def pretrain(
     weight_decay: WeightDecay = 0.0,
     image_size: ImageSize = 320,
     box_scales: BoxScalesOpt = None,
+    anchors_from: AnchorsFrom = None,
     eval_every: EvalEvery = 250,
     early_stop: EarlyStop = None,
     num_workers: Workers = 2,
@@ -277,6 +298,7 @@ def finetune(
     weight_decay: WeightDecay = 0.0,
     image_size: ImageSize = 320,
     box_scales: BoxScalesOpt = None,
+    anchors_from: AnchorsFrom = None,
     eval_every: EvalEvery = 50,
     early_stop: EarlyStop = None,
     num_workers: Workers = 2,
