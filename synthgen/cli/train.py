@@ -360,14 +360,87 @@ def _print_comparison(checkpoint: Path, baseline: Path, data: Path, metrics, bas
     out_console.print(f"detections and metrics in {escape(str(out))} and {escape(str(out / 'baseline'))}; comparison.json in {escape(str(out))}")
 
 
+def _expand_checkpoints(paths: list[Path] | None, option: str) -> list[Path]:
+    """The files of a repeatable checkpoint option, a quoted glob (``'runs/s*/best.pt'``)
+    expanded in sorted order; a pattern that matches nothing is an InputError."""
+    import glob
+
+    from synthgen.errors import InputError
+
+    found: list[Path] = []
+    for path in paths or []:
+        text = str(path)
+        if any(ch in text for ch in "*?[") and not path.exists():
+            matches = sorted(glob.glob(text))
+            if not matches:
+                raise InputError(f"{option} {text}: no file matches this pattern; check the path (quote it so the shell leaves it to synthgen)")
+            found += [Path(m) for m in matches]
+        else:
+            found.append(path)
+    return found
+
+
+def _print_sets(checkpoints: list[Path], baselines: list[Path], data: Path, all_metrics, base_metrics, out: Path) -> None:
+    """Mean ± sd of each score over several checkpoints (and baselines, with the difference),
+    printed and written to OUT/comparison.json."""
+    from synthgen.cache import atomic_write_json
+    from synthgen.evaluation import compare_metric_sets
+
+    dicts = [m.to_dict() for m in all_metrics]
+    base_dicts = [m.to_dict() for m in base_metrics]
+    rows = compare_metric_sets(dicts, base_dicts or dicts)
+    atomic_write_json(out / "comparison.json", {
+        "checkpoints": [str(p) for p in checkpoints], "baselines": [str(p) for p in baselines], "ground_truth": str(data),
+        "metrics": dicts, "baseline_metrics": base_dicts, "rows": rows,
+    })  # fmt: skip
+
+    def spread(mean, sd, signed=False) -> str:
+        if mean is None:
+            return "-"
+        text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
+        return text if sd is None else f"{text} ± {sd:.4f}"
+
+    title = f"{len(checkpoints)} checkpoint(s)" + (f" against {len(baselines)} baseline(s)" if baselines else "") + f" on {escape(str(data))}"
+    table = Table(title=title)
+    columns = ["metric", "checkpoints (mean ± sd)"] + (["baselines (mean ± sd)", "difference (mean ± sd)"] if baselines else [])
+    for column in columns:
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in rows:
+        cells = [escape(row["metric"]), spread(row["value_mean"], row["value_sd"])]
+        if baselines:
+            cells += [spread(row["baseline_mean"], row["baseline_sd"]), spread(row["difference_mean"], row["difference_sd"], signed=True)]
+        table.add_row(*cells)
+    out_console.print(table)
+    if baselines:
+        how = (
+            f"paired: checkpoint i against baseline i, in the order given ({len(checkpoints)} pairs); sd of the pair differences"
+            if len(checkpoints) == len(baselines)
+            else f"unpaired ({len(checkpoints)} against {len(baselines)}): difference of the means, ± its standard error"
+        )
+        out_console.print(f"difference = checkpoints - baselines, {how}")
+    skipped = sum(bool(m.skipped) for m in [*all_metrics, *base_metrics])
+    if skipped:
+        console.print(f"[yellow]{skipped} evaluation(s) skipped unreadable ground-truth images[/] (--skip-unreadable)")
+    out_console.print(f"each run's detections and metrics in {escape(str(out))}/checkpoint-N and baseline-N; comparison.json in {escape(str(out))}")
+
+
 def evaluate(
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A synthgen checkpoint (best.pt / last.pt). Required.")] = None,
+    checkpoint: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--checkpoint",
+            help="A synthgen checkpoint (best.pt / last.pt). Required. Repeat it, or give a quoted glob, for several "
+            "(e.g. one per training seed): each is scored and the mean ± sd reported.",
+        ),
+    ] = None,
     baseline: Annotated[
-        Optional[Path],
+        Optional[list[Path]],
         typer.Option(
             "--baseline",
             help="A second checkpoint scored on the same data (results in OUT/baseline): the two side by side, with "
-            "the difference (checkpoint - baseline), also in OUT/comparison.json.",
+            "the difference (checkpoint - baseline), also in OUT/comparison.json. Repeatable (or a quoted glob): with "
+            "several checkpoints and baselines, mean ± sd of each side and of the difference (paired by order when "
+            "the counts match).",
         ),
     ] = None,
     data: Annotated[
@@ -408,16 +481,31 @@ def evaluate(
     from synthgen.errors import InputError
     from synthgen.evaluation import evaluate as run_evaluate
 
-    require("evaluate", checkpoint=checkpoint, data=data)
+    require("evaluate", checkpoint=checkpoint or None, data=data)
+    checkpoints = _expand_checkpoints(checkpoint, "--checkpoint")
+    baselines = _expand_checkpoints(baseline, "--baseline")
     if threads is not None:
         if threads < 1:
             raise InputError(f"--threads {threads}: give at least 1")
         import torch
 
         torch.set_num_threads(threads)
-    out = out or checkpoint.parent / f"eval-{data.stem}"
+    out = out or checkpoints[0].parent / f"eval-{data.stem}"
     if preview_max_boxes < 1 or preview_columns < 1 or not 0 <= preview_min_score <= 1:
         raise InputError("--preview-max-boxes and --preview-columns must be >= 1, --preview-min-score in [0, 1]")
+    if len(checkpoints) > 1 or len(baselines) > 1:
+        scored = {
+            side: [
+                run_evaluate(path, data, images_root, score_threshold, out / f"{side}-{i}", device=device, batch_size=batch_size,
+                             skip_unreadable=skip_unreadable)
+                for i, path in enumerate(paths, 1)
+            ]
+            for side, paths in (("checkpoint", checkpoints), ("baseline", baselines))
+        }  # fmt: skip
+        _print_sets(checkpoints, baselines, data, scored["checkpoint"], scored["baseline"], out)
+        return
+    checkpoint = checkpoints[0]
+    baseline = baselines[0] if baselines else None
     metrics = run_evaluate(
         checkpoint, data, images_root, score_threshold, out, device=device, batch_size=batch_size, preview=preview,
         preview_min_score=preview_min_score, preview_max_boxes=preview_max_boxes, preview_columns=preview_columns,
