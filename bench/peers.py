@@ -145,7 +145,8 @@ def main() -> None:
     if not (args.out / "splits" / "pedestrians" / "test.json").is_file():
         paper.prepare_pedestrians(args.out)
     faces_test = args.data / "wider_face" / "val" / "annotations.json"  # reproduce_paper's face test split
-    results: dict[str, dict] = {}
+    record = args.out / "peers.json"  # detectors run earlier (another --detectors) are kept
+    results: dict[str, dict] = json.loads(record.read_text()) if record.is_file() else {}
     wanted = args.detectors.split(",")
     if "hog" in wanted:
         results["hog"] = run("hog", hog_detector(args.hog_hit_threshold), args.out / "splits" / "pedestrians" / "test.json", args.out)
@@ -160,8 +161,8 @@ def main() -> None:
         else:
             results["mtcnn"] = run("mtcnn", detect, faces_test, args.out)
             results["mtcnn"]["settings"] = {"package": "facenet-pytorch 2.6.0", "min_face_size": 20, "thresholds": [0.6, 0.7, 0.7]}
-    (args.out / "peers.json").write_text(json.dumps(results, indent=2))
-    print(f"written {args.out / 'peers.json'}")
+    record.write_text(json.dumps(results, indent=2))
+    print(f"written {record}")
 
 
 if __name__ == "__main__":
