@@ -212,12 +212,7 @@ def paste_spec(out: Path, task: str, condition: str, image_size: int, seed: int,
         )
     if grey_backgrounds:
         raise SystemExit("--grey-backgrounds is for the faces (grey cut-outs) only")
-    from synthgen.compositor import CompositeConfig
-
-    composite = CompositeConfig(
-        width=image_size, height=image_size, objects_per_image=(1, 5), scale=(0.12, 0.55), rotation=5.0,
-        blend=("alpha", "gaussian"), min_visible=0.6,
-    )
+    composite = PRESETS.get("pedestrians").config(width=image_size, height=image_size)
     if condition == "naive":  # the same box crops as GrabCut's, pasted whole (box = crop)
         return PasteSpec(
             objects=str(out / "person_crops"), backgrounds=str(out / "person_free"), segmenter="none",

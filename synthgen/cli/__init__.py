@@ -52,15 +52,18 @@ def root(
         return
     group = ctx.command
     commands: dict[str, set[str]] = {}
+    repeatable: dict[str, set[str]] = {}
     groups: dict[str, set[str]] = {}
     for name, command in group.commands.items():
         if hasattr(command, "commands"):
             groups[name] = set(command.commands)
             for sub_name, sub in command.commands.items():
                 commands.setdefault(sub_name, {p.name for p in sub.params})
+                repeatable.setdefault(sub_name, {p.name for p in sub.params if getattr(p, "multiple", False)})
         else:
             commands[name] = {p.name for p in command.params}
-    ctx.default_map = default_map(sections, commands, groups, source)
+            repeatable[name] = {p.name for p in command.params if getattr(p, "multiple", False)}
+    ctx.default_map = default_map(sections, commands, groups, source, repeatable)
 
 
 app.command()(paste.paste)

@@ -22,7 +22,9 @@ from synthgen.cli.refine import SCORE_NAMES, RefineScore, RefineTop
 # The CLI imports this module at start-up: it must not import torch (via synthgen.detectors), or
 # every `synthgen paste` would pay seconds and hundreds of MB for it. tests/test_cli.py checks
 # that this list matches the detector registry.
-DETECTOR_NAMES = ("ssd-mobilenet", "ssdlite-mbv3", "retinanet-r50", "fasterrcnn-mbv3")
+DETECTOR_NAMES = (
+    "ssd-mobilenet", "ssdlite-mbv3", "retinanet-r50", "fasterrcnn-mbv3", "retinanet-mbv2", "fcos-mbv2", "fasterrcnn-mbv2",
+)
 
 
 # -- options shared by pretrain and finetune ----------------------------------------------------
@@ -51,7 +53,24 @@ Optim = Annotated[str, typer.Option("--optimizer", help="adam or sgd (momentum 0
 Schedule = Annotated[str, typer.Option("--schedule", help="cosine, step or constant, after a linear warmup.")]
 Warmup = Annotated[int, typer.Option("--warmup", help="Warmup steps.")]
 WeightDecay = Annotated[float, typer.Option("--weight-decay", help="Weight decay on weights (not biases or norms).")]
-ImageSize = Annotated[int, typer.Option("--image-size", help="Training and inference size in pixels (square for SSD).")]
+ImageSize = Annotated[
+    int,
+    typer.Option(
+        "--image-size",
+        help="Training and inference size in pixels, a square (the R-CNN-style *-mbv3/-r50 detectors keep the aspect "
+        "at inference). Small objects need more: 640 for WIDER-like faces.",
+    ),
+]
+AnchorsFrom = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--anchors-from",
+        metavar="REAL.json",
+        help="retinanet-mbv2 / fasterrcnn-mbv2: fit the anchors to the boxes of this COCO file (e.g. the real training "
+        "set) at --image-size: sizes spanning their 2nd-98th percentile, aspect ratios their 10/50/90th. Stored in the "
+        "checkpoint; finetuning and resuming keep the checkpoint's.",
+    ),
+]
 BoxScalesOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -129,6 +148,7 @@ def _config(**options: Any):
         weight_decay=options["weight_decay"],
         image_size=options["image_size"],
         box_scales=parse_range(options["box_scales"], "box-scales"),
+        anchors_from=options["anchors_from"],
         amp=options["amp"],
         eval_every=options["eval_every"],
         num_workers=options["num_workers"],
@@ -214,6 +234,7 @@ def pretrain(
     weight_decay: WeightDecay = 0.0,
     image_size: ImageSize = 320,
     box_scales: BoxScalesOpt = None,
+    anchors_from: AnchorsFrom = None,
     eval_every: EvalEvery = 250,
     early_stop: EarlyStop = None,
     num_workers: Workers = 2,
@@ -306,6 +327,7 @@ def finetune(
     weight_decay: WeightDecay = 0.0,
     image_size: ImageSize = 320,
     box_scales: BoxScalesOpt = None,
+    anchors_from: AnchorsFrom = None,
     eval_every: EvalEvery = 50,
     early_stop: EarlyStop = None,
     num_workers: Workers = 2,
@@ -381,14 +403,87 @@ def _print_comparison(
     out_console.print(f"detections and metrics in {escape(str(out))} and {escape(str(out / 'baseline'))}; comparison.json in {escape(str(out))}")
 
 
+def _expand_checkpoints(paths: list[Path] | None, option: str) -> list[Path]:
+    """The files of a repeatable checkpoint option, a quoted glob (``'runs/s*/best.pt'``)
+    expanded in sorted order; a pattern that matches nothing is an InputError."""
+    import glob
+
+    from synthgen.errors import InputError
+
+    found: list[Path] = []
+    for path in paths or []:
+        text = str(path)
+        if any(ch in text for ch in "*?[") and not path.exists():
+            matches = sorted(glob.glob(text))
+            if not matches:
+                raise InputError(f"{option} {text}: no file matches this pattern; check the path (quote it so the shell leaves it to synthgen)")
+            found += [Path(m) for m in matches]
+        else:
+            found.append(path)
+    return found
+
+
+def _print_sets(checkpoints: list[Path], baselines: list[Path], data: Path, all_metrics, base_metrics, out: Path) -> None:
+    """Mean ± sd of each score over several checkpoints (and baselines, with the difference),
+    printed and written to OUT/comparison.json."""
+    from synthgen.cache import atomic_write_json
+    from synthgen.evaluation import compare_metric_sets
+
+    dicts = [m.to_dict() for m in all_metrics]
+    base_dicts = [m.to_dict() for m in base_metrics]
+    rows = compare_metric_sets(dicts, base_dicts or dicts)
+    atomic_write_json(out / "comparison.json", {
+        "checkpoints": [str(p) for p in checkpoints], "baselines": [str(p) for p in baselines], "ground_truth": str(data),
+        "metrics": dicts, "baseline_metrics": base_dicts, "rows": rows,
+    })  # fmt: skip
+
+    def spread(mean, sd, signed=False) -> str:
+        if mean is None:
+            return "-"
+        text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
+        return text if sd is None else f"{text} ± {sd:.4f}"
+
+    title = f"{len(checkpoints)} checkpoint(s)" + (f" against {len(baselines)} baseline(s)" if baselines else "") + f" on {escape(str(data))}"
+    table = Table(title=title)
+    columns = ["metric", "checkpoints (mean ± sd)"] + (["baselines (mean ± sd)", "difference (mean ± sd)"] if baselines else [])
+    for column in columns:
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in rows:
+        cells = [escape(row["metric"]), spread(row["value_mean"], row["value_sd"])]
+        if baselines:
+            cells += [spread(row["baseline_mean"], row["baseline_sd"]), spread(row["difference_mean"], row["difference_sd"], signed=True)]
+        table.add_row(*cells)
+    out_console.print(table)
+    if baselines:
+        how = (
+            f"paired: checkpoint i against baseline i, in the order given ({len(checkpoints)} pairs); sd of the pair differences"
+            if len(checkpoints) == len(baselines)
+            else f"unpaired ({len(checkpoints)} against {len(baselines)}): difference of the means, ± its standard error"
+        )
+        out_console.print(f"difference = checkpoints - baselines, {how}")
+    skipped = sum(bool(m.skipped) for m in [*all_metrics, *base_metrics])
+    if skipped:
+        console.print(f"[yellow]{skipped} evaluation(s) skipped unreadable ground-truth images[/] (--skip-unreadable)")
+    out_console.print(f"each run's detections and metrics in {escape(str(out))}/checkpoint-N and baseline-N; comparison.json in {escape(str(out))}")
+
+
 def evaluate(
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A synthgen checkpoint (best.pt / last.pt). Required.")] = None,
+    checkpoint: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--checkpoint",
+            help="A synthgen checkpoint (best.pt / last.pt). Required. Repeat it, or give a quoted glob, for several "
+            "(e.g. one per training seed): each is scored and the mean ± sd reported.",
+        ),
+    ] = None,
     baseline: Annotated[
-        Optional[Path],
+        Optional[list[Path]],
         typer.Option(
             "--baseline",
             help="A second checkpoint scored on the same data (results in OUT/baseline): the two side by side, with "
-            "the difference (checkpoint - baseline), also in OUT/comparison.json.",
+            "the difference (checkpoint - baseline), also in OUT/comparison.json. Repeatable (or a quoted glob): with "
+            "several checkpoints and baselines, mean ± sd of each side and of the difference (paired by order when "
+            "the counts match).",
         ),
     ] = None,
     data: Annotated[
@@ -443,12 +538,13 @@ def evaluate(
     from synthgen.cli.common import Problems
     from synthgen.detectors import DETECTOR_CHECKPOINT
 
-    require("evaluate", checkpoint=checkpoint, data=data)
+    require("evaluate", checkpoint=checkpoint or None, data=data)
+    checkpoints = _expand_checkpoints(checkpoint, "--checkpoint")
+    baselines = _expand_checkpoints(baseline, "--baseline")
     # Every problem of the command at once, most fundamental first: the files, then the flags.
     problems = Problems()
-    for path in (checkpoint, baseline):
-        if path is not None:
-            problems.check(check_checkpoint_file, path, DETECTOR_CHECKPOINT)
+    for path in (*checkpoints, *baselines):
+        problems.check(check_checkpoint_file, path, DETECTOR_CHECKPOINT)
     if not data.is_file():
         problems.add(InputError(f"{data} {'is a folder' if data.is_dir() else 'does not exist'}; --data takes the ground truth as a COCO .json file"))
     if threads is not None and threads < 1:
@@ -460,10 +556,12 @@ def evaluate(
         import torch
 
         torch.set_num_threads(threads)
-    out = out or checkpoint.parent / (f"eval-{data.stem}" + (f"-refined-{Path(refine).name}" if refine is not None else ""))
+    out = out or checkpoints[0].parent / (f"eval-{data.stem}" + (f"-refined-{Path(refine).name}" if refine is not None else ""))
     if refine is not None:
-        if baseline is not None or skip_unreadable or preview:
-            raise InputError("--refine compares the checkpoint with its own refinement: it cannot be combined with --baseline, --skip-unreadable or --preview")
+        if baselines or len(checkpoints) > 1 or skip_unreadable or preview:
+            raise InputError("--refine compares one checkpoint with its own refinement: it cannot be combined with --baseline, "
+                             "several --checkpoint, --skip-unreadable or --preview")
+        checkpoint = checkpoints[0]
         if refine_score not in SCORE_NAMES:
             raise InputError(f"--refine-score {refine_score!r}: choose one of {', '.join(SCORE_NAMES)}")
         from synthgen.refine.apply import evaluate_refined
@@ -482,6 +580,19 @@ def evaluate(
             f"{result.refine_seconds_per_image:.3f} s/image (top {refine_top} regions) over {result.images} images"
         )
         return
+    if len(checkpoints) > 1 or len(baselines) > 1:
+        scored = {
+            side: [
+                run_evaluate(path, data, images_root, score_threshold, out / f"{side}-{i}", device=device, batch_size=batch_size,
+                             skip_unreadable=skip_unreadable)
+                for i, path in enumerate(paths, 1)
+            ]
+            for side, paths in (("checkpoint", checkpoints), ("baseline", baselines))
+        }  # fmt: skip
+        _print_sets(checkpoints, baselines, data, scored["checkpoint"], scored["baseline"], out)
+        return
+    checkpoint = checkpoints[0]
+    baseline = baselines[0] if baselines else None
     metrics = run_evaluate(
         checkpoint, data, images_root, score_threshold, out, device=device, batch_size=batch_size, preview=preview,
         preview_min_score=preview_min_score, preview_max_boxes=preview_max_boxes, preview_columns=preview_columns,
