@@ -246,8 +246,16 @@ def test_box_sources_follow_the_labelled_boxes(tmp_path):
     csv = tmp_path / "boxes.csv"
     csv.write_text("# x,y,w,h\n0.1,0.2,0.3,0.4\n")
     assert read_box_file(csv) == pytest.approx(np.array([[0.1, 0.2, 0.4, 0.6]]))
+    csv.write_text("x,y,w,h\n0.1,0.2,0.3,0.4\n")  # a header row is skipped
+    assert read_box_file(csv) == pytest.approx(np.array([[0.1, 0.2, 0.4, 0.6]]))
     csv.write_text("0.8,0.2,0.3,0.4\n")
     with pytest.raises(InputError, match="not inside the image"):
+        read_box_file(csv)
+    csv.write_text("0.1,0.2,0.3,0.4\n0.1,0.2,0.3\n")
+    with pytest.raises(InputError, match=r"4 numbers x, y, w, h; found \[0.1, 0.2, 0.3\]"):
+        read_box_file(csv)
+    csv.write_text("0.1,0.2,0.3,0.4\nx,y,w,h\n")  # text after the first row is an error, not a header
+    with pytest.raises(InputError, match="could not be read"):
         read_box_file(csv)
     with pytest.raises(InputError, match="no boxes"):
         LabelledBoxes(np.zeros((0, 16, 16, 3), np.uint8), [])
