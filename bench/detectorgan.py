@@ -18,6 +18,11 @@ with the defaults; every stage skips work already done in ``--work``)::
     python bench/detectorgan.py generate               # inserted images per method + pasted cut-outs
     python bench/detectorgan.py detect real 0          # real | detectorgan | no-unroll | cyclegan | paste; seed
     python bench/detectorgan.py report                 # JSON of every number, sample sheets to docs/img/
+    python bench/detectorgan.py all --jobs 2           # every stage, two at a time, then the report
+
+The report adds ``WORK/timing.json`` when present: the one-line output of
+``bench/gpu_detectorgan.py --device cpu ... --rounds N`` (phases interleaved in one process, the
+fair way to compare step times on a shared CPU).
 """
 
 from __future__ import annotations
@@ -247,6 +252,9 @@ def _report(args) -> None:
                 "seconds": [round(s["seconds"]) for s in scores],
             }
     results["ap50_test"] = table
+    timing = args.work / "timing.json"  # bench/gpu_detectorgan.py --device cpu ... --rounds N > WORK/timing.json
+    if timing.is_file():
+        results["interleaved_timing"] = json.loads(timing.read_text())
     results["locality"] = {m: _locality(args, m) for m in METHODS if (args.work / "runs" / m / "last.pt").is_file()}
     img = ROOT / "docs" / "img"
     img.mkdir(parents=True, exist_ok=True)
