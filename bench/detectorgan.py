@@ -18,6 +18,11 @@ with the defaults; every stage skips work already done in ``--work``)::
     python bench/detectorgan.py generate               # inserted images per method + pasted cut-outs
     python bench/detectorgan.py detect real 0          # real | detectorgan | no-unroll | cyclegan | paste; seed
     python bench/detectorgan.py report                 # JSON of every number, sample sheets to docs/img/
+    python bench/detectorgan.py all --jobs 2           # every stage, two at a time, then the report
+
+The report adds ``WORK/timing.json`` when present: the one-line output of
+``bench/gpu_detectorgan.py --device cpu ... --rounds N`` (phases interleaved in one process, the
+fair way to compare step times on a shared CPU).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"  # ../shared/data beside the checkout (--data elsewhere)
-METHODS = ("detectorgan", "no-unroll", "cyclegan")
+METHODS = ("detectorgan", "no-unroll", "acgan", "cyclegan")
 CONDITIONS = ("real", *METHODS, "paste")
 
 
@@ -132,7 +137,7 @@ def _generate(args) -> None:
     from synthgen.engine import PasteSpec, RunOptions, run_paste
     from synthgen.insert.render import InsertSpec, run_insert
 
-    for method in METHODS:
+    for method in METHODS if args.which is None else [m for m in METHODS if m == args.which]:
         out = args.work / "synthetic" / method
         if (out / "annotations.json").is_file():
             continue
@@ -141,7 +146,7 @@ def _generate(args) -> None:
         run_insert(spec, RunOptions(out=out, n=args.n_synthetic, workers=1, progress=False), method=method)
         print(f"{method}: {args.n_synthetic} images in {time.perf_counter() - started:.0f} s", flush=True)
     out = args.work / "synthetic" / "paste"
-    if not (out / "annotations.json").is_file():
+    if args.which in (None, "paste") and not (out / "annotations.json").is_file():
         composite = replace(CompositeConfig(), width=args.size, height=args.size, background_fit="stretch",
                             objects_per_image=(1, 1), scale=(0.25, 0.55))
         spec = PasteSpec(objects=str(args.work / "objects"), backgrounds=str(args.work / "clean"), composite=composite, seed=args.seed)
@@ -163,7 +168,7 @@ def _detect(args) -> None:
         synthetic = CocoSource(load_coco(args.work / "synthetic" / args.condition), augment=False, origin="synthetic")
         source = MixedSource(real, synthetic, 0.5)
     config = TrainConfig(
-        out=out, detector="ssd-mobilenet", steps=args.det_steps, batch_size=8, lr=1e-3, warmup_steps=20,
+        out=out, detector="ssd-mobilenet", steps=args.det_steps, batch_size=8, lr=1e-3, warmup_steps=min(50, args.det_steps // 10),
         image_size=args.det_size, eval_every=args.det_steps, num_workers=0, seed=args.det_seed, device="cpu", progress=False,
     )
     started = time.perf_counter()
@@ -247,6 +252,9 @@ def _report(args) -> None:
                 "seconds": [round(s["seconds"]) for s in scores],
             }
     results["ap50_test"] = table
+    timing = args.work / "timing.json"  # bench/gpu_detectorgan.py --device cpu ... --rounds N > WORK/timing.json
+    if timing.is_file():
+        results["interleaved_timing"] = json.loads(timing.read_text())
     results["locality"] = {m: _locality(args, m) for m in METHODS if (args.work / "runs" / m / "last.pt").is_file()}
     img = ROOT / "docs" / "img"
     img.mkdir(parents=True, exist_ok=True)
@@ -256,6 +264,60 @@ def _report(args) -> None:
             make_contact_sheet(data, img / f"detectorgan-{method}.jpg", n=16, columns=8, tile=128, seed=0)
     (ROOT / "docs" / "results-detectorgan.json").write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
+
+
+def _all(args) -> None:
+    """Every stage in dependency order, ``--jobs`` at a time (each a subprocess of this script with
+    the same options, one CPU thread each); the report at the end. Stages already done are skipped,
+    so an interrupted ``all`` resumes."""
+    import subprocess
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    seeds = range(args.det_seeds)
+    stages: dict[str, tuple[list[str], list[str]]] = {"data": (["data"], [])}  # name: (argv, needs)
+    stages["generate paste"] = (["generate", "paste"], ["data"])
+    stages["pretrain"] = (["pretrain"], ["data"])
+    for method in METHODS:
+        stages[f"joint {method}"] = (["joint", method], ["pretrain"])
+        stages[f"generate {method}"] = (["generate", method], [f"joint {method}"])
+    # Longest chain first: DetectorGAN's joint run, then the other joint runs, then the detectors.
+    order = ["data", "pretrain", "joint detectorgan", "generate paste", *[f"joint {m}" for m in METHODS[1:]]]
+    for seed in seeds:  # seed-major: whatever has finished holds every condition at the same seeds
+        for condition in CONDITIONS:
+            needs = ["data"] if condition == "real" else [f"generate {condition}"]
+            stages[f"detect {condition} {seed}"] = (["detect", condition, str(seed)], needs)
+    order += [name for name in stages if name not in order]
+    options = [a for a in sys.argv[1 : sys.argv.index("all")]]
+    log = args.work / "all.log"
+    done: set[str] = set()
+    running: dict = {}
+    with ThreadPoolExecutor(args.jobs) as pool:
+        while len(done) < len(stages):
+            for name in order:
+                argv, needs = stages[name]
+                if name in done or name in running.values() or len(running) >= args.jobs or not set(needs) <= done:
+                    continue
+                command = [sys.executable, __file__, *options, *argv]
+                env = dict(os.environ, OMP_NUM_THREADS="1")
+
+                def run(command=command, name=name, env=env) -> float:
+                    started = time.perf_counter()
+                    with (args.work / "logs" / f"{name.replace(' ', '-')}.log").open("a") as out:
+                        subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT, env=env)
+                    return time.perf_counter() - started
+
+                (args.work / "logs").mkdir(exist_ok=True)
+                running[pool.submit(run)] = name
+                with log.open("a") as out:
+                    out.write(f"{time.strftime('%H:%M:%S')} start {name}\n")
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                seconds = future.result()  # a failed stage stops the run (its log says why)
+                done.add(name)
+                with log.open("a") as out:
+                    out.write(f"{time.strftime('%H:%M:%S')} done {name} ({seconds:.0f} s)\n")
+    _report(args)
 
 
 def main() -> None:
@@ -279,12 +341,18 @@ def main() -> None:
     joint = sub.add_parser("joint")
     joint.add_argument("method", choices=METHODS)
     joint.set_defaults(func=_joint)
-    sub.add_parser("generate").set_defaults(func=_generate)
+    generate = sub.add_parser("generate")
+    generate.add_argument("which", nargs="?", choices=(*METHODS, "paste"), help="One method, or the pasted cut-outs (default: all).")
+    generate.set_defaults(func=_generate)
     detect = sub.add_parser("detect")
     detect.add_argument("condition", choices=CONDITIONS)
     detect.add_argument("det_seed", type=int)
     detect.set_defaults(func=_detect)
     sub.add_parser("report").set_defaults(func=_report)
+    everything = sub.add_parser("all", help="Every stage, --jobs at a time, then the report.")
+    everything.add_argument("--jobs", type=int, default=2, help="Stages run at once (one CPU thread each).")
+    everything.add_argument("--det-seeds", type=int, default=3, help="Detector seeds 0..N-1 per condition.")
+    everything.set_defaults(func=_all)
     args = parser.parse_args()
     if not (args.data / "pennfudan").is_dir():
         sys.exit(f"needs the shared data (pennfudan, coco128, scenes) in {args.data}: pass --data")

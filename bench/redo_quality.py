@@ -2,7 +2,7 @@
 and a centred ellipse.
 
     PYTHONPATH=$PWD /work/venv/bin/python bench/redo_quality.py --data /work/shared/data --work /tmp/redo_quality \
-        --size 64 --nf 16 --batch-size 16 --lr-m 1e-4 --steps 1500 --out docs/redo_quality.json \
+        --size 64 --nf 16 --batch-size 8 --lr-m 1e-4 --lr 2e-4 --steps 1500 --out docs/redo_quality.json \
         --sheet docs/img/redo_pennfudan.png
 
 Data (``--data``, default ``../shared/data``): Penn-Fudan's 100 photos are split by photo with
@@ -13,11 +13,12 @@ would give synthgen.
   64 px high and 24 px wide, not crowds) and of the Penn-Fudan train photos; the train crops'
   instance masks are its ``--val-masks`` (they pick best.pth and the object's channel, as a user
   with a few masks would). The run lives in ``--work/run`` and resumes: run the command again
-  with a larger ``--steps`` to train on (each call stays within a few minutes on 2 CPU cores).
+  with a larger ``--steps`` to train on. ``--redo-checkpoint PATH`` scores that checkpoint
+  instead of training (a copy of best.pth taken mid-run, or a run trained elsewhere).
 - Scored on the test crops: each method's soft mask goes through synthgen's mask cleaning
   (threshold, largest component, holes filled) and quality bounds (``MaskQuality()``, as in a
   pool). IoU with the person's instance mask in the crop, for every crop (a rejected mask keeps
-  its IoU) and over the accepted ones; the fraction rejected.
+  its IoU) and over the accepted ones; the fraction rejected, and why.
 - Methods: ``redo`` (this run's best.pth), ``grabcut`` (synthgen's default GrabCut), ``none`` (the
   whole crop, i.e. the box with its margin) and ``ellipse`` (the ellipse inscribed in the box).
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -111,12 +113,14 @@ def score(method: str, softs: list[np.ndarray], crops: list[dict], threshold: fl
     cleaned = [clean_mask(soft, threshold) for soft in softs]
     ious = np.array([float(mask_iou(c[None], crop["mask"][None])[0]) for c, crop in zip(cleaned, crops)])
     checked = None if method == "none" else quality  # the pool does not judge the none segmenter
-    rejected = np.array([checked is not None and checked.check(c) is not None for c in cleaned])
+    reasons = [None if checked is None else checked.check(c) for c in cleaned]
+    rejected = np.array([reason is not None for reason in reasons])
     accepted = ious[~rejected]
     return {
         "crops": len(crops), "mean_iou": round(float(ious.mean()), 4), "iou_std": round(float(ious.std()), 4),
         "rejected_fraction": round(float(rejected.mean()), 4),
         "mean_iou_accepted": round(float(accepted.mean()), 4) if len(accepted) else None,
+        "rejected_because": dict(Counter(reason for reason in reasons if reason is not None)),
     }, cleaned
 
 
@@ -150,12 +154,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--nf", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr-m", type=float, default=1e-5)
+    parser.add_argument("--lr-m", type=float, default=1e-5, help="mask network's learning rate (ReDO: 1e-5)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="generator's, discriminator's and latent encoder's (ReDO: 1e-4)")
     parser.add_argument("--steps", type=int, default=1000, help="total training steps of the run")
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--methods", default="redo,grabcut,none,ellipse")
+    parser.add_argument("--redo-checkpoint", type=Path,
+                        help="score this ReDO checkpoint (e.g. a copy of a run's best.pth mid-training, or a GPU run's) "
+                        "instead of training the run in --work")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--sheet", type=Path)
     args = parser.parse_args()
@@ -165,27 +173,30 @@ def main() -> None:
     from synthgen.segmenters.redo_train import RedoTrainConfig, train_redo
 
     splits = pennfudan_crops(args.data, args.margin, args.seed)
-    coco = coco_person_crops(args.data, args.margin)
-    images, val_masks = write_training_folder(args.work, coco, splits["train"])
     test = splits["test"]
     methods = args.methods.split(",")
-    result: dict = {"seed": args.seed, "margin": args.margin, "test_crops": len(test),
-                    "train_images": {"coco128": len(coco), "pennfudan_train": len(splits["train"])}, "methods": {}}
+    result: dict = {"seed": args.seed, "margin": args.margin, "test_crops": len(test), "methods": {}}
     masks: dict[str, list[np.ndarray]] = {}
-    if "redo" in methods:
+    checkpoint = args.redo_checkpoint or args.work / "run" / "best.pth"
+    if args.redo_checkpoint is not None:
+        result["redo_checkpoint"] = str(args.redo_checkpoint)
+    elif "redo" in methods:
+        coco = coco_person_crops(args.data, args.margin)
+        images, val_masks = write_training_folder(args.work, coco, splits["train"])
+        result["train_images"] = {"coco128": len(coco), "pennfudan_train": len(splits["train"])}
         run = args.work / "run"
         config = RedoTrainConfig(images=images, out=run, size=args.size, steps=args.steps, batch_size=args.batch_size,
-                                 nf=args.nf, every=args.every, lr_m=args.lr_m, seed=args.seed, device=args.device,
+                                 nf=args.nf, every=args.every, lr_m=args.lr_m, lr_g=args.lr, lr_d=args.lr, lr_z=args.lr, seed=args.seed, device=args.device,
                                  val_masks=val_masks, resume=(run / "last.pth").is_file())
         started = time.perf_counter()
         record = train_redo(config, on_check=lambda r: print(json.dumps(r), flush=True))
         result["redo_training"] = {**{k: v for k, v in record.items() if k not in ("out", "last", "best")},
-                                   "size": args.size, "nf": args.nf, "batch_size": args.batch_size, "lr_m": args.lr_m,
+                                   "size": args.size, "nf": args.nf, "batch_size": args.batch_size, "lr_m": args.lr_m, "lr": args.lr,
                                    "device": args.device, "seconds_this_call": round(time.perf_counter() - started, 1)}
     for method in methods:
         started = time.perf_counter()
         if method == "redo":
-            segmenter = load_redo(args.work / "run" / "best.pth", threshold=args.threshold, device=args.device)
+            segmenter = load_redo(checkpoint, threshold=args.threshold, device=args.device)
             softs = segmenter.segment_batch([c["rgb"] for c in test], [None] * len(test))
             extra = {"fg_channel": segmenter.chosen}
         elif method == "ellipse":

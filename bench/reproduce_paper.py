@@ -12,7 +12,9 @@ Two tasks, each a set of *conditions* trained with the same finetune schedule:
   images. Conditions: ``none``, ``polygon`` (pretrain on COCO128 person cut-outs, their
   polygon masks as alpha, pasted over COCO128 images that show no person, then finetune),
   ``grabcut`` (the same persons as plain box crops, cut out by GrabCut) and ``naive`` (those
-  box crops pasted whole, ``--segmenter none``: the box is the crop).
+  box crops pasted whole, ``--segmenter none``: the box is the crop); ``redo`` (those box crops
+  cut out by a ReDO mask network trained with ``synthgen train redo``, ``--redo PATH.pth``, e.g.
+  the run of ``bench/redo_quality.py``; not in ``plan``'s defaults).
 
 Splits (written as COCO files with absolute file names under ``OUT/splits``, so the
 ``synthgen`` CLI reads them as well):
@@ -72,7 +74,7 @@ PED_SPLIT = (50, 10, 40)  # pool, val, test
 
 LARGE_SIDE = 32.0  # COCO's small/medium boundary (32x32 px)
 FACE_CONDITIONS = ("none", "naive", "grabcut", "mixed")
-PED_CONDITIONS = ("none", "naive", "polygon", "grabcut")
+PED_CONDITIONS = ("none", "naive", "polygon", "grabcut")  # "redo" needs --redo, so it is asked for by name
 #: Person box crops for GrabCut are the box grown by this fraction of its size on each side;
 #: GrabCut's rectangle is then inset by about the same (GRABCUT_MARGIN of the crop's side).
 CROP_PAD = 0.1
@@ -196,7 +198,8 @@ def write_person_free_backgrounds(dst: Path) -> int:
 # -- paste specs --------------------------------------------------------------------------------
 
 
-def paste_spec(out: Path, task: str, condition: str, image_size: int, seed: int, grey_backgrounds: bool = False):
+def paste_spec(out: Path, task: str, condition: str, image_size: int, seed: int, grey_backgrounds: bool = False,
+               redo: Path | None = None):
     from synthgen.compositor.config import PRESETS
     from synthgen.engine import PasteSpec
 
@@ -212,12 +215,7 @@ def paste_spec(out: Path, task: str, condition: str, image_size: int, seed: int,
         )
     if grey_backgrounds:
         raise SystemExit("--grey-backgrounds is for the faces (grey cut-outs) only")
-    from synthgen.compositor import CompositeConfig
-
-    composite = CompositeConfig(
-        width=image_size, height=image_size, objects_per_image=(1, 5), scale=(0.12, 0.55), rotation=5.0,
-        blend=("alpha", "gaussian"), min_visible=0.6,
-    )
+    composite = PRESETS.get("pedestrians").config(width=image_size, height=image_size)
     if condition == "naive":  # the same box crops as GrabCut's, pasted whole (box = crop)
         return PasteSpec(
             objects=str(out / "person_crops"), backgrounds=str(out / "person_free"), segmenter="none",
@@ -228,6 +226,15 @@ def paste_spec(out: Path, task: str, condition: str, image_size: int, seed: int,
             objects=str(out / "person_crops"), backgrounds=str(out / "person_free"), segmenter="grabcut",
             segmenter_options={"margin": str(GRABCUT_MARGIN)}, composite=composite, seed=seed,
         )
+    if condition == "redo":  # box crops, cut out by a trained ReDO mask network
+        if redo is None:
+            raise SystemExit("the redo condition needs --redo PATH.pth (a checkpoint of synthgen train redo)")
+        return PasteSpec(
+            objects=str(out / "person_crops"), backgrounds=str(out / "person_free"), segmenter=f"redo:{redo.resolve()}",
+            composite=composite, seed=seed,
+        )
+    if condition != "polygon":
+        raise SystemExit(f"unknown pedestrian condition {condition!r}: one of {', '.join(PED_CONDITIONS)}, redo")
     return PasteSpec(
         objects=str(out / "persons"), backgrounds=str(out / "person_free"), segmenter="alpha",
         composite=composite, seed=seed,
@@ -273,7 +280,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from synthgen.training.loop import pretrain
 
     out = _fresh(args.out / "pretrain" / args.task / args.condition / f"s{args.seed}")
-    spec = paste_spec(args.out, args.task, args.condition, args.image_size, args.seed, args.grey_backgrounds)
+    spec = paste_spec(args.out, args.task, args.condition, args.image_size, args.seed, args.grey_backgrounds, args.redo)
     source, notes = synthetic_source(spec, args.task)
     print("\n".join(notes), flush=True)
     val = load_coco(args.out / "splits" / args.task / "val.json")
@@ -406,12 +413,13 @@ LABELS = {
     ("pedestrians", "naive"): "pretrain: COCO128 person box crops, naive pasting (whole crops)",
     ("pedestrians", "polygon"): "pretrain: COCO128 person polygons",
     ("pedestrians", "grabcut"): "pretrain: COCO128 person box crops, GrabCut",
+    ("pedestrians", "redo"): "pretrain: COCO128 person box crops, ReDO",
 }
 
 
 SHORT = {"none": "no pretraining", "none-long": "no pretraining,\nlonger finetune", "naive": "naive paste", "grabcut": "GrabCut paste", "mixed": "mixed 1:1",
-         "polygon": "polygon paste"}
-COLOURS = {"none": "#999999", "none-long": "#444444", "naive": "#e49b3c", "grabcut": "#3c7ee4", "mixed": "#5aae61", "polygon": "#8e5ae4"}
+         "polygon": "polygon paste", "redo": "ReDO paste"}
+COLOURS = {"none": "#999999", "none-long": "#444444", "naive": "#e49b3c", "grabcut": "#3c7ee4", "mixed": "#5aae61", "polygon": "#8e5ae4", "redo": "#d6404e"}
 
 
 def collect(out: Path) -> list[dict]:
@@ -530,7 +538,7 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
     """Every stage of the protocol, most important first: seed 0 of all conditions at the
     smallest real-set sizes, then further seeds and sizes, then mixed training."""
     out = args.out
-    common = ["--out", str(out), "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
+    common = ["--out", str(out), "--data", str(args.data), "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
               "--lr", str(args.lr), "--threads", "1", *(["--box-scales", args.box_scales] if args.box_scales else [])]
     tasks = {
         "faces": (args.face_sizes, args.face_conditions, args.pretrain_steps, args.finetune_steps),
@@ -623,11 +631,13 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    global DATA  # --data replaces the default for every stage of this process
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
     for name in ("prepare", "pretrain", "finetune", "score-pretrained", "report", "plan"):
         p = sub.add_parser(name)
         p.add_argument("--out", type=Path, required=True)
+        p.add_argument("--data", type=Path, default=DATA, help="The shared data folder (default: ../shared/data beside the checkout).")
         if name in ("pretrain", "finetune"):
             p.add_argument("--task", choices=("faces", "pedestrians"), required=True)
             p.add_argument("--condition", required=True)
@@ -645,6 +655,7 @@ def main() -> None:
         if name == "pretrain":
             p.add_argument("--grey-backgrounds", action="store_true",
                            help="Faces: paste onto grey copies of the scenes (the face crops are grey).")
+            p.add_argument("--redo", type=Path, help="Pedestrians, condition redo: the ReDO checkpoint (.pth) that cuts the crops out.")
         if name == "finetune":
             p.add_argument("--n-real", type=int, required=True)
             p.add_argument("--pretrain-seed", type=int, default=0, help="Start from this pretraining run.")
@@ -673,6 +684,7 @@ def main() -> None:
             p.add_argument("--markdown")
             p.add_argument("--plot")
     args = parser.parse_args()
+    DATA = args.data
     if hasattr(args, "threads"):
         import torch
 

@@ -47,6 +47,17 @@ _TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of torch's legacy (pre
 _LEGACY_PICKLES = 4  # magic number, protocol version, system info, then the object itself
 
 
+def check_checkpoint_file(path: str | Path, what: str = "a PyTorch checkpoint") -> Path:
+    """``path`` as a Path when it names an existing file; InputError saying it is a folder or
+    missing otherwise (a cheap check that reads nothing, for commands that list every problem)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; expected {what} (a file, e.g. best.pt)")
+    if not path.exists():
+        raise InputError(f"{path} does not exist; expected {what}")
+    return path
+
+
 def load_checkpoint(path: str | Path, what: str = "a PyTorch checkpoint", allowed_globals: Iterable[Any] = ()) -> Any:
     """The object stored in the PyTorch file ``path``, tensors on the CPU, read without running
     any code from the file (``torch.load(weights_only=True)``, after a scan of its pickle).
@@ -59,11 +70,7 @@ def load_checkpoint(path: str | Path, what: str = "a PyTorch checkpoint", allowe
     """
     import torch
 
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path} is a folder; expected {what} (a file, e.g. best.pt)")
-    if not path.exists():
-        raise InputError(f"{path} does not exist; expected {what}")
+    path = check_checkpoint_file(path, what)
     allowed = list(allowed_globals)
     allowed_names = {_global_name(obj) for obj in allowed}
     wanted = pickle_globals(path, what)

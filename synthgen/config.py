@@ -57,11 +57,19 @@ def load_config(path: Path | None) -> tuple[dict[str, dict[str, Any]], Path | No
     return sections, path
 
 
-def default_map(sections: dict[str, dict[str, Any]], commands: dict[str, set[str]], groups: dict[str, set[str]], source: Path) -> dict[str, Any]:
+def default_map(
+    sections: dict[str, dict[str, Any]],
+    commands: dict[str, set[str]],
+    groups: dict[str, set[str]],
+    source: Path,
+    repeatable: dict[str, set[str]] | None = None,
+) -> dict[str, Any]:
     """Turn config sections into click's ``default_map``, checking every key.
 
     ``commands`` maps top-level command names to their parameter names; ``groups`` maps group
-    names (``train``) to the command names they hold, which read the same section.
+    names (``train``) to the command names they hold, which read the same section;
+    ``repeatable`` names each command's repeatable options, whose value is a list (a single
+    value or a TOML array) rather than a "LOW,HIGH" string.
     """
     result: dict[str, Any] = {}
     for command, values in sections.items():
@@ -71,7 +79,7 @@ def default_map(sections: dict[str, dict[str, Any]], commands: dict[str, set[str
         if unknown:
             known = ", ".join(sorted(name.replace("_", "-") for name in commands[command]))
             raise InputError(f"{source}: [{command}] has unknown settings {', '.join(unknown)}; known: {known}")
-        result[command] = _as_click_values(values)
+        result[command] = _as_click_values(values, (repeatable or {}).get(command, set()))
     for group, members in groups.items():
         nested = {name: result[name] for name in members if name in result}
         if nested:
@@ -79,6 +87,13 @@ def default_map(sections: dict[str, dict[str, Any]], commands: dict[str, set[str
     return result
 
 
-def _as_click_values(values: dict[str, Any]) -> dict[str, Any]:
-    # Options that take "LOW,HIGH" strings may be written as TOML arrays.
-    return {k: ",".join(str(x) for x in v) if isinstance(v, list) and all(not isinstance(x, (list, dict)) for x in v) else v for k, v in values.items()}
+def _as_click_values(values: dict[str, Any], repeatable: set[str]) -> dict[str, Any]:
+    # Options that take "LOW,HIGH" strings may be written as TOML arrays; repeatable ones take a list.
+    def convert(key: str, v: Any) -> Any:
+        if key in repeatable:
+            return v if isinstance(v, list) else [v]
+        if isinstance(v, list) and all(not isinstance(x, (list, dict)) for x in v):
+            return ",".join(str(x) for x in v)
+        return v
+
+    return {k: convert(k, v) for k, v in values.items()}

@@ -20,6 +20,14 @@ Detectors:
 * ``ssdlite-mbv3``: torchvision's ``ssdlite320_mobilenet_v3_large`` layout at any input size.
 * ``retinanet-r50``: torchvision's ``retinanet_resnet50_fpn`` (v1).
 * ``fasterrcnn-mbv3``: torchvision's ``fasterrcnn_mobilenet_v3_large_fpn``.
+* ``retinanet-mbv2``, ``fcos-mbv2``, ``fasterrcnn-mbv2``: torchvision's RetinaNet, FCOS and
+  Faster R-CNN on a feature pyramid over MobileNetV2 (the one ImageNet backbone that can be had
+  offline here): pyramid levels at strides 8, 16 and 32 (the ends of MobileNetV2's stride-8 and
+  stride-16 stages and its last 1280-channel layer), 128 channels (a mobile backbone's width,
+  half of torchvision's ResNet pyramids), plus P6-P7 (RetinaNet, FCOS) or a pooled level
+  (Faster R-CNN). A stride-8 level is what small objects (WIDER's 8-20 px faces) need.
+  Images are resized to the same ``image_size`` square as for training (not aspect-kept as in
+  torchvision's default), so the anchors see objects at the sizes training showed them.
 
 Images are resized to ``image_size`` (SSD models: a fixed ``image_size`` square, as the paper
 did; R-CNN-style models: shorter side ``image_size``, longer side at most ``image_size``).
@@ -28,30 +36,39 @@ SSD models take ``box_scales=(smallest, largest)``: the sizes of their default b
 feature maps, as fractions of the input side, spaced linearly as in the SSD paper (default
 torchvision's SSDLite range, 0.2-0.95: 64-304 px at 320). Small objects need a smaller range:
 a 14-px face at 320 px overlaps no 64-px default box well enough to be matched in training.
+
+The anchor-based pyramid detectors (``retinanet-mbv2``, ``fasterrcnn-mbv2``) take ``anchors``,
+an :class:`AnchorSpec` (sizes per pyramid level, in input pixels, and aspect ratios h/w), e.g.
+from :func:`anchors_from_boxes` on the real training boxes; it is stored in the checkpoint, so
+the model rebuilds exactly.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import urllib.error
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, MobileNet_V3_Large_Weights, ResNet50_Weights
 from torchvision.models import mobilenet_v2, mobilenet_v3_large
 from torchvision.models._api import WeightsEnum
 from torchvision.models.detection.faster_rcnn import FasterRCNN
-from torchvision.models.detection.retinanet import RetinaNet
+from torchvision.models.detection.fcos import FCOS
+from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
-from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, mobilenet_backbone, resnet_fpn_backbone
 from torchvision.models.detection.ssdlite import SSDLiteFeatureExtractorMobileNet, SSDLiteHead
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d
 
 from synthgen.errors import InputError, NotAvailableError
@@ -82,10 +99,30 @@ DEFAULT_BOX_SCALES = (0.2, 0.95)  # torchvision's SSDLite recipe
 
 BoxScales = tuple[float, float]
 
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    """Anchor boxes of a pyramid detector: ``sizes[level]`` are the anchor sizes (square
+    root of the area, in input pixels) of each pyramid level, finest first, the same count on
+    every level; ``aspect_ratios`` (height / width, torchvision's convention) apply to each."""
+
+    sizes: tuple[tuple[float, ...], ...]
+    aspect_ratios: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sizes": [list(level) for level in self.sizes], "aspect_ratios": list(self.aspect_ratios)}
+
+    def describe(self) -> str:
+        sizes = "; ".join(",".join(f"{v:g}" for v in level) for level in self.sizes)
+        return f"sizes per level {sizes} px, aspect ratios (h/w) {','.join(f'{v:g}' for v in self.aspect_ratios)}"
+
+
 # A factory builds the torchvision model for ``num_classes`` object classes (background extra),
 # ``image_size`` pixels, with the default-box scale range ``box_scales`` (None: the default;
-# only SSD factories accept another).
-DetectorFactory = Callable[[int, int, BackboneInit, "BoxScales | None"], nn.Module]
+# only SSD factories accept another) and the anchors ``anchors`` (None: the default; only the
+# anchor-based pyramid detectors accept others).
+DetectorFactory = Callable[..., nn.Module]
 
 
 @dataclass(frozen=True)
@@ -130,6 +167,18 @@ def _no_box_scales(name: str, box_scales: BoxScales | None) -> None:
         raise InputError(
             f"box scales set the default boxes of SSD detectors (ssd-mobilenet, ssdlite-mbv3); "
             f"{name!r} has its own anchor sizes"
+        )
+
+
+ANCHOR_DETECTORS = ("retinanet-mbv2", "fasterrcnn-mbv2")  # the ones whose anchors can be set
+
+
+def _no_anchors(name: str, anchors: AnchorSpec | None) -> None:
+    if anchors is not None:
+        hint = " (SSD detectors: size their default boxes with --box-scales)" if name.startswith("ssd") else ""
+        raise InputError(
+            f"anchors from the data are for the anchor-based pyramid detectors ({', '.join(ANCHOR_DETECTORS)}); "
+            f"{name!r} keeps its own{hint}"
         )
 
 
@@ -222,7 +271,10 @@ def _ssd(
 
 
 @_register("ssd-mobilenet", MobileNet_V2_Weights.IMAGENET1K_V1, help="SSDLite on MobileNetV2 (the paper's family)")
-def _ssd_mobilenet(num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None) -> nn.Module:
+def _ssd_mobilenet(
+    num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None, anchors: AnchorSpec | None = None
+) -> nn.Module:
+    _no_anchors('ssd-mobilenet', anchors)
     norm_layer = _ssdlite_norm()
     # The backbone keeps batch norm's default eps, which its ImageNet weights were trained with.
     backbone_norm = partial(nn.BatchNorm2d, momentum=0.03)
@@ -233,7 +285,10 @@ def _ssd_mobilenet(num_classes: int, image_size: int, init: BackboneInit, box_sc
 
 
 @_register("ssdlite-mbv3", MobileNet_V3_Large_Weights.IMAGENET1K_V1, help="torchvision SSDLite320 on MobileNetV3-Large")
-def _ssdlite_mbv3(num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None) -> nn.Module:
+def _ssdlite_mbv3(
+    num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None, anchors: AnchorSpec | None = None
+) -> nn.Module:
+    _no_anchors('ssdlite-mbv3', anchors)
     norm_layer = _ssdlite_norm()
     # torchvision halves the tail channels when no ImageNet weights are used (MobileNetV3 paper,
     # table 6); the layout follows that choice so that a checkpoint rebuilds identically.
@@ -257,7 +312,10 @@ def _rcnn_norm(init: BackboneInit) -> Callable[..., nn.Module]:
 
 
 @_register("retinanet-r50", ResNet50_Weights.IMAGENET1K_V1, help="torchvision RetinaNet, ResNet-50 FPN")
-def _retinanet_r50(num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None) -> nn.Module:
+def _retinanet_r50(
+    num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None, anchors: AnchorSpec | None = None
+) -> nn.Module:
+    _no_anchors('retinanet-r50', anchors)
     _no_box_scales("retinanet-r50", box_scales)
     backbone = resnet_fpn_backbone(
         backbone_name="resnet50",
@@ -273,7 +331,10 @@ def _retinanet_r50(num_classes: int, image_size: int, init: BackboneInit, box_sc
 @_register(
     "fasterrcnn-mbv3", MobileNet_V3_Large_Weights.IMAGENET1K_V1, help="torchvision Faster R-CNN, MobileNetV3-Large FPN"
 )
-def _fasterrcnn_mbv3(num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None) -> nn.Module:
+def _fasterrcnn_mbv3(
+    num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None, anchors: AnchorSpec | None = None
+) -> nn.Module:
+    _no_anchors('fasterrcnn-mbv3', anchors)
     _no_box_scales("fasterrcnn-mbv3", box_scales)
     backbone = mobilenet_backbone(
         backbone_name="mobilenet_v3_large",
@@ -292,6 +353,161 @@ def _fasterrcnn_mbv3(num_classes: int, image_size: int, init: BackboneInit, box_
         max_size=image_size,
         box_score_thresh=0.001,
     )
+
+
+# -- feature-pyramid detectors on MobileNetV2 ---------------------------------------------------
+
+MBV2_PYRAMID = {"6": "0", "13": "1", "18": "2"}  # stride-8 and stride-16 stage ends, the 1280-channel layer
+MBV2_PYRAMID_CHANNELS = [32, 96, 1280]
+PYRAMID_WIDTH = 128
+# P3-P7 (strides 8-128) for RetinaNet and FCOS; P3-P5 plus a pooled stride-64 level for Faster R-CNN.
+PYRAMID_LEVELS = {"retinanet-mbv2": 5, "fcos-mbv2": 5, "fasterrcnn-mbv2": 4}
+ANCHORS_PER_LEVEL = {"retinanet-mbv2": 3, "fasterrcnn-mbv2": 1}  # sizes per level (torchvision's recipes)
+
+
+def default_anchors(name: str) -> AnchorSpec:
+    """torchvision's anchors for detector ``name``'s pyramid: RetinaNet 4 x stride times 2^0,
+    2^(1/3), 2^(2/3) per level; Faster R-CNN one size per level (4 x stride), both with aspect
+    ratios 0.5, 1, 2; FCOS (anchor-free) one point per location sized 1 x stride, which sets the
+    range of object sizes each level learns."""
+    strides = [8 * 2**level for level in range(PYRAMID_LEVELS[name])]
+    if name == "fcos-mbv2":
+        return AnchorSpec(tuple((float(s),) for s in strides), (1.0,))
+    octave = (1.0, 2 ** (1 / 3), 2 ** (2 / 3)) if ANCHORS_PER_LEVEL[name] == 3 else (1.0,)
+    return AnchorSpec(tuple(tuple(round(4 * s * o, 2) for o in octave) for s in strides), (0.5, 1.0, 2.0))
+
+
+def check_anchors(name: str, anchors: AnchorSpec | dict | None) -> AnchorSpec | None:
+    """``anchors`` (an AnchorSpec or its ``to_dict()``, as a checkpoint stores it) checked
+    against detector ``name``'s pyramid; None stays None. InputError when it does not fit."""
+    if anchors is None:
+        return None
+    if name not in ANCHOR_DETECTORS:
+        _no_anchors(name, anchors)
+    try:
+        if isinstance(anchors, dict):
+            anchors = AnchorSpec(tuple(tuple(float(v) for v in level) for level in anchors["sizes"]),
+                                 tuple(float(v) for v in anchors["aspect_ratios"]))
+        sizes, ratios = anchors.sizes, anchors.aspect_ratios
+        per_level = {len(level) for level in sizes}
+        values = [v for level in sizes for v in level] + list(ratios)
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"anchors must be sizes per level and aspect ratios, got {anchors!r}") from None
+    expected_levels, expected_per_level = PYRAMID_LEVELS[name], ANCHORS_PER_LEVEL[name]
+    if len(sizes) != expected_levels or per_level != {expected_per_level} or not ratios:
+        raise InputError(
+            f"{name!r} has {expected_levels} pyramid levels with {expected_per_level} anchor size(s) each and at least one "
+            f"aspect ratio; these anchors have {len(sizes)} levels with {sorted(per_level)} sizes and {len(ratios)} ratios"
+        )
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"anchor sizes and aspect ratios must be positive numbers, got {anchors.describe()}")
+    return anchors
+
+
+def anchors_from_boxes(name: str, widths: Sequence[float], heights: Sequence[float]) -> AnchorSpec:
+    """Anchors for detector ``name`` fitted to boxes of ``widths`` x ``heights`` (in the
+    detector's input pixels).
+
+    Quantiles, not k-means: a few-shot set has tens of boxes, too few for 15 clusters. The sizes
+    (square root of the area) span the 2nd-98th percentile of the boxes' sizes geometrically,
+    smallest on the finest level; the aspect ratios are the 10th, 50th and 90th percentile of
+    height / width. (k-means on IoU, YOLO's recipe, needs hundreds of boxes to be stable.)
+    """
+    if name not in ANCHOR_DETECTORS:
+        _no_anchors(name, AnchorSpec((), ()))
+    w, h = np.asarray(widths, dtype=np.float64), np.asarray(heights, dtype=np.float64)
+    keep = (w > 0) & (h > 0)
+    if keep.sum() < 2:
+        raise InputError(f"anchors from the data need at least 2 boxes with a width and a height; found {int(keep.sum())}")
+    w, h = w[keep], h[keep]
+    lo, hi = np.percentile(np.sqrt(w * h), [2, 98])
+    count = PYRAMID_LEVELS[name] * ANCHORS_PER_LEVEL[name]
+    sizes = np.geomspace(max(lo, 2.0), max(hi, lo * 1.01, 2.02), count)
+    per_level = ANCHORS_PER_LEVEL[name]
+    levels = tuple(tuple(round(float(v), 2) for v in sizes[i : i + per_level]) for i in range(0, count, per_level))
+    ratios = tuple(round(float(v), 3) for v in np.percentile(h / w, [10, 50, 90]))
+    return AnchorSpec(levels, ratios)
+
+
+def anchors_from_coco(name: str, path: str | Path, image_size: int) -> AnchorSpec:
+    """:func:`anchors_from_boxes` on the (non-crowd) boxes of COCO file ``path``, as the
+    training loop shows them: every image resized to an ``image_size`` square."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        sizes = {im["id"]: (float(im["width"]), float(im["height"])) for im in data["images"]}
+        boxes = [(a["image_id"], a["bbox"]) for a in data["annotations"] if not a.get("iscrowd")]
+    except FileNotFoundError:
+        raise InputError(f"--anchors-from {path}: no such file; give the real training set's COCO JSON") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(
+            f"--anchors-from {path} is not a COCO JSON with images (id, width, height) and annotations (image_id, bbox): {err}"
+        ) from None
+    try:
+        widths = [b[2] * image_size / sizes[i][0] for i, b in boxes]
+        heights = [b[3] * image_size / sizes[i][1] for i, b in boxes]
+    except (KeyError, IndexError, TypeError, ZeroDivisionError):
+        raise InputError(f"--anchors-from {path}: an annotation has no image of its image_id or a malformed bbox") from None
+    try:
+        return anchors_from_boxes(name, widths, heights)
+    except InputError as err:
+        raise InputError(f"--anchors-from {path}: {err}") from None
+
+
+def _mbv2_pyramid(init: BackboneInit, extra_blocks: nn.Module) -> BackboneWithFPN:
+    net = mobilenet_v2(weights=_weights(MobileNet_V2_Weights.IMAGENET1K_V1, init), norm_layer=_rcnn_norm(init))
+    if init.imagenet_layout:
+        # Few real images: keep the ImageNet stem and the stride-2/4 blocks (generic edges and
+        # textures) fixed, as torchvision's detection backbones freeze their first stages.
+        for block in net.features[:4]:
+            block.requires_grad_(False)
+    return BackboneWithFPN(net.features, MBV2_PYRAMID, MBV2_PYRAMID_CHANNELS, PYRAMID_WIDTH, extra_blocks=extra_blocks)
+
+
+def _square(image_size: int) -> dict[str, Any]:
+    # The training loop feeds squares; inference resizes to the same square.
+    return dict(min_size=image_size, max_size=image_size, fixed_size=(image_size, image_size),
+                image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+
+
+def _anchor_generator(anchors: AnchorSpec) -> AnchorGenerator:
+    return AnchorGenerator(anchors.sizes, (anchors.aspect_ratios,) * len(anchors.sizes))
+
+
+@_register("retinanet-mbv2", MobileNet_V2_Weights.IMAGENET1K_V1, help="RetinaNet, MobileNetV2 FPN (strides 8-128), anchors settable")
+def _retinanet_mbv2(
+    num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None, anchors: AnchorSpec | None = None
+) -> nn.Module:
+    _no_box_scales("retinanet-mbv2", box_scales)
+    anchors = check_anchors("retinanet-mbv2", anchors) or default_anchors("retinanet-mbv2")
+    backbone = _mbv2_pyramid(init, LastLevelP6P7(PYRAMID_WIDTH, PYRAMID_WIDTH))
+    generator = _anchor_generator(anchors)
+    # Group norm in the head (torchvision's RetinaNet v2): detection batches are small.
+    head = RetinaNetHead(PYRAMID_WIDTH, generator.num_anchors_per_location()[0], num_classes + 1, norm_layer=partial(nn.GroupNorm, 16))
+    return RetinaNet(backbone, num_classes + 1, anchor_generator=generator, head=head, score_thresh=0.001,
+                     detections_per_img=300, **_square(image_size))
+
+
+@_register("fcos-mbv2", MobileNet_V2_Weights.IMAGENET1K_V1, help="FCOS (anchor-free), MobileNetV2 FPN (strides 8-128)")
+def _fcos_mbv2(
+    num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None, anchors: AnchorSpec | None = None
+) -> nn.Module:
+    _no_box_scales("fcos-mbv2", box_scales)
+    _no_anchors("fcos-mbv2", anchors)
+    backbone = _mbv2_pyramid(init, LastLevelP6P7(PYRAMID_WIDTH, PYRAMID_WIDTH))
+    return FCOS(backbone, num_classes + 1, anchor_generator=_anchor_generator(default_anchors("fcos-mbv2")),
+                score_thresh=0.001, detections_per_img=300, **_square(image_size))
+
+
+@_register("fasterrcnn-mbv2", MobileNet_V2_Weights.IMAGENET1K_V1, help="Faster R-CNN, MobileNetV2 FPN (strides 8-64), anchors settable")
+def _fasterrcnn_mbv2(
+    num_classes: int, image_size: int, init: BackboneInit, box_scales: BoxScales | None, anchors: AnchorSpec | None = None
+) -> nn.Module:
+    _no_box_scales("fasterrcnn-mbv2", box_scales)
+    anchors = check_anchors("fasterrcnn-mbv2", anchors) or default_anchors("fasterrcnn-mbv2")
+    backbone = _mbv2_pyramid(init, LastLevelMaxPool())
+    return FasterRCNN(backbone, num_classes + 1, rpn_anchor_generator=_anchor_generator(anchors), box_score_thresh=0.001,
+                      box_detections_per_img=300, **_square(image_size))
 
 
 def backbone_weights_path(name: str) -> Path:
@@ -322,14 +538,16 @@ def build_detector(
     image_size: int,
     pretrained_backbone: bool = True,
     box_scales: BoxScales | None = None,
+    anchors: AnchorSpec | None = None,
 ) -> nn.Module:
     """A fresh detector for ``num_classes`` object classes (labels ``1..num_classes``).
 
     ``pretrained_backbone`` loads torchvision's ImageNet weights into the backbone (heads stay
     random); without the file on this machine and no network, raises NotAvailableError that
-    says how to get it. ``box_scales`` (SSD detectors only) is the default-box size range.
+    says how to get it. ``box_scales`` (SSD detectors only) is the default-box size range;
+    ``anchors`` (``retinanet-mbv2``, ``fasterrcnn-mbv2`` only) the anchor boxes.
     """
-    factory = DETECTORS.get(name).build
+    factory = partial(DETECTORS.get(name).build, anchors=check_anchors(name, anchors))
     _check_size(num_classes, image_size)
     box_scales = check_box_scales(box_scales)
     init = BackboneInit(imagenet_layout=pretrained_backbone, load_weights=pretrained_backbone)
@@ -391,12 +609,14 @@ def save_checkpoint(
     image_size: int,
     pretrained_backbone: bool,
     box_scales: BoxScales | None = None,
+    anchors: AnchorSpec | None = None,
     **extra: Any,
 ) -> None:
     """Write ``model`` as a synthgen checkpoint (atomically: a crash leaves the old file).
 
     ``categories`` are ``[{"id", "name"}]`` in label order; ``box_scales`` the SSD default-box
-    range the model was built with (None: the default). ``extra`` holds resume state
+    range the model was built with (None: the default), ``anchors`` its anchors (None: the
+    detector's default). ``extra`` holds resume state
     (``optimizer``, ``scheduler``, ``scaler``, ``step``, ``best_metric``, ``metrics``, ...):
     anything ``torch.load(weights_only=True)`` can read back.
     """
@@ -409,6 +629,7 @@ def save_checkpoint(
         "image_size": int(image_size),
         "pretrained_backbone": bool(pretrained_backbone),
         "box_scales": None if box_scales is None else [float(v) for v in box_scales],
+        "anchors": None if anchors is None else anchors.to_dict(),
         "model": unwrap(model).state_dict(),
         **extra,
     }
@@ -416,6 +637,10 @@ def save_checkpoint(
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
+
+
+#: What a detector checkpoint is, in messages.
+DETECTOR_CHECKPOINT = "a synthgen detector checkpoint (best.pt / last.pt of `synthgen pretrain` or `finetune`)"
 
 
 def read_checkpoint(path: str | Path, detector: str | None = None) -> dict[str, Any]:
@@ -427,7 +652,7 @@ def read_checkpoint(path: str | Path, detector: str | None = None) -> dict[str, 
     from synthgen.checkpoints import load_checkpoint
 
     path = Path(path)
-    payload = load_checkpoint(path, what="a synthgen detector checkpoint (best.pt / last.pt of `synthgen pretrain` or `finetune`)")
+    payload = load_checkpoint(path, what=DETECTOR_CHECKPOINT)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(
             f"{path} is {_foreign_checkpoint(payload)}, not a synthgen detector checkpoint: expected a dict with "
@@ -456,6 +681,12 @@ def _foreign_checkpoint(payload: Any) -> str:
     if not isinstance(payload, dict):
         return f"a PyTorch file holding a {type(payload).__name__}"
     keys = sorted(map(str, payload))
+    other_runs = {
+        "synthgen-mtgan": "a SOD-MTGAN run (`synthgen train mtgan`: pass it as --refine, with the detector it refines as --checkpoint)",
+        "synthgen-inserter": "an inserter run (`synthgen train detectorgan`; its detector is the run's detector.pt)",
+    }
+    if payload.get("format") in other_runs:
+        return other_runs[payload["format"]]
     if any("lightning" in key for key in keys):
         return "a PyTorch Lightning checkpoint"
     if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
@@ -473,6 +704,7 @@ class DetectorMeta:
     image_size: int
     pretrained_backbone: bool
     box_scales: BoxScales | None
+    anchors: AnchorSpec | None
     step: int | None
     metrics: dict[str, Any]
 
@@ -483,11 +715,19 @@ def checkpoint_box_scales(payload: dict[str, Any]) -> BoxScales | None:
     return check_box_scales(payload.get("box_scales"))
 
 
+def checkpoint_anchors(payload: dict[str, Any]) -> AnchorSpec | None:
+    """The anchors a checkpoint's model was built with (None: its detector's default; files
+    written before anchors could be set have no entry)."""
+    return check_anchors(payload["detector"], payload.get("anchors"))
+
+
 def model_from_checkpoint(payload: dict[str, Any]) -> nn.Module:
     """The detector of a validated checkpoint dict, with its weights loaded (CPU, eval mode)."""
     factory = DETECTORS.get(payload["detector"]).build
     init = BackboneInit(imagenet_layout=bool(payload.get("pretrained_backbone", True)), load_weights=False)
-    model = factory(int(payload["num_classes"]), int(payload["image_size"]), init, checkpoint_box_scales(payload))
+    model = factory(
+        int(payload["num_classes"]), int(payload["image_size"]), init, checkpoint_box_scales(payload), anchors=checkpoint_anchors(payload)
+    )
     try:
         model.load_state_dict(payload["model"])
     except (RuntimeError, TypeError, AttributeError) as err:
@@ -511,6 +751,7 @@ def load_detector(path: str | Path, detector: str | None = None) -> tuple[nn.Mod
         image_size=int(payload["image_size"]),
         pretrained_backbone=bool(payload.get("pretrained_backbone", True)),
         box_scales=checkpoint_box_scales(payload),
+        anchors=checkpoint_anchors(payload),
         step=payload.get("step"),
         metrics=dict(payload.get("metrics") or {}),
     )

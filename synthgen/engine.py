@@ -292,7 +292,7 @@ def encode_sample(sample: Sample, jpeg_quality: int, masks: bool, jpeg: bytes | 
         if masks and ann.mask is not None:
             rle = mask_utils.encode(np.asfortranarray(ann.mask.astype(np.uint8)))
             segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-        encoded = EncodedAnnotation(list(ann.bbox), ann.category_id, ann.area, segmentation)
+        encoded = EncodedAnnotation(list(ann.bbox), ann.category_id, ann.area, segmentation, iscrowd=ann.iscrowd)
         if visibility:
             encoded.visibility = float(ann.visible_fraction)
             encoded.visible_bbox = list(ann.visible_bbox or ann.bbox)
@@ -497,7 +497,8 @@ def _produce_on_device(run: DeviceRun, spec: PasteSpec, indices: Iterator[int], 
     staged and committed by this process."""
     from synthgen.compositor.torch_render import Planner, TorchCompositor, encode_images
 
-    planner = Planner(run.compositor.config, run.compositor.objects, run.compositor.backgrounds)
+    host = run.compositor
+    planner = Planner(host.config, host.objects, host.backgrounds, host.distractors, host.labels)
     if workers <= 1:
         planned: Iterator = (planner.render(spec.seed, i, keep_masks=spec.masks) for i in indices)
     else:
@@ -508,7 +509,7 @@ def _produce_on_device(run: DeviceRun, spec: PasteSpec, indices: Iterator[int], 
             if stop.requested:
                 return
             if drawer is None:  # after the planning workers have forked: no device state in them
-                drawer = TorchCompositor(planner.config, planner.objects, planner.backgrounds, run.device)
+                drawer = TorchCompositor.from_compositor(planner, run.device)
             jpegs = encode_images(drawer.draw(batch, keep_masks=spec.masks), spec.jpeg_quality)
             for sample, jpeg in zip(batch, jpegs):
                 if stop.requested:

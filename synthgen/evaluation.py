@@ -352,17 +352,66 @@ def compare_metrics(metrics: dict[str, Any], baseline: dict[str, Any]) -> list[d
     side: one row per score (per-class VOC AP@0.5 as ``voc_ap50: NAME``) with ``metric``,
     ``value``, ``baseline`` and ``difference`` (value - baseline; None where either is None)."""
 
-    def flat(d: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in d.items() if k != "voc_ap50_per_class"}
-        out.update({f"voc_ap50: {name}": ap for name, ap in d.get("voc_ap50_per_class", {}).items()})
-        return out
-
-    a, b = flat(metrics), flat(baseline)
+    a, b = _flat_metrics(metrics), _flat_metrics(baseline)
     rows = []
     for name in [*a, *(k for k in b if k not in a)]:
         value, base = a.get(name), b.get(name)
         numeric = isinstance(value, (int, float)) and isinstance(base, (int, float))
         rows.append({"metric": name, "value": value, "baseline": base, "difference": value - base if numeric else None})
+    return rows
+
+
+def _flat_metrics(d: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in d.items() if k != "voc_ap50_per_class"}
+    out.update({f"voc_ap50: {name}": ap for name, ap in d.get("voc_ap50_per_class", {}).items()})
+    return out
+
+
+def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def compare_metric_sets(metrics: Sequence[dict[str, Any]], baselines: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Several runs of two detectors (``Metrics.to_dict()`` of each, on the same ground truth),
+    e.g. one checkpoint per training seed on each side: one row per score with the mean and
+    sample standard deviation of each side (``value_mean``, ``value_sd``, ``baseline_mean``,
+    ``baseline_sd``; sd None for a single run) and of the difference.
+
+    With as many runs on both sides the difference is **paired**, run i against baseline run i
+    (give them in the same seed order: same real images, same seed), and ``difference_sd`` is the
+    sd of the per-pair differences (``differences`` lists them). Otherwise it is the difference
+    of the means, with its standard error ``sqrt(sd_a^2/n_a + sd_b^2/n_b)`` as
+    ``difference_sd`` (None when a side has one run). Runs lacking a score (None) are left out
+    of that score's statistics; ``n`` and ``n_baseline`` count those used.
+    """
+    if not metrics or not baselines:
+        raise InputError("comparing needs at least one run on each side")
+    a, b = [_flat_metrics(m) for m in metrics], [_flat_metrics(m) for m in baselines]
+    names: list[str] = []
+    for d in (*a, *b):
+        names += [k for k in d if k not in names]
+    paired = len(a) == len(b)
+    rows = []
+    for name in names:
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+        values = [d[name] for d in a if number(d.get(name))]
+        base = [d[name] for d in b if number(d.get(name))]
+        value_mean, value_sd = _mean_sd(values)
+        base_mean, base_sd = _mean_sd(base)
+        row = {"metric": name, "n": len(values), "value_mean": value_mean, "value_sd": value_sd,
+               "n_baseline": len(base), "baseline_mean": base_mean, "baseline_sd": base_sd, "paired": paired,
+               "difference_mean": None, "difference_sd": None}
+        if paired:
+            diffs = [x[name] - y[name] for x, y in zip(a, b) if number(x.get(name)) and number(y.get(name))]
+            row["differences"] = diffs
+            row["difference_mean"], row["difference_sd"] = _mean_sd(diffs)
+        elif values and base:
+            row["difference_mean"] = value_mean - base_mean
+            if value_sd is not None and base_sd is not None:
+                row["difference_sd"] = math.sqrt(value_sd**2 / len(values) + base_sd**2 / len(base))
+        rows.append(row)
     return rows
 
 

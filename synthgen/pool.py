@@ -11,7 +11,11 @@ A pool is a folder:
   pixels that colour jitter scales contrast around; pools built before it was stored lack the
   column and the compositor computes it on first use), and a ``summary`` of the build
   (accepted, rejected counts by reason, unreadable files with up to 20 examples, segmenter and
-  quality settings).
+  quality settings), and ``rejected_examples``: for the first few rejected objects of each
+  reason, ``{"reason", "source", "image"}``, where ``image`` names a thumbnail in
+  ``rejected/`` (the photo, dimmed outside the mask that was rejected, when there was one), so
+  ``synthgen preview POOL`` can show what was rejected and why (pools built before it was
+  stored lack the key).
 - ``unreadable.txt`` (only when some were skipped): every unreadable file, with its reason.
 
 :meth:`ObjectPool.load` memory-maps pixels.bin, so many compositor worker processes share one
@@ -63,6 +67,9 @@ PIXELS_FILE = "pixels.bin"
 UNREADABLE_FILE = "unreadable.txt"  # every skipped file with its reason, when there are any
 CHUNK = 32  # images per segment_batch call
 MAX_EXAMPLES = 20
+REJECTED_DIR = "rejected"  # thumbnails of the first rejected objects of each reason
+REJECTED_SHOWN = 4  # rejected objects kept as thumbnails per reason
+REJECTED_THUMBNAIL = 128  # their longest side, in pixels
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,11 @@ class ObjectPool:
         self._sources: list[str] = list(objects["source"])
         self._greys: list[float | None] = list(objects["grey"]) if "grey" in objects else [None] * len(self._offsets)
         self._pixels = pixels  # the cut-outs are views of this mapping
+        self.rejected_examples: list[dict[str, str]] = list(index.get("rejected_examples", []))
+
+    def rejected_image(self, example: Mapping[str, str]) -> np.ndarray | None:
+        """The RGB thumbnail of one of :attr:`rejected_examples`, or None when its file is gone."""
+        return read_image(self.path / example["image"])
 
     @classmethod
     def load(cls, path: str | Path) -> ObjectPool:
@@ -222,6 +234,20 @@ def cutout_alpha(soft: np.ndarray, threshold: float, quality: MaskQuality | None
     return np.rint(alpha[y0:y1, x0:x1] * 255.0).astype(np.uint8), (y0, y1, x0, x1)
 
 
+def rejection_thumbnail(image: np.ndarray, soft: np.ndarray | None, threshold: float) -> np.ndarray:
+    """What a rejected object looked like: ``image`` as RGB at most REJECTED_THUMBNAIL pixels on
+    its longest side, dimmed outside the cleaned mask ``soft`` gave (a mask that was too small,
+    too large or touched the border shows as such), or whole when there was no mask."""
+    rgb = image[..., :3]
+    if soft is not None:
+        _, keep = clean_soft_mask(soft, threshold)
+        rgb = np.where(keep[..., None], rgb, rgb // 3)
+    h, w = rgb.shape[:2]
+    scale = min(1.0, REJECTED_THUMBNAIL / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.ascontiguousarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else rgb)
+
+
 def bleed_colours(rgba: np.ndarray) -> None:
     """Give every pixel that is not solidly the object (alpha < 128) the colour of the nearest
     pixel that is, in place.
@@ -254,6 +280,7 @@ class _PoolWriter:
         self.rejected: Counter[str] = Counter()
         self.per_class: Counter[str] = Counter()
         self.unreadable_files: list[str] = []  # "relative/path (reason)", all of them
+        self.rejected_shown: list[tuple[str, str, np.ndarray]] = []  # (reason, source, thumbnail), bounded per reason
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self._root).as_posix()
@@ -267,8 +294,22 @@ class _PoolWriter:
         self._offset += rgba.nbytes
         self.per_class[item.class_name] += 1
 
-    def reject(self, reason: str) -> None:
+    def reject(self, reason: str, item: ObjectItem | None = None, thumbnail: np.ndarray | None = None) -> None:
+        """Count a rejection; keep ``thumbnail`` while fewer than REJECTED_SHOWN of its reason are kept."""
         self.rejected[reason] += 1
+        if item is not None and thumbnail is not None and self.rejected[reason] <= REJECTED_SHOWN:
+            self.rejected_shown.append((reason, self.relative(item.path), thumbnail))
+
+    def write_rejected(self, folder: Path) -> list[dict[str, str]]:
+        """Write the kept thumbnails to ``folder/rejected/`` as PNG; their index entries."""
+        examples = []
+        for k, (reason, source, thumbnail) in enumerate(self.rejected_shown):
+            name = f"{REJECTED_DIR}/{k:03d}.png"
+            (folder / REJECTED_DIR).mkdir(exist_ok=True)
+            if not cv2.imwrite(str(folder / name), cv2.cvtColor(thumbnail, cv2.COLOR_RGB2BGR)):
+                raise OSError(f"could not write {folder / name}")
+            examples.append({"reason": reason, "source": source, "image": name})
+        return examples
 
     def skip_unreadable(self, path: Path, reason: str) -> None:
         self.unreadable_files.append(f"{self.relative(path)} ({reason})")
@@ -292,8 +333,8 @@ class _PoolWriter:
         }
 
 
-#: What segmenting one object gave: ("accepted", item, rgba) | ("rejected", reason) |
-#: ("unreadable", path, reason).
+#: What segmenting one object gave: ("accepted", item, rgba) | ("rejected", item, reason,
+#: thumbnail or None) | ("unreadable", path, reason).
 Outcome = tuple
 
 
@@ -319,9 +360,17 @@ def _segment_items(segmenter: Segmenter, quality: MaskQuality | None, items: Seq
         outcomes.append(None)  # filled in below, in order
         loaded.append((len(outcomes) - 1, item, image, mask))
     softs = _segment_chunk(segmenter, [image for _, _, image, _ in loaded], [mask for _, _, _, mask in loaded])
+    shown: Counter[str] = Counter()  # thumbnails made per reason: the writer keeps at most REJECTED_SHOWN of any
     for (slot, item, image, _), soft in zip(loaded, softs):
         cut = soft if isinstance(soft, str) else _cutout(image, soft, segmenter.threshold, quality)
-        outcomes[slot] = ("rejected", cut) if isinstance(cut, str) else ("accepted", item, cut)
+        if isinstance(cut, str):
+            shown[cut] += 1
+            thumbnail = None
+            if shown[cut] <= REJECTED_SHOWN:
+                thumbnail = rejection_thumbnail(image, None if isinstance(soft, str) else soft, segmenter.threshold)
+            outcomes[slot] = ("rejected", item, cut, thumbnail)
+        else:
+            outcomes[slot] = ("accepted", item, cut)
     return outcomes  # type: ignore[return-value]
 
 
@@ -393,7 +442,7 @@ def build_pool(
                     if outcome[0] == "accepted":
                         writer.accept(outcome[1], outcome[2])
                     elif outcome[0] == "rejected":
-                        writer.reject(outcome[1])
+                        writer.reject(outcome[2], outcome[1], outcome[3])
                     else:
                         writer.skip_unreadable(outcome[1], outcome[2])
                 advance(len(chunk))
@@ -403,7 +452,7 @@ def build_pool(
         if writer.unreadable_files:
             (tmp / UNREADABLE_FILE).write_text("".join(line + "\n" for line in writer.unreadable_files))
         index = {"format": POOL_FORMAT, "version": POOL_VERSION, "classes": source.classes,
-                 "objects": writer.columns, "summary": summary}
+                 "objects": writer.columns, "summary": summary, "rejected_examples": writer.write_rejected(tmp)}
         (tmp / INDEX_FILE).write_text(json.dumps(index, separators=(",", ":")))
     return ObjectPool.load(out)
 

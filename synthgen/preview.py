@@ -6,6 +6,7 @@ from __future__ import annotations
 import colorsys
 import textwrap
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -17,6 +18,7 @@ _BACKGROUND = (32, 32, 32)
 _CAPTION = 18  # pixels under each tile for the sample key
 _GAP = 4
 _CHECKER = (170, 102)  # grey levels of the checkerboard behind cut-outs
+_REJECTED_TEXT = (255, 200, 120)  # captions and summary lines about rejected or unreadable objects
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
@@ -138,37 +140,93 @@ def make_pool_sheet(
     path: str | Path, out_image: str | Path, n: int = 16, columns: int = 4, tile: int = 256, seed: int | None = None
 ) -> Path:
     """A contact sheet of the object pool at ``path``: its first ``n`` cut-outs (with ``seed``, a
-    seeded random ``n``) on a checkerboard, each captioned with its class and size, and under the
-    grid the pool's build summary: accepted, rejected by reason, unreadable files with examples.
-    (A pool keeps no pixels of the objects it rejected, so those are listed, not drawn.)"""
-    from synthgen.pool import ObjectPool, format_summary
+    seeded random ``n``) on a checkerboard, each captioned with its class and size; then the
+    rejected objects the pool kept (the first few of each reason, dimmed outside the mask that
+    was rejected), each captioned with its reason; and under them the pool's build summary:
+    accepted, rejected by reason, unreadable files with examples."""
+    from synthgen.pool import REJECTED_SHOWN, ObjectPool, format_summary
 
     image_format = _sheet_format(Path(out_image), n, columns, tile)
     pool = ObjectPool.load(path)
     picked = list(range(len(pool))) if seed is None else np.random.default_rng(seed).permutation(len(pool)).tolist()
     picked = picked[:n]
-    columns = min(columns, len(picked))
+    rejected = [(example, pool.rejected_image(example)) for example in pool.rejected_examples]
+    rejected = [(example, image) for example, image in rejected if image is not None]
+    columns = min(columns, max(len(picked), len(rejected)))
     rows = -(-len(picked) // columns)
+    rejected_rows = -(-len(rejected) // columns)
     cell_w, cell_h = tile + _GAP, tile + _CAPTION + _GAP
     caption_font = ImageFont.load_default(size=_CAPTION - 5)
     notes = _wrap(format_summary(pool.summary), max(20, (columns * cell_w) // 8))
     notes_h = (len(notes) + 2) * _CAPTION  # a title line, the notes, a margin
-    sheet = Image.new("RGB", (columns * cell_w + _GAP, rows * cell_h + _GAP + notes_h), (0, 0, 0))
+    rejected_h = rejected_rows * cell_h + _CAPTION if rejected else 0  # a title line, the tiles
+    sheet = Image.new("RGB", (columns * cell_w + _GAP, rows * cell_h + _GAP + rejected_h + notes_h), (0, 0, 0))
     draw = ImageDraw.Draw(sheet)
+
+    def place(slot: int, top: int, image: Image.Image, caption: str, colour: tuple[int, int, int]) -> None:
+        x = _GAP + (slot % columns) * cell_w
+        y = top + (slot // columns) * cell_h
+        sheet.paste(image, (x, y))
+        caption = _fit(draw, caption, tile, caption_font)
+        draw.text((x + tile // 2, y + tile + _CAPTION // 2), caption, fill=colour, font=caption_font, anchor="mm")
+
     for slot, i in enumerate(picked):
         cutout = pool[i]
-        x = _GAP + (slot % columns) * cell_w
-        y = _GAP + (slot // columns) * cell_h
-        sheet.paste(cutout_tile(cutout.rgba, tile), (x, y))
         h, w = cutout.rgba.shape[:2]
-        caption = f"#{i} {pool.classes[cutout.class_id]}  {w}x{h}"
-        draw.text((x + tile // 2, y + tile + _CAPTION // 2), caption, fill=(230, 230, 230), font=caption_font, anchor="mm")
-    y = rows * cell_h + _GAP + _CAPTION // 2
+        place(slot, _GAP, cutout_tile(cutout.rgba, tile), f"#{i} {pool.classes[cutout.class_id]}  {w}x{h}", (230, 230, 230))
+    y = rows * cell_h + _GAP
+    if rejected:
+        draw.text((_GAP, y + _CAPTION // 2), f"rejected (the first {REJECTED_SHOWN} of each reason; dimmed: outside the mask):",
+                  fill=_REJECTED_TEXT, font=caption_font, anchor="lm")
+        y += _CAPTION
+        for slot, (example, image) in enumerate(rejected):
+            opaque = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
+            place(slot, y, cutout_tile(opaque, tile), f"{example['reason']}: {Path(example['source']).name}", _REJECTED_TEXT)
+        y += rejected_rows * cell_h
+    y += _CAPTION // 2
     draw.text((_GAP, y), f"{pool.path.name}: {len(pool):,} cut-outs", fill=(255, 255, 255), font=caption_font)
     for line in notes:
         y += _CAPTION
-        draw.text((_GAP, y), line, fill=(255, 200, 120) if "rejected" in line or "unreadable" in line else (230, 230, 230),
+        draw.text((_GAP, y), line, fill=_REJECTED_TEXT if "rejected" in line or "unreadable" in line else (230, 230, 230),
                   font=caption_font)
+    return _save_sheet(sheet, Path(out_image), image_format)
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font) -> str:
+    """``text``, shortened in the middle with an ellipsis until it is at most ``width`` pixels wide."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    keep = len(text)
+    while keep > 1:
+        keep -= 1
+        shortened = text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2:]
+        if draw.textlength(shortened, font=font) <= width:
+            return shortened
+    return text[:1]
+
+
+def make_image_sheet(
+    tiles: Sequence[np.ndarray], out_image: str | Path, columns: int = 4, captions: Sequence[str] | None = None, tile: int = 128
+) -> Path:
+    """A grid of RGB uint8 images (e.g. a trainer's input | output | target crops, row by row),
+    each scaled to fit ``tile`` x ``tile`` (nearest neighbour: pixels stay visible) with its
+    caption underneath, saved as PNG or JPEG by the extension of ``out_image``."""
+    image_format = _sheet_format(Path(out_image), len(tiles), columns, tile)
+    columns = min(columns, len(tiles))
+    rows = -(-len(tiles) // columns)
+    cell_w, cell_h = tile + _GAP, tile + _CAPTION + _GAP
+    sheet = Image.new("RGB", (columns * cell_w + _GAP, rows * cell_h + _GAP), (0, 0, 0))
+    draw = ImageDraw.Draw(sheet)
+    caption_font = ImageFont.load_default(size=_CAPTION - 5)
+    for i, pixels in enumerate(tiles):
+        image = Image.fromarray(np.ascontiguousarray(pixels))
+        scale = tile / max(image.width, image.height)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.NEAREST)
+        x = _GAP + (i % columns) * cell_w
+        y = _GAP + (i // columns) * cell_h
+        sheet.paste(image, (x + (tile - image.width) // 2, y + (tile - image.height) // 2))
+        if captions is not None:
+            draw.text((x + tile // 2, y + tile + _CAPTION // 2), captions[i], fill=(230, 230, 230), font=caption_font, anchor="mm")
     return _save_sheet(sheet, Path(out_image), image_format)
 
 

@@ -202,10 +202,15 @@ class _Yolo:
         import yaml  # PyYAML, a dependency of webdataset
 
         yaml_path = path / "data.yaml" if path.is_dir() else path
+        if not yaml_path.is_file():
+            raise InputError(
+                f"{path} is not a YOLO dataset: it has no data.yaml (naming the train images folder and the classes); "
+                "point at the folder that holds it, or at the yaml file"
+            )
         try:
             spec = yaml.safe_load(yaml_path.read_text())
-        except yaml.YAMLError as err:
-            raise InputError(f"{yaml_path} is not valid YAML: {err}") from None
+        except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+            raise InputError(f"{yaml_path} is not a readable YAML file: {err}") from None
         if not isinstance(spec, dict) or "names" not in spec or "train" not in spec:
             raise InputError(f"{yaml_path} is not a YOLO data.yaml: it needs 'train' and 'names'")
         names = spec["names"]
@@ -315,13 +320,23 @@ def _decode(jpeg: bytes, key: str) -> np.ndarray:
         raise InputError(f"the image of WebDataset sample {key} is not decodable; the shard is damaged") from None
 
 
+def without_crowd(meta: dict, *keys: str) -> list[list]:
+    """The per-box lists ``meta[key]`` of a WebDataset sample's JSON less the entries of its
+    crowd regions (``iscrowd`` 1: ignore regions kept from a COCO background, not objects)."""
+    crowd = meta.get("iscrowd")
+    if not crowd:
+        return [list(meta[key]) for key in keys]
+    return [[value for value, flag in zip(meta[key], crowd) if not flag] for key in keys]
+
+
 def _wds_annotations(sample: dict) -> tuple[ReadAnnotations, bytes]:
     try:
         meta = json.loads(sample["json"])
         jpeg = sample["jpg"]
-        boxes = _boxes(meta["boxes"])
-        labels = np.asarray(meta["labels"], dtype=np.int64)
-        names = [str(n) for n in meta["names"]]
+        boxes, labels, names = without_crowd(meta, "boxes", "labels", "names")
+        boxes = _boxes(boxes)
+        labels = np.asarray(labels, dtype=np.int64)
+        names = [str(n) for n in names]
         width, height = int(meta["width"]), int(meta["height"])
     except (KeyError, ValueError, TypeError) as err:
         raise InputError(

@@ -35,6 +35,8 @@ class Annotation:
     visible_bbox: tuple[float, float, float, float] | None = None
     #: The extent of the whole object's mask, hidden parts included, not clipped to the image.
     amodal_bbox: tuple[float, float, float, float] | None = None
+    #: A crowd region kept from a labelled background (COCO ``iscrowd`` 1): an ignore region.
+    iscrowd: bool = False
 
     @property
     def xyxy(self) -> tuple[float, float, float, float]:
@@ -68,6 +70,7 @@ class EncodedAnnotation:
     visibility: float | None = None
     visible_bbox: list[float] | None = None
     amodal_bbox: list[float] | None = None
+    iscrowd: bool = False  # a kept crowd region (COCO iscrowd 1)
 
 
 @dataclass

@@ -326,19 +326,63 @@ class RealBoxRanges:
     objects_per_image: tuple[int, int]
 
 
-def real_box_ranges(path: str | Path) -> RealBoxRanges:
-    """Measure :class:`RealBoxRanges` on the dataset at ``path`` (a COCO json, or any format
-    :class:`~synthgen.readers.Dataset` reads); annotations only, no image is decoded."""
+def _sizes_and_counts(path: str | Path, limit: int | None = None) -> tuple[np.ndarray, list[int]]:
+    """Each box's sqrt(w * h) / its image's short side, and the boxes per image, of the first
+    ``limit`` samples of the dataset at ``path`` (annotations only, no image decoded)."""
     sizes, counts = [], []
-    for sample in Dataset(path).annotations():
-        boxes = sample.boxes_xyxy.astype(np.float64)
+    for sample in Dataset(path).annotations(limit):
+        boxes = sample.boxes_xyxy.astype(np.float64).reshape(-1, 4)
         area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
         sizes.append(np.sqrt(area) / min(sample.width, sample.height))
         counts.append(len(boxes))
-    size = np.concatenate(sizes) if sizes else np.zeros(0)
+    return (np.concatenate(sizes) if sizes else np.zeros(0)), counts
+
+
+def real_box_ranges(path: str | Path) -> RealBoxRanges:
+    """Measure :class:`RealBoxRanges` on the dataset at ``path`` (a COCO json, or any format
+    :class:`~synthgen.readers.Dataset` reads); annotations only, no image is decoded."""
+    size, counts = _sizes_and_counts(path)
     if size.size == 0:
         raise InputError(f"--scale-from {path}: it holds no boxes to measure; give the real dataset's annotations")
     lo, hi = (float(np.clip(np.percentile(size, q), 1e-3, 4.0)) for q in (5, 95))
     fewest, most = (int(np.rint(np.percentile(counts, q))) for q in (5, 95))
     fewest = max(1, fewest)
     return RealBoxRanges(str(path), len(counts), int(size.size), (round(lo, 3), round(hi, 3)), (fewest, max(fewest, most)))
+
+
+#: Below this share of the validation boxes inside the synthetic size range, ``pretrain`` warns.
+MIN_SIZE_OVERLAP = 0.5
+SIZE_SAMPLE = 500  # synthetic samples read to measure their box sizes
+
+
+def box_size_overlap_note(synthetic: str | Path | tuple[float, float], val: str | Path, *, limit: int = SIZE_SAMPLE) -> str | None:
+    """A warning when the synthetic and the validation box sizes barely overlap, else None.
+
+    Sizes are sqrt(w * h) / the image's short side (what ``--scale`` means). ``synthetic`` is
+    either the ``(min, max)`` scale range the paste settings draw from, or a dataset (COCO,
+    WebDataset shards, YOLO) whose first ``limit`` samples give the 5th-95th percentile range.
+    The warning comes when fewer than :data:`MIN_SIZE_OVERLAP` of the validation boxes (the COCO
+    file ``val``) lie in that range: a detector pretrained on those sizes starts far from the
+    ones it is scored on. It names both ranges and what to do (``paste --scale-from``)."""
+    if isinstance(synthetic, tuple):
+        lo, hi = synthetic
+        described = f"{lo:g}-{hi:g} (the paste settings' --scale)"
+    else:
+        sizes, _ = _sizes_and_counts(synthetic, limit)
+        if sizes.size == 0:
+            return None  # nothing to compare: box-less data is reported elsewhere
+        lo, hi = (float(np.percentile(sizes, q)) for q in (5, 95))
+        described = f"{lo:.2f}-{hi:.2f} (5th-95th percentile of {synthetic}'s first {limit:,} samples)"
+    val_sizes, _ = _sizes_and_counts(val)
+    if val_sizes.size == 0:
+        return None
+    inside = float(np.mean((val_sizes >= lo) & (val_sizes <= hi)))
+    if inside >= MIN_SIZE_OVERLAP:
+        return None
+    val_lo, val_hi = (float(np.percentile(val_sizes, q)) for q in (5, 95))
+    return (
+        f"the synthetic and the validation box sizes barely overlap: synthetic boxes are {described} of the image's "
+        f"short side, the validation boxes of {val} are {val_lo:.2f}-{val_hi:.2f} (5th-95th percentile), and only "
+        f"{inside:.0%} of them lie in the synthetic range. Make the synthetic data with the real sizes: "
+        f"`synthgen paste ... --scale-from {val}` (better: your real training annotations; in synthgen.toml, scale-from in [paste])"
+    )

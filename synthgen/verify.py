@@ -4,7 +4,7 @@
 It confirms that every machine of the job wrote its part with the same settings, that every
 shard or file is complete and readable, that the samples are exactly ``0 .. n-1`` (no gap, no
 sample twice) and that every sample's labels are valid (boxes inside the image with a positive
-size, known category ids, areas within the box, visibility in (0, 1]). Problems are collected,
+size, known category ids, areas within the box, visibility in (0, 1], iscrowd 0 or 1). Problems are collected,
 not raised, so one run names all of them; :class:`InputError` only when OUT is not a synthgen
 output at all.
 """
@@ -125,14 +125,15 @@ def _check_runs(runs: dict[str, dict], machines: int, report: VerifyReport) -> N
 
 
 def _check_boxes(where: str, width: Any, height: Any, boxes: list, labels: list, categories: int, areas: list | None,
-                 visibility: list | None, problems: list[str]) -> None:
-    """``boxes`` as xyxy pixels."""
+                 visibility: list | None, problems: list[str], crowd: list | None = None) -> None:
+    """``boxes`` as xyxy pixels; ``crowd``: each box's ``iscrowd`` flag (0 or 1), when the
+    format has them."""
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
         problems.append(f"{where}: image size {width}x{height} is not positive")
         return
     if len(labels) != len(boxes) or (areas is not None and len(areas) != len(boxes)) or (
         visibility is not None and len(visibility) != len(boxes)
-    ):
+    ) or (crowd is not None and len(crowd) != len(boxes)):
         problems.append(f"{where}: {len(boxes)} boxes but {len(labels)} labels")
         return
     for j, (box, label) in enumerate(zip(boxes, labels)):
@@ -149,6 +150,8 @@ def _check_boxes(where: str, width: Any, height: Any, boxes: list, labels: list,
             problems.append(f"{where}: box {j} has area {areas[j]}, outside (0, box area]")
         if visibility is not None and not 0 < float(visibility[j]) <= 1 + 1e-9:
             problems.append(f"{where}: box {j} has visibility {visibility[j]}, outside (0, 1]")
+        if crowd is not None and crowd[j] not in (0, 1):
+            problems.append(f"{where}: box {j} has iscrowd {crowd[j]!r}, not 0 or 1")
 
 
 def _complete_jpeg(data: bytes) -> bool:
@@ -244,7 +247,7 @@ def _check_shard(path: Path, categories: int, report: VerifyReport, places: dict
         if key != f"{index:010d}":
             report.problems.append(f"{where}: the key does not match its index {index}")
         _check_boxes(where, meta.get("width"), meta.get("height"), meta.get("boxes", []), meta.get("labels", []),
-                     categories, meta.get("areas"), meta.get("visibility"), report.problems)
+                     categories, meta.get("areas"), meta.get("visibility"), report.problems, meta.get("iscrowd"))
         places.setdefault(index, []).append(path.name)
         complete += 1
     return complete
@@ -279,7 +282,8 @@ def _check_coco(out: Path, report: VerifyReport, places: dict[int, list[str]]) -
             boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns]
             visibility = [a["visibility"] for a in anns] if anns and "visibility" in anns[0] else None
             _check_boxes(where, image.get("width"), image.get("height"), boxes, [a.get("category_id") for a in anns],
-                         len(categories), [a.get("area") for a in anns], visibility, report.problems)
+                         len(categories), [a.get("area") for a in anns], visibility, report.problems,
+                         [a.get("iscrowd", 0) for a in anns])
             places.setdefault(int(image_id) - 1, []).append(path.name)
     stray = sorted(p.name for p in (out / "images").glob("*.jpg") if f"images/{p.name}" not in listed) if (out / "images").is_dir() else []
     if stray:

@@ -54,7 +54,7 @@ def test_all_three_formats_and_the_look_at_it_commands(tmp_path, objects_dir, ba
 
 def test_segment_once_then_paste_from_the_pool(tmp_path, objects_dir, backgrounds_dir):
     code, text = run("segment", "--objects", objects_dir, "--segmenter", "alpha", "--out", tmp_path / "pool", "--quiet")
-    assert code == 0 and "8 accepted" in text, text
+    assert code == 0 and "8 accepted" in text and "look at the cut-outs and the rejected objects: synthgen preview" in text, text
     code, text = run(*small(tmp_path / "pool", backgrounds_dir, tmp_path / "out", "--n", "3"))
     assert code == 0, text
 

@@ -188,6 +188,9 @@ def test_presets_and_impossible_ranges():
     faces = PRESETS.get("faces").config()
     assert faces.objects_per_image == (1, 10) and faces.scale == (0.05, 0.8) and faces.aspect == "stretch"
     assert PRESETS.get("cars").config().aspect_range == pytest.approx((1 / 3, 3.0))
+    people = PRESETS.get("pedestrians").config(width=160, height=160)  # the measured pedestrian settings
+    assert (people.objects_per_image, people.scale, people.aspect, people.rotation) == ((1, 5), (0.12, 0.55), "keep", 5.0)
+    assert (people.blend, people.min_visible, people.width) == (("alpha", "gaussian"), 0.6, 160)
     with pytest.raises(InputError, match="scale"):
         CompositeConfig(scale=(0.5, 0.1)).validate()
     with pytest.raises(InputError, match="min visible"):

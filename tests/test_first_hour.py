@@ -284,6 +284,27 @@ def test_help_pages_show_brackets_defaults_and_no_bool_values():
         assert "<bool>" not in _help(*command)
 
 
+def test_no_help_text_of_any_command_holds_brackets_that_rich_would_eat():
+    """Rich reads ``[word]`` (lowercase first letter) in help text as markup and drops it: such
+    text must be written ``\\[word]``. Every command and argument of the whole CLI is checked."""
+    import re
+
+    import typer
+
+    tag = re.compile(r"(?<!\\)\[[a-z#/@][^\[]*?\]")
+
+    def commands(command, path):
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from commands(sub, f"{path} {name}")
+
+    eaten = [(path, match.group(0)) for path, command in commands(typer.main.get_command(app), "synthgen")
+             for text in [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+             for match in tag.finditer(text)]
+    assert eaten == []
+    assert "clipped to the image) [default: visible]" in _help("paste")
+
+
 # -- 8. settings that would silently train badly are named ------------------------------------
 
 
@@ -409,6 +430,7 @@ def test_grabcut_pool_is_identical_with_one_or_two_workers(tmp_path):
     assert (pools[0].path / "pixels.bin").read_bytes() == (pools[1].path / "pixels.bin").read_bytes()
     one, two = (json.loads((p.path / "index.json").read_text()) for p in pools)
     assert one["objects"] == two["objects"] and len(one["objects"]["offset"]) > CHUNK
+    assert one["rejected_examples"] == two["rejected_examples"]  # the same rejected objects kept as thumbnails
 
 
 # -- 5. unreadable files are named, with a reason, and listed in the run's folder -------------
@@ -470,3 +492,94 @@ def test_the_users_own_command_names_every_missing_input_at_once(tmp_path, monke
     assert text.index("karras2019stylegan-ffhq-1024x1024.pkl") < text.index("Pascal VOC is not on this machine")
     assert "synthgen models pull stylegan-ffhq" in text and "synthgen download voc" in text
     assert not (tmp_path / "out").exists()
+
+
+# -- 13. pretrain warns when the synthetic and the validation box sizes barely overlap ---------
+
+
+def _coco_with_boxes(folder: Path, side: int, box: int) -> Path:
+    """A COCO set of four side x side images, each with one box box x box px (relative size box/side)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for k in range(4):
+        cv2.imwrite(str(folder / f"{k}.jpg"), np.zeros((side, side, 3), np.uint8))
+        images.append({"id": k + 1, "file_name": f"{k}.jpg", "width": side, "height": side})
+        annotations.append({"id": k + 1, "image_id": k + 1, "category_id": 1, "bbox": [2, 2, box, box], "area": box * box, "iscrowd": 0})
+    path = folder / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "face"}]}))
+    return path
+
+
+def test_box_sizes_that_barely_overlap_are_warned_about_with_both_ranges(tmp_path):
+    from synthgen.stats import box_size_overlap_note
+
+    val = _coco_with_boxes(tmp_path / "val", 100, 80)  # close-ups: 0.8 of the side
+    note = box_size_overlap_note((0.1, 0.5), val)  # the default paste scale
+    assert "0.1-0.5 (the paste settings' --scale)" in note and "0.80-0.80" in note and "only 0% of them" in note
+    assert f"--scale-from {val}" in note
+    assert box_size_overlap_note((0.3, 1.0), val) is None  # the real sizes: no warning
+    small = _coco_with_boxes(tmp_path / "synthetic", 100, 10)  # a synthetic COCO folder of 0.1 boxes
+    assert "0.10-0.10 (5th-95th percentile of" in box_size_overlap_note(small, val)
+    assert box_size_overlap_note(small.parent, small) is None
+
+
+def test_pretrain_prints_the_box_size_warning_before_training(tmp_path, monkeypatch):
+    import synthgen.training.loop as loop
+
+    def stop(*args, **kwargs):
+        raise InputError("stopped before training")
+
+    monkeypatch.setattr(loop, "pretrain", stop)
+    synthetic = _coco_with_boxes(tmp_path / "synthetic", 100, 10).parent
+    val = _coco_with_boxes(tmp_path / "val", 100, 80)
+    code, text = run("pretrain", "--data", synthetic, "--val", val, "--out", tmp_path / "run", "--device", "cpu")
+    assert code != 0 and "stopped before training" in text
+    assert "warning: the synthetic and the validation box sizes barely overlap" in text and "--scale-from" in text
+    code, text = run("pretrain", "--data", synthetic, "--val", synthetic / "annotations.json", "--out", tmp_path / "run", "--device", "cpu")
+    assert "barely overlap" not in text
+
+
+# -- 12. threads of training ------------------------------------------------------------------
+
+
+def test_training_threads_set_torchs_cpu_threads(tmp_path, monkeypatch):
+    import synthgen.training.loop as loop
+    from synthgen.training.data import open_source
+    from tests.test_training import config, make_coco
+
+    class Applied(Exception):
+        pass
+
+    asked = []
+
+    def set_num_threads(n):
+        asked.append(n)
+        raise Applied  # the run's threads are set: nothing more to train here
+
+    monkeypatch.setattr(loop.torch, "set_num_threads", set_num_threads)
+    data = make_coco(tmp_path / "data", 2)
+    with pytest.raises(Applied):
+        loop.train(config(tmp_path / "run", threads=3), open_source(str(data), real=True))
+    assert asked == [3]
+    code, text = run("pretrain", "--data", data, "--out", tmp_path / "run0", "--threads", "0")
+    assert code != 0 and "--threads 0: give at least 1" in text
+
+
+# -- 1 (siblings). training commands also report every problem at once, inputs first ----------
+
+
+def test_training_commands_report_every_problem_at_once_inputs_first(tmp_path):
+    (tmp_path / "folder.pt").mkdir()
+    code, text = run("pretrain", "--data", tmp_path / "shards", "--val", tmp_path / "val.json", "--n-real", "3",
+                     "--steps", "0", "--out", tmp_path / "run")
+    assert code != 0 and "4 problems with this command" in text
+    assert text.index("shards does not exist; expected a COCO .json") < text.index("--n-real selects") \
+        < text.index("val.json does not exist") < text.index("must be at least 1")
+    code, text = run("finetune", "--data", tmp_path / "train.json", "--init", tmp_path / "folder.pt", "--warmup", "-1",
+                     "--out", tmp_path / "run")
+    assert "3 problems" in text and "train.json does not exist" in text and "folder.pt is a folder" in text \
+        and "cannot be negative" in text
+    code, text = run("evaluate", "--checkpoint", tmp_path / "none.pt", "--baseline", tmp_path / "folder.pt",
+                     "--data", tmp_path / "test.json", "--preview-columns", "0")
+    assert "4 problems" in text and text.index("none.pt does not exist") < text.index("folder.pt is a folder") \
+        < text.index("test.json does not exist") < text.index("--preview-columns must be")

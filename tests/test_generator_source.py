@@ -326,3 +326,28 @@ def test_the_device_training_stream_takes_generator_objects(random_generator, ba
         wide = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
         assert target["labels"].tolist() == [a.category_id for a, w in zip(sample.annotations, wide) if w]
         assert np.abs(target["boxes"].numpy() - boxes[wide]).max(initial=0) <= 1.5
+
+
+def test_generator_objects_and_distractors_on_the_torch_compositor(tmp_path, random_generator, backgrounds_dir, objects_dir):
+    """Distractors beside blocks of generated objects on the device: drawn from their own device
+    pool after the blocks (batches across block boundaries), never labelled: the numpy path's labels."""
+    import json
+    from dataclasses import replace
+
+    from synthgen.imageio import decode_jpeg
+    from tests.test_torch_compositor import assert_same_labels
+
+    s = replace(spec(random_generator, backgrounds=str(backgrounds_dir), seed=4, distractors=str(objects_dir / "dog")),
+                generator=GeneratorSettings(refresh=4, pool_size=6))
+    s = replace(s, composite=replace(s.composite, distractors_per_image=(1, 2), distractor_scale=(0.3, 0.5)))
+    numpy_run = run_paste(s, RunOptions(out=tmp_path / "numpy", format="wds", n=10, shard_size=100, progress=False))
+    torch_run = run_paste(replace(s, compositor="torch"), RunOptions(out=tmp_path / "torch", format="wds", n=10, shard_size=100,
+                                                                      batch_size=7, progress=False))
+    assert numpy_run.written == torch_run.written == 10
+    reference, made = dict(members(tmp_path / "numpy")), dict(members(tmp_path / "torch"))
+    assert made.keys() == reference.keys()
+    for name in made:
+        if name.endswith(".json"):
+            assert_same_labels(json.loads(made[name]), json.loads(reference[name]))
+        else:
+            assert np.abs(decode_jpeg(made[name]).astype(int) - decode_jpeg(reference[name]).astype(int)).mean() < 1.0

@@ -13,7 +13,7 @@ import torch
 from synthgen.detectors import build_detector
 from synthgen.errors import InputError
 from synthgen.insert.boxes import LabelledBoxes, LearnedBoxes, MatchedBoxes, read_box_file, thumbnail
-from synthgen.insert.data import InsertionData, LabelledSet, to_tensor
+from synthgen.insert.data import InsertionData, LabelledSet, load_clean, to_tensor
 from synthgen.insert.networks import BoxGenerator, insertion_weight
 from synthgen.insert.train import InsertTrainConfig, freeze_batch_norm, train_inserter
 from synthgen.insert.unroll import check_unrollable, twice_differentiable, unrolled_real_loss
@@ -246,11 +246,37 @@ def test_box_sources_follow_the_labelled_boxes(tmp_path):
     csv = tmp_path / "boxes.csv"
     csv.write_text("# x,y,w,h\n0.1,0.2,0.3,0.4\n")
     assert read_box_file(csv) == pytest.approx(np.array([[0.1, 0.2, 0.4, 0.6]]))
+    csv.write_text("x,y,w,h\n0.1,0.2,0.3,0.4\n")  # a header row is skipped
+    assert read_box_file(csv) == pytest.approx(np.array([[0.1, 0.2, 0.4, 0.6]]))
     csv.write_text("0.8,0.2,0.3,0.4\n")
     with pytest.raises(InputError, match="not inside the image"):
         read_box_file(csv)
+    csv.write_text("0.1,0.2,0.3,0.4\n0.1,0.2,0.3\n")
+    with pytest.raises(InputError, match=r"4 numbers x, y, w, h; found \[0.1, 0.2, 0.3\]"):
+        read_box_file(csv)
+    csv.write_text("0.1,0.2,0.3,0.4\nx,y,w,h\n")  # text after the first row is an error, not a header
+    with pytest.raises(InputError, match="could not be read"):
+        read_box_file(csv)
     with pytest.raises(InputError, match="no boxes"):
         LabelledBoxes(np.zeros((0, 16, 16, 3), np.uint8), [])
+
+
+def test_excluded_classes_leave_plain_clean_folders_whole(tmp_path):
+    coco_dir, folder = tmp_path / "coco", tmp_path / "scenes"
+    coco_dir.mkdir()
+    folder.mkdir()
+    for name, grey in (("a.png", 10), ("b.png", 200)):
+        cv2.imwrite(str(coco_dir / name), np.full((40, 40, 3), grey, np.uint8))
+    cv2.imwrite(str(folder / "c.png"), np.full((40, 40, 3), 90, np.uint8))
+    (coco_dir / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 40}, {"id": 2, "file_name": "b.png", "width": 40, "height": 40}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 20], "area": 200, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "person"}],
+    }))
+    clean = load_clean([f"coco:{coco_dir / 'annotations.json'}", str(folder)], 32, ["person"], progress=False)
+    assert sorted(int(im.mean()) for im in clean) == [90, 200]  # a.png shows a person; the folder stays whole
+    with pytest.raises(InputError, match="plain folder has no class annotations"):
+        load_clean([str(folder)], 32, ["person"], progress=False)
 
 
 def test_to_tensor_round_trips_uint8_images():

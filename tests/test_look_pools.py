@@ -30,7 +30,7 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def pool_dir(tmp_path: Path) -> Path:
     """A pool of two RGBA cut-outs (20x10 and 12x24, half transparent at the left) and one
-    rejected plain RGB image, built with the alpha segmenter."""
+    rejected plain green RGB image, built with the alpha segmenter."""
     root = tmp_path / "objects" / "cup"
     root.mkdir(parents=True)
     for name, (h, w) in {"a.png": (20, 10), "b.png": (12, 24)}.items():
@@ -40,7 +40,7 @@ def pool_dir(tmp_path: Path) -> Path:
         rgba[:, : w // 2, 3] = 0  # fully transparent left half: cropped away by the cleaner
         rgba[:, w // 2 :, 3] = 255
         assert cv2.imwrite(str(root / name), rgba)
-    assert cv2.imwrite(str(root / "plain.png"), np.zeros((16, 16, 3), np.uint8))
+    assert cv2.imwrite(str(root / "plain.png"), np.full((16, 16, 3), (0, 255, 0), np.uint8))
     build_pool(FolderSource(tmp_path / "objects"), make_segmenter("alpha"), tmp_path / "pool", MaskQuality(max_border=1.0),
                progress=False)
     return tmp_path / "pool"
@@ -70,8 +70,10 @@ def test_pool_preview_and_stats_show_the_cut_outs_and_what_was_rejected(pool_dir
     # Beside it, the tile's dark background; the checkerboard shows where a cut-out is transparent.
     assert tuple(sheet[gap + 32, gap + 2]) == (32, 32, 32)
     assert set(np.unique(checkerboard(16, 16, 8))) == {102, 170}
-    # The summary under the grid is drawn (not black everywhere below the tiles).
-    assert sheet[gap + 64 + caption + gap:].max() > 100
+    # Under the cut-outs, after a title line, the rejected image itself (green), then the summary.
+    rejected_top = gap + (64 + caption + gap) + caption
+    assert tuple(sheet[rejected_top + 32, gap + 32]) == (0, 255, 0)
+    assert sheet[rejected_top + 64 + caption + gap:].max() > 100
 
 
 def test_preview_seed_picks_a_repeatable_random_set_in_every_format(tmp_path: Path, pool_dir: Path) -> None:
@@ -135,3 +137,31 @@ def test_scale_from_real_boxes_sets_scale_and_objects_per_image_and_says_so(tmp_
     first = " ".join(result.output.split())
     assert "--scale-from" in first and "21 boxes in 6 images" in first and "--scale 0.335,0.965" in first
     assert "--objects-per-image 1,6" in first
+
+
+def test_a_pool_keeps_thumbnails_of_the_first_rejected_objects_of_each_reason(tmp_path: Path) -> None:
+    from synthgen.pool import REJECTED_SHOWN, ObjectPool
+
+    root = tmp_path / "objects" / "cup"
+    root.mkdir(parents=True)
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[10:30, 10:30] = (0, 0, 255, 255)  # an opaque red square in the middle: accepted
+    assert cv2.imwrite(str(root / "good.png"), rgba)
+    tiny = rgba.copy()
+    tiny[..., 3] = 0
+    tiny[19:21, 19:21, 3] = 255  # a 2x2 mask: 0.25% of the image, too small
+    for k in range(REJECTED_SHOWN + 2):
+        assert cv2.imwrite(str(root / f"tiny{k}.png"), tiny)
+    for k in range(2):
+        assert cv2.imwrite(str(root / f"plain{k}.png"), np.full((300, 150, 3), 90, np.uint8))
+    pool = build_pool(FolderSource(tmp_path / "objects"), make_segmenter("alpha"), tmp_path / "pool", MaskQuality(),
+                      progress=False)
+    assert pool.summary["rejected"] == {"too small": REJECTED_SHOWN + 2, "no alpha channel": 2}  # every one counted
+    shown = [(e["reason"], e["source"]) for e in pool.rejected_examples]
+    assert shown == [("no alpha channel", "cup/plain0.png"), ("no alpha channel", "cup/plain1.png")] + [
+        ("too small", f"cup/tiny{k}.png") for k in range(REJECTED_SHOWN)]  # the first of each reason, in source order
+    plain = pool.rejected_image(pool.rejected_examples[0])
+    assert plain.shape == (128, 64, 3) and (plain == 90).all()  # shrunk to 128 px, whole: no mask to show
+    small = pool.rejected_image(pool.rejected_examples[2])
+    assert tuple(small[20, 20]) == (255, 0, 0) and tuple(small[15, 15]) == (85, 0, 0)  # a third outside the mask
+    assert ObjectPool.load(pool.path).rejected_examples == pool.rejected_examples

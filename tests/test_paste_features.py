@@ -31,12 +31,14 @@ def solid(w: int, h: int) -> ObjectPatch:
 
 
 def hand_made(comp: Compositor, layout, height=224, width=256, kept=()):
-    """Annotations of a scene laid out by hand: ``kept`` (class, x, y, mask) at the bottom, then
-    ``layout`` (class, x, y, patch) pasted in order, through the compositor's own bookkeeping."""
+    """Annotations of a scene laid out by hand: ``kept`` (class, x, y, mask[, crowd]) at the
+    bottom, then ``layout`` (class, x, y, patch) pasted in order, through the compositor's own
+    bookkeeping."""
     placed, owners = [], _Owners(height, width, [])
     owners._placed = placed
     if kept:
-        comp._keep_labels([KeptObject(c, (x, y), ObjectPatch(None, m, (0, 0, m.shape[1], m.shape[0]), int(m.sum()))) for c, x, y, m in kept], (0, 0), placed)
+        comp._keep_labels([KeptObject(c, (x, y), ObjectPatch(None, m, (0, 0, m.shape[1], m.shape[0]), int(m.sum())), *crowd)
+                           for c, x, y, m, *crowd in kept], (0, 0), placed)
     for class_id, x, y, patch in layout:
         ex0, ey0, ex1, ey1 = patch.extent
         box = (max(x + ex0, 0), max(y + ey0, 0), min(x + ex1, width), min(y + ey1, height))
@@ -234,11 +236,94 @@ def test_coco_backgrounds_keep_their_objects_scaled_to_the_output(tmp_path, obje
     boxes = {}
     for ann in coco["annotations"]:
         image = next(i for i in coco["images"] if i["id"] == ann["image_id"])
-        boxes.setdefault(image["id"], []).append((ann["category_id"], ann["bbox"]))
-    seen = {tuple(sorted((c, tuple(b)) for c, b in v)) for v in boxes.values()}
+        boxes.setdefault(image["id"], []).append((ann["category_id"], ann["bbox"], ann["iscrowd"]))
+    seen = {tuple(sorted((c, tuple(b), crowd) for c, b, crowd in v)) for v in boxes.values()}
     # Half size: the box [20, 10, 40, 30] -> [10, 5, 20, 15]; the polygon and the RLE square
-    # rasterised at half size; the crowd region is not kept.
-    assert seen == {((1, (50.0, 20.0, 30.0, 20.0)), (3, (10.0, 5.0, 20.0, 15.0))), ((3, (50.0, 10.0, 20.0, 20.0)),)}
+    # rasterised at half size; the crowd region [0, 80, 10, 10] kept as one, iscrowd 1.
+    assert seen == {((1, (50.0, 20.0, 30.0, 20.0), 0), (3, (0.0, 40.0, 5.0, 5.0), 1), (3, (10.0, 5.0, 20.0, 15.0), 0)),
+                    ((3, (50.0, 10.0, 20.0, 20.0), 0),)}
+
+
+def test_crowd_regions_are_kept_as_crowd_regions_free_to_cover():
+    comp = compositor(min_visible=0.5, protect=0.0)
+    crowd = np.ones((20, 40), bool)
+    # Nothing may cover the person; the crowd region beside it may be covered, here 3/4 of it.
+    person, region, pasted = hand_made(comp, [(0, 110, 0, solid(30, 60))], kept=[(2, 0, 0, disk(20)), (2, 100, 0, crowd, True)])
+    assert not person.iscrowd and not pasted.iscrowd
+    assert region.iscrowd and region.bbox == (100.0, 0.0, 10.0, 20.0) and region.visible_fraction == pytest.approx(0.25)
+    # Below min_visible an object would be dropped; a crowd region is kept while any of it shows...
+    gone, _ = hand_made(comp, [(0, 100, 0, solid(40, 20))], kept=[(2, 100, 0, crowd, True)])
+    assert gone is None  # ...and dropped once nothing does
+    # A placement that covers the crowd region is not rejected by --protect 0 (the person's is).
+    placed, owners = [], _Owners(224, 256, [])
+    owners._placed = placed
+    comp._keep_labels([KeptObject(2, (100, 0), ObjectPatch(None, crowd, (0, 0, 40, 20), 800), True)], (0, 0), placed)
+    assert comp._place(solid(30, 30), owners, placed, [0.45, 0.0]) is not None
+    comp._keep_labels([KeptObject(2, (100, 0), ObjectPatch(None, crowd, (0, 0, 40, 20), 800), False)], (0, 0), placed := [])
+    assert comp._place(solid(30, 30), owners, placed, [0.45, 0.0]) is None
+
+
+def test_kept_crowd_regions_in_every_format_and_verify(tmp_path, objects_dir):
+    """COCO: iscrowd 1; WebDataset: an ``iscrowd`` list beside the boxes; YOLO: left out (no
+    way to mark an ignore region). Never counted as objects; readers and verify accept them."""
+    from synthgen.readers import iter_annotations
+    from synthgen.verify import verify_output
+
+    path = coco_file(tmp_path)
+    composite = CompositeConfig(width=100, height=50, background_fit="stretch", objects_per_image=(0, 0))
+    spec = PasteSpec(objects=str(objects_dir), backgrounds=f"coco:{path}", keep_annotations=True, composite=composite, visibility=True)
+    summaries = {fmt: run_paste(spec, RunOptions(out=tmp_path / fmt, format=fmt, n=6, progress=False)) for fmt in ("coco", "wds", "yolo")}
+    coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    crowd = [a for a in coco["annotations"] if a["iscrowd"]]
+    with_crowd = {a["image_id"] for a in crowd}
+    assert crowd and all(a["bbox"] == [0.0, 40.0, 5.0, 5.0] and a["category_id"] == 3 and a["visibility"] == 1.0 for a in crowd)
+    for fmt, summary in summaries.items():
+        assert summary.objects == len(coco["annotations"]) - len(crowd), fmt  # crowd regions are not objects
+        assert summary.per_class["person"] == sum(a["category_id"] == 3 and not a["iscrowd"] for a in coco["annotations"])
+        report = verify_output(tmp_path / fmt, expected=6)
+        assert report.ok, (fmt, report.problems)
+        assert sum(len(s.labels) for s in iter_annotations(tmp_path / fmt)) == summary.objects, fmt
+    import tarfile
+
+    with tarfile.open(tmp_path / "wds" / "shard-000000.tar") as tar:
+        metas = [json.loads(tar.extractfile(f"{i:010d}.json").read()) for i in range(6)]
+    for i, meta in enumerate(metas):
+        flags = meta.get("iscrowd", [0] * len(meta["boxes"]))
+        assert sum(flags) == (i + 1 in with_crowd) and len(flags) == len(meta["boxes"])
+    # Training on the shards: crowd regions are no targets (every image shows one person object).
+    from synthgen.training.data import open_source
+
+    items = [item for _, item in zip(range(8), open_source(str(tmp_path / "wds"), real=False).stream(seed=0, part=0, parts=1))]
+    assert all(list(item.labels).count(3) == 1 for item in items)
+    yolo_lines = sum(len(p.read_text().splitlines()) for p in (tmp_path / "yolo" / "labels" / "train").glob("*.txt"))
+    assert yolo_lines == summaries["yolo"].objects
+    # verify names a flag that is not 0 or 1
+    coco["annotations"][0]["iscrowd"] = 2
+    (tmp_path / "coco" / "annotations.json").write_text(json.dumps(coco))
+    assert any("iscrowd 2, not 0 or 1" in p for p in verify_output(tmp_path / "coco", expected=6).problems)
+
+
+def test_kept_annotations_find_their_images_under_another_path_to_them(tmp_path):
+    """A cached background pool keeps the paths it was first built from: the labels of the same
+    files read through a symlinked folder still reach them (they were silently lost)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.jpg").write_bytes(b"")
+    (tmp_path / "link").symlink_to(real)
+
+    class Pool:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return np.zeros((50, 100, 3), np.uint8)
+
+        def source_path(self, i):
+            return real / "a.jpg"
+
+    labels = SourceLabels(("person",), {str(tmp_path / "link" / "a.jpg"): (SourceObject("person", (0.1, 0.2, 0.3, 0.4)),)})
+    kept = BackgroundLabels(labels, Pool(), ["cat"])
+    assert kept.count == 1 and [(k.class_id, k.origin) for k in kept.objects(0)] == [(1, (10, 10))]
 
 
 def test_yolo_backgrounds_keep_their_boxes_and_polygons(tmp_path, objects_dir):
@@ -257,6 +342,12 @@ def test_yolo_backgrounds_keep_their_boxes_and_polygons(tmp_path, objects_dir):
 def test_keep_annotations_needs_labelled_backgrounds(tmp_path, objects_dir, backgrounds_dir):
     spec = spec_for(objects_dir, backgrounds_dir, CompositeConfig(width=96, height=80), keep_annotations=True)
     with pytest.raises(InputError, match="coco:FILE.json or yolo:DIR"):
+        run_paste(spec, RunOptions(out=tmp_path / "o", n=2, progress=False))
+
+
+def test_a_yolo_folder_without_data_yaml_is_named_not_a_traceback(tmp_path, objects_dir):
+    spec = PasteSpec(objects=str(objects_dir), backgrounds=f"yolo:{tmp_path}", keep_annotations=True, composite=CompositeConfig(width=64, height=64))
+    with pytest.raises(InputError, match="is not a YOLO dataset: it has no data.yaml"):
         run_paste(spec, RunOptions(out=tmp_path / "o", n=2, progress=False))
 
 

@@ -48,6 +48,20 @@ def config(**changes) -> CompositeConfig:
     return CompositeConfig(width=256, height=224, objects_per_image=(4, 9), scale=(0.15, 0.6)).replace(**changes)
 
 
+def assert_device_annotations(made: list, reference: list, keep_masks: bool = False) -> None:
+    """Annotations made on the device from the drawn masks against the CPU path's: the same
+    objects (classes, crowd flags), boxes within 1 px, areas within 2% + 2 px."""
+    assert [(a.category_id, a.iscrowd) for a in made] == [(a.category_id, a.iscrowd) for a in reference]
+    for box in ("bbox", "visible_bbox", "amodal_bbox"):
+        boxes = np.array([getattr(a, box) for a in made])
+        expected = np.array([getattr(a, box) for a in reference])
+        assert boxes.shape == expected.shape and np.abs(boxes - expected).max(initial=0) <= 1.0
+    for ann, ref in zip(made, reference):
+        assert abs(ann.area - ref.area) <= 0.02 * ref.area + 2 and abs(ann.visible_fraction - ref.visible_fraction) < 0.01
+        if keep_masks:
+            assert ann.mask.shape == ref.mask.shape and np.count_nonzero(ann.mask != ref.mask) <= 0.02 * ref.area + 2
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_torch_and_numpy_compositors_make_the_same_samples(name):
     cfg = config(**CONFIGS[name])
@@ -57,22 +71,64 @@ def test_torch_and_numpy_compositors_make_the_same_samples(name):
     occluded = truncated = 0
     for i, sample in enumerate(planned):
         reference = cpu.render(7, i, keep_masks=keep_masks)
-        # Annotations made on the device from the drawn masks: the same objects, boxes within 1 px.
-        assert [a.category_id for a in sample.annotations] == [a.category_id for a in reference.annotations]
-        for box in ("bbox", "visible_bbox", "amodal_bbox"):
-            boxes = np.array([getattr(a, box) for a in sample.annotations])
-            expected = np.array([getattr(a, box) for a in reference.annotations])
-            assert boxes.shape == expected.shape and np.abs(boxes - expected).max(initial=0) <= 1.0
-        for made, ref in zip(sample.annotations, reference.annotations):
-            assert abs(made.area - ref.area) <= 0.02 * ref.area + 2 and abs(made.visible_fraction - ref.visible_fraction) < 0.01
-            if keep_masks:
-                assert made.mask.shape == ref.mask.shape and np.count_nonzero(made.mask != ref.mask) <= 0.02 * ref.area + 2
+        assert_device_annotations(sample.annotations, reference.annotations, keep_masks)
         occluded += sum(a.visible_fraction < 1.0 for a in reference.annotations)
         truncated += sum(a.bbox[0] == 0 or a.bbox[1] == 0 for a in reference.annotations)
         difference = np.abs(images[i].numpy().astype(int) - reference.image.astype(int))
         assert difference.mean() < 0.2 and difference.max() <= 4, (i, difference.mean(), difference.max())
     if name == "occlusion and truncation":
         assert occluded > 3 and truncated > 3  # the case this configuration is here for
+
+
+class KeptPeople:
+    """Each background's own objects: a disk "person" and a crowd region (a box), both in the crop."""
+
+    extra_classes = ["person"]
+
+    def __init__(self) -> None:
+        from synthgen.backgrounds.labels import KeptObject
+        from synthgen.compositor.augment import ObjectPatch
+
+        disk = np.zeros((80, 80), np.uint8)
+        cv2.circle(disk, (40, 40), 39, 1, -1)
+        crowd = np.ones((40, 120), bool)
+        self._objects = [KeptObject(2, (60 + 20 * k, 60), ObjectPatch(None, disk.astype(bool), (0, 0, 80, 80), int(disk.sum())))
+                         for k in range(3)]
+        self._crowd = KeptObject(2, (200, 200), ObjectPatch(None, crowd, (0, 0, 120, 40), crowd.size), True)
+
+    def objects(self, background: int):
+        return [self._objects[background], self._crowd]
+
+
+def test_torch_path_plans_amodal_boxes_class_balance_distractors_and_kept_annotations():
+    """The features of issue 15 are planning decisions: the torch path makes the CPU path's labels
+    (the kept annotations, crowd regions included, exactly: made on the host; the pasted objects'
+    on the device, within 1 px), never labels a distractor, and draws the distractors from the
+    same device tensor as the objects."""
+    distractors = FakeObjects()
+    for item in distractors.items:
+        item.rgba[..., :3] = (0, 255, 0)  # green: a distractor left undrawn would show
+    cfg = config(box="amodal", class_balance=(1.0, 3.0), distractors_per_image=(1, 3), distractor_scale=(0.2, 0.4),
+                 protect=0.2, min_visible=0.3, truncation=0.3)
+    labels = KeptPeople()
+    cpu = Compositor(cfg, OBJECTS, BACKGROUNDS, distractors=distractors, labels=labels)
+    drawer = TorchCompositor.from_compositor(cpu, "cpu")
+    assert drawer.categories == cpu.categories == ["disk", "bar", "person"]
+    images, planned = drawer.render_batch(5, range(10), keep_masks=True)
+    crowds = amodal = 0
+    for i, sample in enumerate(planned):
+        reference = cpu.render(5, i, keep_masks=True)
+        assert_device_annotations(sample.annotations, reference.annotations, keep_masks=True)
+        kept = len(sample.plan.kept)
+        keys = ("bbox", "category_id", "area", "visible_fraction", "visible_bbox", "amodal_bbox", "iscrowd")
+        assert [[getattr(a, k) for k in keys] for a in sample.annotations[:kept]] == [[getattr(a, k) for k in keys] for a in reference.annotations[:kept]]
+        assert all(np.array_equal(a.mask, r.mask) for a, r in zip(sample.annotations[:kept], reference.annotations))
+        assert not any(a.iscrowd for a in sample.annotations[kept:])  # kept ones first, as on the CPU path
+        crowds += sum(a.iscrowd for a in reference.annotations)
+        amodal += sum(a.bbox != a.visible_bbox for a in reference.annotations)
+        difference = np.abs(images[i].numpy().astype(int) - reference.image.astype(int))
+        assert difference.mean() < 0.2 and difference.max() <= 4, (i, difference.mean(), difference.max())
+    assert crowds > 0 and amodal > 0  # the cases this test is here for
 
 
 def test_batch_size_changes_no_sample():
@@ -97,11 +153,11 @@ def test_poisson_and_motion_samples_are_rendered_by_the_cpu_path():
 def test_settings_the_torch_path_does_not_know_are_refused():
     @dataclass(frozen=True)
     class LaterConfig(CompositeConfig):
-        distractors: int = 0
+        shadows: int = 0
 
     check_supported(LaterConfig())
-    with pytest.raises(InputError, match="distractors.*--compositor numpy"):
-        check_supported(LaterConfig(distractors=3))
+    with pytest.raises(InputError, match="shadows.*--compositor numpy"):
+        check_supported(LaterConfig(shadows=3))
 
 
 def test_device_images_pack_arrays_and_device_tensors_alike():
@@ -174,6 +230,25 @@ def test_paste_with_the_torch_compositor_writes_the_numpy_paths_annotations(tmp_
         else:
             difference = np.abs(decode_jpeg(made[name]).astype(int) - decode_jpeg(reference[name]).astype(int))
             assert difference.mean() < 1.0
+
+
+def test_torch_runs_keep_annotations_and_paste_distractors_like_numpy_runs(tmp_path, objects_dir):
+    """`--keep-annotations` and `--distractors` reach the torch path's planner (they were once
+    dropped there without a word): the same annotations.json as the numpy run."""
+    from tests.test_paste_features import coco_file
+
+    composite = CompositeConfig(width=100, height=50, background_fit="stretch", objects_per_image=(1, 3), scale=(0.2, 0.4),
+                                min_visible=0.3, protect=0.3, distractors_per_image=(1, 2))
+    spec = PasteSpec(objects=str(objects_dir / "cat"), distractors=str(objects_dir / "dog"), backgrounds=f"coco:{coco_file(tmp_path)}",
+                     keep_annotations=True, visibility=True, composite=composite, seed=2)
+    for name in ("numpy", "torch"):
+        # Two planning workers for torch: the planner travels to them with its labels and distractors.
+        run_paste(dataclasses.replace(spec, compositor=name), RunOptions(out=tmp_path / name, n=8, batch_size=3, progress=False,
+                                                                          workers=2 if name == "torch" else 1))
+    made, reference = ((tmp_path / name / "annotations.json").read_text() for name in ("torch", "numpy"))
+    assert made == reference
+    assert {c["name"] for c in json.loads(made)["categories"]} == {"cat", "person"}
+    assert any(a["iscrowd"] for a in json.loads(made)["annotations"])
 
 
 def test_device_parts_share_the_samples_like_machines(tmp_path):
@@ -256,3 +331,18 @@ def test_training_on_the_device_stream_stops_its_planning_workers(tmp_path, obje
                          device="cpu", pretrained_backbone=False, progress=False, threads=1)
     assert train(config, source).steps == 2
     assert not multiprocessing.active_children()
+
+
+def test_device_training_batches_keep_annotations_without_crowd_targets(tmp_path, objects_dir):
+    from synthgen.training.data import live_paste_source, make_loader
+    from tests.test_paste_features import coco_file
+
+    composite = CompositeConfig(width=100, height=50, background_fit="stretch", objects_per_image=(1, 2), scale=(0.2, 0.3), min_visible=0.9)
+    spec = PasteSpec(objects=str(objects_dir / "cat"), backgrounds=f"coco:{coco_file(tmp_path)}", keep_annotations=True,
+                     composite=composite, compositor="torch")
+    source = live_paste_source(spec, device="cpu")
+    _, targets = next(make_loader(source, image_size=64, batch_size=4, seed=0))
+    host = [item for _, item in zip(range(4), source.stream(0, 0, 1))]
+    for item, target in zip(host, targets):
+        assert target["labels"].tolist() == item.labels.tolist()
+        assert item.labels.tolist().count(2) == 1  # the person (cat 1, person 2), never the crowd region beside it

@@ -44,6 +44,22 @@ _BARE_KINDS = ("voc",)
 LABELLED_KINDS = ("coco", "yolo")
 
 
+def background_kind(spec: str) -> tuple[str, Path | None]:
+    """The kind (a :data:`BACKGROUND_KINDS` name) and path a ``--backgrounds`` value names; see
+    :func:`resolve_backgrounds`. ``folder`` is the kind without class annotations."""
+    spec = spec.strip()
+    if not spec:
+        raise InputError("--backgrounds is empty; give a folder, voc, voc:PATH or coco:PATH.json")
+    kind, sep, rest = spec.partition(":")
+    if sep and kind.lower() in BACKGROUND_KINDS:
+        return kind.lower(), (Path(rest) if rest else None)
+    if spec.lower() in _BARE_KINDS:
+        return spec.lower(), None
+    if spec.lower().endswith(".json"):
+        return "coco", Path(spec)
+    return "folder", Path(spec)
+
+
 def resolve_backgrounds(
     spec: str, exclude_classes: Sequence[str] = (), keep_annotations: bool = False, image_ids: Sequence[int] = ()
 ) -> BackgroundSource:
@@ -55,19 +71,8 @@ def resolve_backgrounds(
     to be called ``voc`` is written ``./voc``. ``keep_annotations`` (coco and yolo) attaches the
     images' own objects; ``image_ids`` (coco) takes only those images.
     """
-    spec = spec.strip()
-    if not spec:
-        raise InputError("--backgrounds is empty; give a folder, voc, voc:PATH or coco:PATH.json")
     exclude = [name.strip() for name in exclude_classes if name.strip()]
-    kind, sep, rest = spec.partition(":")
-    if sep and kind.lower() in BACKGROUND_KINDS:
-        kind, target = kind.lower(), (Path(rest) if rest else None)
-    elif spec.lower() in _BARE_KINDS:
-        kind, target = spec.lower(), None
-    elif spec.lower().endswith(".json"):
-        kind, target = "coco", Path(spec)
-    else:
-        kind, target = "folder", Path(spec)
+    kind, target = background_kind(spec)
     if keep_annotations and kind not in LABELLED_KINDS:
         raise InputError(
             f"--keep-annotations needs labelled backgrounds (coco:FILE.json or yolo:DIR); {spec} is a {kind} source"
@@ -82,6 +87,7 @@ def resolve_backgrounds(
 
 __all__ = [
     "BACKGROUND_KINDS",
+    "background_kind",
     "FITS",
     "VOC_CLASSES",
     "BackgroundLabels",

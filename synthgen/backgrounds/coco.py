@@ -23,8 +23,8 @@ def coco_source(
 ) -> BackgroundSource:
     """The images listed in a COCO annotation file, in file order, minus those with any
     annotation of a category named in ``exclude_classes``; only ``image_ids`` when given (a
-    few-shot subset). ``keep_annotations`` attaches every image's objects (crowd regions
-    excepted) as :class:`SourceLabels`.
+    few-shot subset). ``keep_annotations`` attaches every image's objects, crowd regions
+    (``iscrowd`` 1) marked as such, as :class:`SourceLabels`.
 
     ``file_name`` is taken relative to the first folder that holds the first images among: the
     JSON's folder, its ``images/`` subfolder, a folder named like the JSON's stem (``train2017``
@@ -74,12 +74,12 @@ def coco_source(
 
 
 def _labels(json_path: Path, data: dict[str, Any], images: list[dict], paths: list[Path]) -> SourceLabels:
-    """The non-crowd annotations of ``images`` (found at ``paths``), normalised to each image."""
+    """The annotations of ``images`` (found at ``paths``), normalised to each image."""
     categories = [c for c in data.get("categories") or [] if isinstance(c, dict)]
     name_of = {c.get("id"): str(c.get("name", c.get("id"))) for c in categories}
     by_image: dict[Any, list[dict]] = {}
     for ann in data.get("annotations") or []:
-        if isinstance(ann, dict) and not ann.get("iscrowd"):
+        if isinstance(ann, dict):
             by_image.setdefault(ann.get("image_id"), []).append(ann)
     objects: dict[str, tuple[SourceObject, ...]] = {}
     for entry, path in zip(images, paths):
@@ -106,7 +106,7 @@ def _labels(json_path: Path, data: dict[str, Any], images: list[dict], paths: li
                 )
             elif isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
                 rle = segmentation
-            found.append(SourceObject(category, (x / width, y / height, w / width, h / height), polygons, rle))
+            found.append(SourceObject(category, (x / width, y / height, w / width, h / height), polygons, rle, bool(ann.get("iscrowd"))))
         objects[str(path)] = tuple(found)
     return SourceLabels(tuple(name_of.values()), objects)
 

@@ -6,11 +6,13 @@ so they follow the image through the background pool's resize); :class:`Backgrou
 them to a built background pool and the object pool's classes, and rasterises each image's
 objects at the pool's size on first use (per process), for the compositor: every object's mask
 (its outline when the file has one, RLE or polygon, else its filled box) at the bottom of the
-scene, updated under occlusion by what is pasted on top.
+scene, updated under occlusion by what is pasted on top. COCO crowd regions (``iscrowd`` 1) are
+kept as crowd regions (see synthgen.compositor.render: ``Compositor._keep_labels``).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -29,6 +31,8 @@ class SourceObject:
     box: tuple[float, float, float, float]  # x, y, w, h as fractions of the image's width, height
     polygons: tuple[tuple[float, ...], ...] = ()  # outline(s): x0, y0, x1, y1, ... normalised
     rle: dict | None = None  # a COCO RLE of the image's full size (compressed or not)
+    #: A COCO crowd region (``iscrowd`` 1): an area of many instances, not one object.
+    crowd: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class KeptObject:
     class_id: int  # 0-based output class
     origin: tuple[int, int]  # top-left of ``patch.mask`` in the fitted background image
     patch: ObjectPatch  # mask and its area; rgba is None
+    crowd: bool = False  # a COCO crowd region: an ignore region, kept as one with iscrowd 1
 
 
 class BackgroundLabels:
@@ -63,7 +68,10 @@ class BackgroundLabels:
                 ids[key] = len(object_classes) + len(self.extra_classes)
                 self.extra_classes.append(name)
             self._class_of[name] = ids[key]
-        self._objects = [labels.objects.get(str(pool.source_path(i)), ()) for i in range(len(pool))]
+        # Matched by real path: a cached pool keeps the paths it was first built from, which may
+        # name the same files another way (a symlinked folder, a relative path).
+        by_file = {os.path.realpath(path): objects for path, objects in labels.objects.items()}
+        self._objects = [by_file.get(os.path.realpath(pool.source_path(i)), ()) for i in range(len(pool))]
         self._pool = pool
         self._rasterised: dict[int, list[KeptObject]] = {}
         self.count = sum(len(objects) for objects in self._objects)
@@ -96,7 +104,7 @@ class BackgroundLabels:
                 return None  # smaller than a pixel at this size
             crop = np.ascontiguousarray(mask[y0 : y0 + h, x0 : x0 + w])
         patch = ObjectPatch(rgba=None, mask=crop, extent=(0, 0, crop.shape[1], crop.shape[0]), area=int(np.count_nonzero(crop)))
-        return KeptObject(self._class_of[obj.category], (x0, y0), patch)
+        return KeptObject(self._class_of[obj.category], (x0, y0), patch, obj.crowd)
 
 
 def object_mask(obj: SourceObject, width: int, height: int) -> np.ndarray | None:

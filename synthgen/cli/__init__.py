@@ -14,7 +14,7 @@ import typer
 import typer.core
 
 from synthgen import __version__
-from synthgen.cli import insert, look, models, paste, redo, train, verify
+from synthgen.cli import insert, look, models, paste, redo, refine, train, verify
 from synthgen.cli.common import active_config, friendly_errors, out_console
 
 # typer writes `<bool>` as the value of every on/off flag in the help; a flag takes no value.
@@ -52,15 +52,18 @@ def root(
         return
     group = ctx.command
     commands: dict[str, set[str]] = {}
+    repeatable: dict[str, set[str]] = {}
     groups: dict[str, set[str]] = {}
     for name, command in group.commands.items():
         if hasattr(command, "commands"):
             groups[name] = set(command.commands)
             for sub_name, sub in command.commands.items():
                 commands.setdefault(sub_name, {p.name for p in sub.params})
+                repeatable.setdefault(sub_name, {p.name for p in sub.params if getattr(p, "multiple", False)})
         else:
             commands[name] = {p.name for p in command.params}
-    ctx.default_map = default_map(sections, commands, groups, source)
+            repeatable[name] = {p.name for p in command.params if getattr(p, "multiple", False)}
+    ctx.default_map = default_map(sections, commands, groups, source, repeatable)
 
 
 app.command()(paste.paste)
@@ -70,6 +73,7 @@ app.command()(look.stats)
 app.command()(look.download)
 app.command()(insert.insert)
 app.command()(verify.verify)
+app.command()(refine.refine)
 
 # `synthgen pretrain|finetune|evaluate`, and the same commands under `synthgen train`, beside the
 # trainers of the generative models.
@@ -80,6 +84,7 @@ for _name in ("pretrain", "finetune", "evaluate"):
     train_group.command(_name)(_command)
 train_group.command("redo")(friendly_errors(redo.redo))
 train_group.command("detectorgan")(insert.detectorgan)
+train_group.command("mtgan")(refine.mtgan)
 app.add_typer(train_group, name="train")
 app.add_typer(models.app, name="models")
 

@@ -83,6 +83,10 @@ class Problems:
             self.errors.append(err)
             return None
 
+    def add(self, err: SynthgenError) -> None:
+        """Record a problem found without a check function."""
+        self.errors.append(err)
+
     def raise_all(self) -> None:
         if not self.errors:
             return

@@ -78,7 +78,7 @@ def detectorgan(
     out: Annotated[Path, typer.Option("--out", help="Run folder: last.pt, metrics.csv, samples/, training_curves.png, detector.pt.")],
     method: Annotated[str, typer.Option("--method", help=f"{', '.join(METHOD_NAMES)}.")] = "detectorgan",
     category: Annotated[Optional[str], typer.Option("--category", help="The labelled class to insert (default: the file's only one).")] = None,
-    exclude_classes: Annotated[Optional[str], typer.Option("--exclude-classes", help="coco/voc clean images: drop those showing these classes.")] = None,
+    exclude_classes: Annotated[Optional[str], typer.Option("--exclude-classes", help="coco/voc clean images: drop those showing these classes (plain folders beside them are taken whole).")] = None,
     size: Annotated[int, typer.Option("--size", help="Square image side (multiple of 4; 9 residual blocks at 256+, else 6).")] = 128,
     steps: Annotated[int, typer.Option("--steps", help="Joint training steps (after pretraining; 0: pretrain only, for --init).")] = 1000,
     pretrain_gan: Annotated[int, typer.Option("--pretrain-gan", help="Steps of the GAN alone first.")] = 500,

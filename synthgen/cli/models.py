@@ -102,7 +102,7 @@ def pull(
 
 @app.command()
 @friendly_errors
-def verify(names: Optional[list[str]] = typer.Argument(None, help="Models to check [every model with files here].")) -> None:
+def verify(names: Optional[list[str]] = typer.Argument(None, help="Models to check \\[default: every model with files here].")) -> None:
     """Check the files of models on this machine against their published size and sha256 (or the
     hash pinned here when they were first verified)."""
     from synthgen.generators.download import verify as verify_model
@@ -120,7 +120,7 @@ def verify(names: Optional[list[str]] = typer.Argument(None, help="Models to che
 @app.command()
 @friendly_errors
 def path(
-    name: Optional[str] = typer.Argument(None, help="A model name [print the models folder]."),
+    name: Optional[str] = typer.Argument(None, help="A model name \\[default: print the models folder]."),
     role: str = typer.Option("model", "--role", help="Which file of a model with several (dmgan-birds: text_encoder, captions)."),
 ) -> None:
     """Print where a model's file is (exit 3, saying where to put it, when it is missing)."""
@@ -145,7 +145,7 @@ def sample(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
     class_name: Optional[str] = typer.Option(None, "--class", help="Conditional models: the class (name or number)."),
     caption: Optional[str] = typer.Option(None, "--caption", help="Text-to-image models (dmgan-birds): one caption for every image."),
-    captions: Optional[Path] = typer.Option(None, "--captions", help="Text-to-image models: a text file, one caption a line, drawn per image [the dataset's test captions]."),
+    captions: Optional[Path] = typer.Option(None, "--captions", help="Text-to-image models: a text file, one caption a line, drawn per image \\[default: the dataset's test captions]."),
     crop: bool = typer.Option(True, "--crop/--no-crop", help="Apply the card's crop (the car models' black bands)."),
 ) -> None:
     """Write images of a generator and a sheet of them, to look at it before pasting it."""

@@ -51,7 +51,7 @@ def paste(
     jpeg_quality: int = typer.Option(90, help="JPEG quality 1-100.", rich_help_panel="Output"),
     masks: bool = typer.Option(False, "--masks", help="Also write instance masks (COCO RLE) of each object's visible part.", rich_help_panel="Output"),
     visibility: bool = typer.Option(False, "--visibility", help="Also write each object's visible fraction, visible box and amodal (whole-object) box: COCO/WebDataset JSON keys, a YOLO sidecar visibility/<split>/<key>.txt.", rich_help_panel="Output"),
-    box: Optional[str] = typer.Option(None, "--box", help="Main box of each object: visible (its visible pixels) | amodal (the whole object, clipped to the image) [visible].", rich_help_panel="Output"),
+    box: Optional[str] = typer.Option(None, "--box", help="Main box of each object: visible (its visible pixels) | amodal (the whole object, clipped to the image) \\[default: visible].", rich_help_panel="Output"),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes, for segmenting the objects and for pasting (output is identical for any number).", rich_help_panel="Output"),
     shard_index: int = typer.Option(0, help="This machine's part when several machines share the work.", rich_help_panel="Output"),
     num_shards: int = typer.Option(1, help="How many machines share the work (machine k makes samples i % num_shards == k).", rich_help_panel="Output"),
@@ -64,7 +64,7 @@ def paste(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N: where generator objects are generated and segmented, and where the torch compositor draws and encodes (nvJPEG on CUDA).", rich_help_panel="Device"),
     devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated GPUs (0,1 or cuda:0,cuda:1): one process per device, each writing its share to OUT/part-K (the parts together: one gap-free shard set). Or start paste with torchrun (--nproc-per-node N -m synthgen paste ... -n COUNT --device cuda): each process writes its share into OUT itself, like machines sharing it (--num-shards); check with synthgen verify OUT.", rich_help_panel="Device"),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per pass of the torch compositor (changes no sample).", rich_help_panel="Device"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="faces | birds | cars: the paper authors' ranges; other flags override.", rich_help_panel="Composition"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="faces | birds | cars: the paper authors' ranges; pedestrians: measured on Penn-Fudan (docs/results-detection.md); other flags override.", rich_help_panel="Composition"),
     size: Optional[str] = typer.Option(None, "--size", help="Output WIDTHxHEIGHT. \\[default: 320x320]", rich_help_panel="Composition"),
     background_fit: Optional[str] = typer.Option(None, "--bg-fit", help="crop (keep aspect, random crop) | stretch. \\[default: crop]", rich_help_panel="Composition"),
     objects_per_image: Optional[str] = typer.Option(None, help="MIN,MAX objects per image. \\[default: 1,5]", rich_help_panel="Composition"),
@@ -355,6 +355,7 @@ def segment(
         raise InputError(f"--workers {workers} must be at least 1")
     pool = build_pool(resolved, make_segmenter(segmenter, parse_options(segmenter_options)), out, quality, progress=not quiet, workers=workers)
     console.print(f"pool written to {escape(str(out))}: {escape(format_summary(pool.summary))}")
+    console.print(f"look at the cut-outs and the rejected objects: synthgen preview {escape(str(out))}; sizes: synthgen stats {escape(str(out))}")
     if pool.summary["unreadable"]:
         from synthgen.pool import UNREADABLE_FILE
 

@@ -17,11 +17,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from synthgen.cli.common import console, out_console
+from synthgen.cli.refine import SCORE_NAMES, RefineScore, RefineTop
 
 # The CLI imports this module at start-up: it must not import torch (via synthgen.detectors), or
 # every `synthgen paste` would pay seconds and hundreds of MB for it. tests/test_cli.py checks
 # that this list matches the detector registry.
-DETECTOR_NAMES = ("ssd-mobilenet", "ssdlite-mbv3", "retinanet-r50", "fasterrcnn-mbv3")
+DETECTOR_NAMES = (
+    "ssd-mobilenet", "ssdlite-mbv3", "retinanet-r50", "fasterrcnn-mbv3", "retinanet-mbv2", "fcos-mbv2", "fasterrcnn-mbv2",
+)
 
 
 # -- options shared by pretrain and finetune ----------------------------------------------------
@@ -50,7 +53,24 @@ Optim = Annotated[str, typer.Option("--optimizer", help="adam or sgd (momentum 0
 Schedule = Annotated[str, typer.Option("--schedule", help="cosine, step or constant, after a linear warmup.")]
 Warmup = Annotated[int, typer.Option("--warmup", help="Warmup steps.")]
 WeightDecay = Annotated[float, typer.Option("--weight-decay", help="Weight decay on weights (not biases or norms).")]
-ImageSize = Annotated[int, typer.Option("--image-size", help="Training and inference size in pixels (square for SSD).")]
+ImageSize = Annotated[
+    int,
+    typer.Option(
+        "--image-size",
+        help="Training and inference size in pixels, a square (the R-CNN-style *-mbv3/-r50 detectors keep the aspect "
+        "at inference). Small objects need more: 640 for WIDER-like faces.",
+    ),
+]
+AnchorsFrom = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--anchors-from",
+        metavar="REAL.json",
+        help="retinanet-mbv2 / fasterrcnn-mbv2: fit the anchors to the boxes of this COCO file (e.g. the real training "
+        "set) at --image-size: sizes spanning their 2nd-98th percentile, aspect ratios their 10/50/90th. Stored in the "
+        "checkpoint; finetuning and resuming keep the checkpoint's.",
+    ),
+]
 BoxScalesOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -92,10 +112,10 @@ AugmentPaste = Annotated[
     typer.Option(
         "--augment-paste",
         help="Copy-paste augmentation of the real images: this share of them (0-1) get objects pasted on, their "
-        "own boxes kept and updated, as the [paste] table of synthgen.toml (or --paste-config) describes. 0: off.",
+        "own boxes kept and updated, as the \\[paste] table of synthgen.toml (or --paste-config) describes. 0: off.",
     ),
 ]
-PasteConfig = Annotated[Optional[Path], typer.Option("--paste-config", help="TOML file whose [paste] table --augment-paste uses (default: ./synthgen.toml).")]
+PasteConfig = Annotated[Optional[Path], typer.Option("--paste-config", help="TOML file whose \\[paste] table --augment-paste uses (default: ./synthgen.toml).")]
 
 
 def _augmented(source, augment_paste: float, paste_config: Path | None):
@@ -128,6 +148,7 @@ def _config(**options: Any):
         weight_decay=options["weight_decay"],
         image_size=options["image_size"],
         box_scales=parse_range(options["box_scales"], "box-scales"),
+        anchors_from=options["anchors_from"],
         amp=options["amp"],
         eval_every=options["eval_every"],
         num_workers=options["num_workers"],
@@ -213,6 +234,7 @@ def pretrain(
     weight_decay: WeightDecay = 0.0,
     image_size: ImageSize = 320,
     box_scales: BoxScalesOpt = None,
+    anchors_from: AnchorsFrom = None,
     eval_every: EvalEvery = 250,
     early_stop: EarlyStop = None,
     num_workers: Workers = 2,
@@ -229,32 +251,60 @@ def pretrain(
     threads: Threads = None,
 ) -> None:
     """Pretrain a detector on synthetic data (optionally interleaved with real images)."""
-    from synthgen.cli.common import require
+    from synthgen.cli.common import Problems, require
     from synthgen.errors import InputError
 
     require("pretrain", data=data, out=out)
     from synthgen.training.data import open_source
     from synthgen.training.loop import pretrain as run_pretrain
 
-    if real is None and n_real is not None:
-        raise InputError("--n-real selects real images for --real; give --real too")
-    if data == "paste" or data.startswith("paste:"):
+    # Every problem of the command at once, most fundamental first: the data, then the flags.
+    problems = Problems()
+    live = data == "paste" or data.startswith("paste:")
+    spec = synthetic = None
+    if live:
         from synthgen.cli.paste import paste_spec_from_config
-        from synthgen.training.data import live_paste_source
 
-        spec = paste_spec_from_config(Path(data[len("paste:"):]) if data.startswith("paste:") else None)
-        synthetic = live_paste_source(*_paste_stream_device(spec, device))
+        spec = problems.check(paste_spec_from_config, Path(data[len("paste:"):]) if data.startswith("paste:") else None)
+        synthetic_sizes: Any = None if spec is None else spec.composite.scale
     else:
-        synthetic = open_source(data, real=False, categories=categories)
+        synthetic = problems.check(open_source, data, real=False, categories=categories)
+        synthetic_sizes = None if "://" in data or data.startswith("pipe:") else data  # remote shards: not read twice
     real_source = None
     if real is not None:
-        real_source = open_source(str(real), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed)
-        real_source = _augmented(real_source, augment_paste, paste_config)
-    elif augment_paste:
-        raise InputError("--augment-paste pastes onto the real images of --real; give --real too")
+        real_source = problems.check(
+            open_source, str(real), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed
+        )
+    elif n_real is not None:
+        problems.add(InputError("--n-real selects real images for --real; give --real too"))
+    if augment_paste and real is None:
+        problems.add(InputError("--augment-paste pastes onto the real images of --real; give --real too"))
+    val_data = problems.check(_load_val, val)
     config = _config(**locals())
-    result = run_pretrain(config, synthetic, _load_val(val), real=real_source, synthetic_fraction=synthetic_fraction)
+    problems.check(config.check)
+    problems.raise_all()
+    if live:  # builds the object and background pools: only once everything else is right
+        synthetic = _live_paste(spec, device)
+    if real_source is not None:
+        real_source = _augmented(real_source, augment_paste, paste_config)
+    if val_data is not None and synthetic_sizes is not None:
+        from synthgen.stats import box_size_overlap_note
+
+        try:
+            note = box_size_overlap_note(synthetic_sizes, val)
+        except InputError:  # data the reader cannot measure: the warning is a courtesy, never a stop
+            note = None
+        if note:
+            console.print(f"warning: {escape(note)}")
+    result = run_pretrain(config, synthetic, val_data, real=real_source, synthetic_fraction=synthetic_fraction)
     _report(result)
+
+
+def _live_paste(spec, device: str):
+    """The live paste stream of ``spec`` for training on ``device``."""
+    from synthgen.training.data import live_paste_source
+
+    return live_paste_source(*_paste_stream_device(spec, device))
 
 
 def finetune(
@@ -277,6 +327,7 @@ def finetune(
     weight_decay: WeightDecay = 0.0,
     image_size: ImageSize = 320,
     box_scales: BoxScalesOpt = None,
+    anchors_from: AnchorsFrom = None,
     eval_every: EvalEvery = 50,
     early_stop: EarlyStop = None,
     num_workers: Workers = 2,
@@ -298,54 +349,141 @@ def finetune(
 ) -> None:
     """Finetune on real images (a seeded --n-real subset for few-shot runs), from --init or, without
     it, from an ImageNet backbone (the baseline without synthetic pretraining)."""
-    from synthgen.cli.common import require
+    from synthgen.checkpoints import check_checkpoint_file
+    from synthgen.cli.common import Problems, require
+    from synthgen.detectors import DETECTOR_CHECKPOINT
     from synthgen.training.data import open_source
     from synthgen.training.loop import finetune as run_finetune
     from synthgen.training.loop import train
 
     require("finetune", data=data, out=out)
-    source = open_source(str(data), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed)
-    source = _augmented(source, augment_paste, paste_config)
+    # Every problem of the command at once, most fundamental first: the data, then the flags.
+    problems = Problems()
+    source = problems.check(open_source, str(data), real=True, n_images=n_real, seed=seed if subset_seed is None else subset_seed)
+    if init is not None:
+        problems.check(check_checkpoint_file, init, DETECTOR_CHECKPOINT)
+    val_data = problems.check(_load_val, val)
     config = _config(**locals())
+    problems.check(config.check)
+    problems.raise_all()
+    source = _augmented(source, augment_paste, paste_config)
     if init is None:
-        result = train(config, source, _load_val(val))
+        result = train(config, source, val_data)
     else:
-        result = run_finetune(config, init, source, _load_val(val))
+        result = run_finetune(config, init, source, val_data)
     _report(result)
 
 
-def _print_comparison(checkpoint: Path, baseline: Path, data: Path, metrics, base_metrics, out: Path) -> None:
-    """The two detectors' scores side by side with the difference, printed and in OUT/comparison.json."""
+def _print_comparison(
+    checkpoint: Path, baseline: Path, data: Path, metrics, base_metrics, out: Path,
+    names: tuple[str, str] = ("checkpoint", "baseline"), title: str | None = None, write: bool = True,
+) -> None:
+    """Two detectors' scores side by side with the difference, printed and (``write``) in
+    OUT/comparison.json; ``names`` head the two columns."""
     from synthgen.cache import atomic_write_json
     from synthgen.evaluation import compare_metrics
 
     rows = compare_metrics(metrics.to_dict(), base_metrics.to_dict())
-    atomic_write_json(
-        out / "comparison.json", {"checkpoint": str(checkpoint), "baseline": str(baseline), "ground_truth": str(data), "rows": rows}
-    )
+    if write:
+        atomic_write_json(
+            out / "comparison.json", {"checkpoint": str(checkpoint), "baseline": str(baseline), "ground_truth": str(data), "rows": rows}
+        )
     shown = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
-    table = Table(title=f"{escape(str(checkpoint))} against {escape(str(baseline))} on {escape(str(data))}")
-    for column in ("metric", "checkpoint", "baseline", "difference"):
+    table = Table(title=title or f"{escape(str(checkpoint))} against {escape(str(baseline))} on {escape(str(data))}")
+    for column in ("metric", *names, "difference"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for row in rows:
         diff = row["difference"]
         signed = "-" if diff is None else (f"{diff:+.4f}" if isinstance(diff, float) else f"{diff:+d}")
         table.add_row(escape(row["metric"]), shown(row["value"]), shown(row["baseline"]), signed)
     out_console.print(table)
-    for what, m in (("checkpoint", metrics), ("baseline", base_metrics)):
+    for what, m in zip(names, (metrics, base_metrics)):
         if m.skipped:
             console.print(f"[yellow]{what}: skipped {len(m.skipped)} unreadable ground-truth image(s)[/] (--skip-unreadable)")
     out_console.print(f"detections and metrics in {escape(str(out))} and {escape(str(out / 'baseline'))}; comparison.json in {escape(str(out))}")
 
 
+def _expand_checkpoints(paths: list[Path] | None, option: str) -> list[Path]:
+    """The files of a repeatable checkpoint option, a quoted glob (``'runs/s*/best.pt'``)
+    expanded in sorted order; a pattern that matches nothing is an InputError."""
+    import glob
+
+    from synthgen.errors import InputError
+
+    found: list[Path] = []
+    for path in paths or []:
+        text = str(path)
+        if any(ch in text for ch in "*?[") and not path.exists():
+            matches = sorted(glob.glob(text))
+            if not matches:
+                raise InputError(f"{option} {text}: no file matches this pattern; check the path (quote it so the shell leaves it to synthgen)")
+            found += [Path(m) for m in matches]
+        else:
+            found.append(path)
+    return found
+
+
+def _print_sets(checkpoints: list[Path], baselines: list[Path], data: Path, all_metrics, base_metrics, out: Path) -> None:
+    """Mean ± sd of each score over several checkpoints (and baselines, with the difference),
+    printed and written to OUT/comparison.json."""
+    from synthgen.cache import atomic_write_json
+    from synthgen.evaluation import compare_metric_sets
+
+    dicts = [m.to_dict() for m in all_metrics]
+    base_dicts = [m.to_dict() for m in base_metrics]
+    rows = compare_metric_sets(dicts, base_dicts or dicts)
+    atomic_write_json(out / "comparison.json", {
+        "checkpoints": [str(p) for p in checkpoints], "baselines": [str(p) for p in baselines], "ground_truth": str(data),
+        "metrics": dicts, "baseline_metrics": base_dicts, "rows": rows,
+    })  # fmt: skip
+
+    def spread(mean, sd, signed=False) -> str:
+        if mean is None:
+            return "-"
+        text = f"{mean:+.4f}" if signed else f"{mean:.4f}"
+        return text if sd is None else f"{text} ± {sd:.4f}"
+
+    title = f"{len(checkpoints)} checkpoint(s)" + (f" against {len(baselines)} baseline(s)" if baselines else "") + f" on {escape(str(data))}"
+    table = Table(title=title)
+    columns = ["metric", "checkpoints (mean ± sd)"] + (["baselines (mean ± sd)", "difference (mean ± sd)"] if baselines else [])
+    for column in columns:
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in rows:
+        cells = [escape(row["metric"]), spread(row["value_mean"], row["value_sd"])]
+        if baselines:
+            cells += [spread(row["baseline_mean"], row["baseline_sd"]), spread(row["difference_mean"], row["difference_sd"], signed=True)]
+        table.add_row(*cells)
+    out_console.print(table)
+    if baselines:
+        how = (
+            f"paired: checkpoint i against baseline i, in the order given ({len(checkpoints)} pairs); sd of the pair differences"
+            if len(checkpoints) == len(baselines)
+            else f"unpaired ({len(checkpoints)} against {len(baselines)}): difference of the means, ± its standard error"
+        )
+        out_console.print(f"difference = checkpoints - baselines, {how}")
+    skipped = sum(bool(m.skipped) for m in [*all_metrics, *base_metrics])
+    if skipped:
+        console.print(f"[yellow]{skipped} evaluation(s) skipped unreadable ground-truth images[/] (--skip-unreadable)")
+    out_console.print(f"each run's detections and metrics in {escape(str(out))}/checkpoint-N and baseline-N; comparison.json in {escape(str(out))}")
+
+
 def evaluate(
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A synthgen checkpoint (best.pt / last.pt). Required.")] = None,
+    checkpoint: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--checkpoint",
+            help="A synthgen checkpoint (best.pt / last.pt). Required. Repeat it, or give a quoted glob, for several "
+            "(e.g. one per training seed): each is scored and the mean ± sd reported.",
+        ),
+    ] = None,
     baseline: Annotated[
-        Optional[Path],
+        Optional[list[Path]],
         typer.Option(
             "--baseline",
             help="A second checkpoint scored on the same data (results in OUT/baseline): the two side by side, with "
-            "the difference (checkpoint - baseline), also in OUT/comparison.json.",
+            "the difference (checkpoint - baseline), also in OUT/comparison.json. Repeatable (or a quoted glob): with "
+            "several checkpoints and baselines, mean ± sd of each side and of the difference (paired by order when "
+            "the counts match).",
         ),
     ] = None,
     data: Annotated[
@@ -379,23 +517,82 @@ def evaluate(
             "metrics.json) instead of stopping.",
         ),
     ] = False,
+    refine: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--refine",
+            help="A SOD-MTGAN run (`synthgen train mtgan`) for this checkpoint: its top regions are super-resolved and "
+            "re-scored / re-boxed; the scores beside the checkpoint's alone (OUT/baseline), also in OUT/comparison.json.",
+        ),
+    ] = None,
+    refine_top: RefineTop = 100,
+    refine_score: RefineScore = "discriminator",
 ) -> None:
     """Evaluate a checkpoint on a COCO file: COCO AP/AR and VOC AP@0.5 per class (beside a --baseline
-    checkpoint's, with the difference, when given)."""
+    checkpoint's, or beside its own refined by a --refine run, with the difference, when given)."""
     from synthgen.cli.common import require
     from synthgen.errors import InputError
     from synthgen.evaluation import evaluate as run_evaluate
 
-    require("evaluate", checkpoint=checkpoint, data=data)
+    from synthgen.checkpoints import check_checkpoint_file
+    from synthgen.cli.common import Problems
+    from synthgen.detectors import DETECTOR_CHECKPOINT
+
+    require("evaluate", checkpoint=checkpoint or None, data=data)
+    checkpoints = _expand_checkpoints(checkpoint, "--checkpoint")
+    baselines = _expand_checkpoints(baseline, "--baseline")
+    # Every problem of the command at once, most fundamental first: the files, then the flags.
+    problems = Problems()
+    for path in (*checkpoints, *baselines):
+        problems.check(check_checkpoint_file, path, DETECTOR_CHECKPOINT)
+    if not data.is_file():
+        problems.add(InputError(f"{data} {'is a folder' if data.is_dir() else 'does not exist'}; --data takes the ground truth as a COCO .json file"))
+    if threads is not None and threads < 1:
+        problems.add(InputError(f"--threads {threads}: give at least 1"))
+    if preview_max_boxes < 1 or preview_columns < 1 or not 0 <= preview_min_score <= 1:
+        problems.add(InputError("--preview-max-boxes and --preview-columns must be >= 1, --preview-min-score in [0, 1]"))
+    problems.raise_all()
     if threads is not None:
-        if threads < 1:
-            raise InputError(f"--threads {threads}: give at least 1")
         import torch
 
         torch.set_num_threads(threads)
-    out = out or checkpoint.parent / f"eval-{data.stem}"
-    if preview_max_boxes < 1 or preview_columns < 1 or not 0 <= preview_min_score <= 1:
-        raise InputError("--preview-max-boxes and --preview-columns must be >= 1, --preview-min-score in [0, 1]")
+    out = out or checkpoints[0].parent / (f"eval-{data.stem}" + (f"-refined-{Path(refine).name}" if refine is not None else ""))
+    if refine is not None:
+        if baselines or len(checkpoints) > 1 or skip_unreadable or preview:
+            raise InputError("--refine compares one checkpoint with its own refinement: it cannot be combined with --baseline, "
+                             "several --checkpoint, --skip-unreadable or --preview")
+        checkpoint = checkpoints[0]
+        if refine_score not in SCORE_NAMES:
+            raise InputError(f"--refine-score {refine_score!r}: choose one of {', '.join(SCORE_NAMES)}")
+        from synthgen.refine.apply import evaluate_refined
+
+        result = evaluate_refined(
+            checkpoint, refine, data, images_root, out, score_threshold=score_threshold, top=refine_top,
+            score=refine_score, device=device, batch_size=batch_size, show_progress=True,
+        )
+        _print_comparison(
+            checkpoint, checkpoint, data, result.metrics, result.baseline, out,
+            names=("refined", "baseline"), title=f"{escape(str(checkpoint))} refined by {escape(str(refine))} on {escape(str(data))}",
+            write=False,
+        )
+        console.print(
+            f"baseline detection {result.detect_seconds / max(1, result.images):.3f} s/image, refinement "
+            f"{result.refine_seconds_per_image:.3f} s/image (top {refine_top} regions) over {result.images} images"
+        )
+        return
+    if len(checkpoints) > 1 or len(baselines) > 1:
+        scored = {
+            side: [
+                run_evaluate(path, data, images_root, score_threshold, out / f"{side}-{i}", device=device, batch_size=batch_size,
+                             skip_unreadable=skip_unreadable)
+                for i, path in enumerate(paths, 1)
+            ]
+            for side, paths in (("checkpoint", checkpoints), ("baseline", baselines))
+        }  # fmt: skip
+        _print_sets(checkpoints, baselines, data, scored["checkpoint"], scored["baseline"], out)
+        return
+    checkpoint = checkpoints[0]
+    baseline = baselines[0] if baselines else None
     metrics = run_evaluate(
         checkpoint, data, images_root, score_threshold, out, device=device, batch_size=batch_size, preview=preview,
         preview_min_score=preview_min_score, preview_max_boxes=preview_max_boxes, preview_columns=preview_columns,

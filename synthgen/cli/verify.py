@@ -33,5 +33,5 @@ def verify(
         console.print(f"[red]problem:[/] {escape(problem)}")
     if len(report.problems) > show:
         console.print(f"... and {len(report.problems) - show} more problems")
-    console.print(f"[bold red]{escape(str(out))} is not complete[/] ({line}; {len(report.problems)} problems)")
+    console.print(f"[bold red]{escape(str(out))} is not complete[/] ({line}; {len(report.problems)} problem{'' if len(report.problems) == 1 else 's'})")
     raise typer.Exit(1)

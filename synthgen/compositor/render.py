@@ -64,6 +64,7 @@ class KeptObjectLike(Protocol):
     class_id: int  # 0-based output class (an index into Compositor.categories)
     origin: tuple[int, int]  # top-left of ``patch.mask`` in the background image (pool pixels)
     patch: ObjectPatch  # its mask (the filled box when the annotation has none); rgba is None
+    crowd: bool  # a COCO crowd region (iscrowd 1)
 
 
 class BackgroundLabelsLike(Protocol):
@@ -95,6 +96,8 @@ class _Placed:
     #: kept objects never hide each other (their annotations overlap freely); only pasted
     #: objects cover them. ``patch.rgba`` is None.
     kept: bool = False
+    #: A kept COCO crowd region: labelled with iscrowd 1, free to cover, kept while any of it shows.
+    crowd: bool = False
 
     @property
     def full_area(self) -> int:  # mask pixels of the whole object, inside the image or not
@@ -248,7 +251,7 @@ class Compositor:
         draws = rng.random(_OBJECT_DRAWS + 2 * cfg.max_tries).tolist()
         choice = int(draws[0] * len(pool)) if pick is None else pick(draws[0])
         cutout = pool[choice]
-        # Distractors only pass their own scale and grey cache (a subclass may take just four arguments).
+        # Objects leave the scale and grey cache to their defaults, the config's and the object pool's.
         patch = self._augmented(choice, cutout, draws, rng) if labelled else self._augmented(choice, cutout, draws, rng, scale, greys)
         blend_mode = cfg.blend[int(draws[12] * len(cfg.blend))]
         motion_lo, motion_hi = cfg.motion_length
@@ -264,7 +267,13 @@ class Compositor:
     def _keep_labels(self, kept: Sequence[KeptObjectLike], crop: tuple[int, int], placed: list[_Placed]) -> None:
         """Enter the background's own objects (shifted by the ``crop`` offset) at the bottom of
         ``placed``: pasted objects may cover at most ``protect`` of each (what is already cut
-        off by the crop is not theirs to cover)."""
+        off by the crop is not theirs to cover).
+
+        A crowd region (COCO ``iscrowd`` 1) is an ignore region, not an instance: pasting over it
+        loses no object's label, so ``protect`` does not apply to it (nothing it contains could
+        be dropped by the visibility rule). It stays a crowd region, shrunk to what remains
+        visible, as long as any pixel of it does: evaluation then still ignores detections of
+        the unlabelled instances in what is left of it."""
         cfg = self.config
         protect = 1.0 - cfg.min_visible if cfg.protect is None else cfg.protect
         height, width = cfg.height, cfg.width
@@ -280,8 +289,8 @@ class Compositor:
                 inside = int(np.count_nonzero(patch.mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]))
                 if inside == 0:
                     continue
-            need = inside - protect * patch.area - 1e-6
-            placed.append(_Placed(patch, obj.class_id, (x0, y0), (bx0, by0, bx1, by1), inside, need, kept=True))
+            need = -math.inf if obj.crowd else inside - protect * patch.area - 1e-6
+            placed.append(_Placed(patch, obj.class_id, (x0, y0), (bx0, by0, bx1, by1), inside, need, kept=True, crowd=obj.crowd))
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -456,7 +465,8 @@ class Compositor:
     def _annotation(owners: _Owners, k: int, p: _Placed, keep_mask: bool, box: str = "visible", min_visible: float = 0.0) -> Annotation | None:
         """Object ``k``'s annotation: its visible box, amodal box (the whole object's mask
         extent, unclipped) and visible fraction, ``box`` choosing the main box; None for a
-        distractor, an object with no pixel left, or a kept object less than ``min_visible`` visible."""
+        distractor, an object with no pixel left, or a kept object (not a crowd region) less than
+        ``min_visible`` visible."""
         if not p.labelled:
             return None
         bx0, by0, bx1, by1 = p.box
@@ -471,7 +481,7 @@ class Compositor:
             visible = visible[y : y + h, x : x + w]
             bx0, by0 = bx0 + x, by0 + y
             bx1, by1 = bx0 + w, by0 + h
-        if p.kept and area < min_visible * p.full_area - 1e-6:
+        if p.kept and not p.crowd and area < min_visible * p.full_area - 1e-6:
             return None  # the same rule as pasted objects: too little of it is left
         mask = None
         if keep_mask:
@@ -494,6 +504,7 @@ class Compositor:
             visible_fraction=area / max(p.full_area, 1),
             visible_bbox=visible_box,
             amodal_bbox=(float(ax0), float(ay0), float(ax1 - ax0), float(ay1 - ay0)),
+            iscrowd=p.crowd,
         )
 
 

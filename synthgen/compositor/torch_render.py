@@ -20,7 +20,16 @@ A sample is made in two steps:
    occlusion rule's owner map is painted for the whole batch, and visible pixel counts, visible
    fractions, visible and whole-mask boxes are reduced per object; only those numbers (and,
    when asked for, the owner map for instance masks) leave the device. Boxes agree with the CPU
-   path's within 1 px (the device's alpha is a grey level off here and there).
+   path's within 1 px (the device's alpha is a grey level off here and there). Distractors are
+   drawn and cover objects there like any pasted object, and are never labelled; ``box``
+   (amodal or visible main box) is applied to the device's boxes.
+
+   The annotations of a labelled background's own objects (kept annotations, COCO crowd regions
+   included) are the exception: the planner makes them on the host with the CPU renderer's rule
+   (:meth:`Planner._annotation`), from its owner map, in which the pasted objects' masks are the
+   CPU path's own. They are exact (the CPU path's), need no device copy of every kept mask, and
+   the planner paints that owner map for placement anyway; the sample's annotations are those,
+   then the device's, in paste order as on the CPU path.
 
 Pixels are close to the CPU path's, not identical (float arithmetic where OpenCV uses fixed
 point; colour applied after resampling): ``bench/paste_torch.py`` reports the mean absolute
@@ -47,7 +56,8 @@ import torch
 
 from synthgen.compositor.augment import MASK_THRESHOLD, ObjectPatch, colour_matrix, draw_photometry, rotated_extent
 from synthgen.compositor.config import CompositeConfig
-from synthgen.compositor.render import BackgroundPoolLike, Compositor, CutoutLike, ObjectPoolLike, RefreshingPoolLike
+from synthgen.compositor.render import (BackgroundLabelsLike, BackgroundPoolLike, Compositor, CutoutLike, ObjectPoolLike,
+                                        RefreshingPoolLike)
 from synthgen.errors import InputError
 from synthgen.sample import Annotation, Sample
 
@@ -55,10 +65,15 @@ from synthgen.sample import Annotation, Sample
 DEVICE_BLENDS = ("alpha", "gaussian")
 
 #: CompositeConfig fields the planner and the device drawing know. A field added to the CPU
-#: renderer later is refused (when not at its default) until the torch path learns it.
+#: renderer later is refused (when not at its default) until the torch path learns it. The
+#: main box, class balance, distractors and the protection of kept objects are decisions of the
+#: planning step (the CPU renderer's own code): distractors are drawn from the same device
+#: tensor as the objects, after them (after a generator source's blocks); the main box is
+#: applied to the device-made boxes.
 _KNOWN_FIELDS = frozenset(
     "width height background_fit objects_per_image scale aspect aspect_range flip rotation brightness contrast "
-    "saturation blur blur_sigma noise noise_std blend feather motion_length min_visible truncation max_tries".split()
+    "saturation blur blur_sigma noise noise_std blend feather motion_length min_visible truncation max_tries "
+    "box class_balance distractors_per_image distractor_scale protect".split()
 )
 
 
@@ -80,7 +95,7 @@ def check_supported(config: CompositeConfig) -> None:
 class ObjectPlan:
     """One pasted object, as the device draws it."""
 
-    choice: int  # cut-out index in the object pool
+    choice: int  # cut-out index in its own pool: the object pool (or block) or, for a distractor, the distractor pool
     resized: tuple[int, int]  # (w, h) after resizing, before rotation
     area_resize: bool  # OpenCV INTER_AREA (shrinking) rather than INTER_LINEAR
     flip: bool
@@ -95,7 +110,7 @@ class ObjectPlan:
     noise: np.ndarray | None  # (h, w, 3) float32 noise already scaled by its std
     blur_sigma: float
     feather: float  # > 0: gaussian blending with this sigma
-    class_id: int = 0  # 0-based class of the cut-out
+    class_id: int | None = 0  # 0-based class of the cut-out; None: a distractor (drawn, occluding, never labelled)
     origin: tuple[int, int] = (0, 0)  # (x0, y0) on the canvas
 
 
@@ -106,6 +121,10 @@ class SamplePlan:
     #: for one fixed pool: ``ObjectPlan.choice`` indexes that block.
     block: int | None = None
     objects: list[ObjectPlan] = field(default_factory=list)
+    #: The annotations of the background's own objects (kept annotations, crowd regions
+    #: included), already final: made on the host by the CPU renderer's rule from its owner
+    #: map, in which the pasted objects' masks are the CPU path's own (see Planner._annotation).
+    kept: list[Annotation] = field(default_factory=list)
     #: The whole image rendered by the CPU renderer (poisson or motion blending), else None.
     image: np.ndarray | None = None
 
@@ -155,43 +174,60 @@ def alpha_geometry(alpha: np.ndarray, box_w: float, box_h: float, flip: bool, de
 class Planner(Compositor):
     """The CPU renderer making every draw and decision of a sample, without its colour pixels:
     ``render`` returns a :class:`PlannedSample`. Picklable like a Compositor (runs in paste
-    workers)."""
+    workers). ``distractors`` and ``labels`` as for :class:`Compositor`: kept annotations and
+    distractors only change decisions and labels, which are the CPU renderer's own."""
 
-    def __init__(self, config: CompositeConfig, objects: ObjectPoolLike, backgrounds: BackgroundPoolLike) -> None:
+    def __init__(self, config: CompositeConfig, objects: ObjectPoolLike, backgrounds: BackgroundPoolLike,
+                 distractors: ObjectPoolLike | None = None, labels: BackgroundLabelsLike | None = None) -> None:
         check_supported(config)
-        super().__init__(config, objects, backgrounds)
+        super().__init__(config, objects, backgrounds, distractors, labels)
         self._plan: SamplePlan | None = None
         self._no_pixels = np.empty((self.config.height, self.config.width, 0), np.uint8)
         self._cpu: Compositor | None = None  # renders samples with poisson / motion blending
+        self._labelled = True  # the object being planned is labelled (not a distractor)
 
     def render(self, seed: int, index: int, keep_masks: bool = False, out: np.ndarray | None = None) -> PlannedSample:
-        sample = super().render(seed, index)
+        sample = super().render(seed, index, keep_masks=keep_masks)  # only the kept annotations
         plan, self._plan = self._plan, None
+        plan.kept = sample.annotations
         if self._pool_for is not None:
             plan.block = self.objects.block_of(index)
         annotations: list = []  # made on the device, from the drawn masks
         if any(obj.feather < 0 for obj in plan.objects):  # a blend without a device version
             if self._cpu is None:
-                self._cpu = Compositor(self.config, self.objects, self.backgrounds)
+                self._cpu = Compositor(self.config, self.objects, self.backgrounds, self.distractors, self.labels)
             whole = self._cpu.render(seed, index, keep_masks=keep_masks)
             plan.image, plan.objects, annotations = whole.image, [], whole.annotations
         return PlannedSample(index=index, image=self._no_pixels, annotations=annotations,
                              skipped_objects=sample.skipped_objects, plan=plan)
 
     @staticmethod
-    def _annotation(*args, **kwargs) -> None:
-        """No annotation on the host: the device makes them from the drawn masks (the occlusion
-        rule's placements are already decided; only the visible pixels are left to count)."""
-        return None
+    def _annotation(owners, k, p, keep_mask, box="visible", min_visible=0.0) -> Annotation | None:
+        """No annotation of a pasted object on the host: the device makes them from the drawn
+        masks (the occlusion rule's placements are already decided; only the visible pixels are
+        left to count). A kept annotation of a labelled background (crowd regions included) is
+        made here, by the CPU renderer's rule: the pasted objects' masks in the host's owner
+        map are the CPU path's own (the same OpenCV resampling of the alpha channel), so the
+        kept objects' visible masks, boxes, fractions and drops are exactly the CPU path's;
+        the device's masks differ from them by a grey level here and there, and the device has
+        no copy of the kept masks (which would have to travel with every sample)."""
+        if not p.kept:
+            return None
+        return Compositor._annotation(owners, k, p, keep_mask, box, min_visible)
 
     def _background(self, u_background: float, u_y: float, u_x: float, out: np.ndarray | None) -> np.ndarray:
         _, index, y0, x0 = self._background_crop(u_background, u_y, u_x)
         self._plan = SamplePlan(background=(index, y0, x0))
         return self._no_pixels
 
-    def _augmented(self, choice: int, cutout: CutoutLike, draws: list[float], rng: np.random.Generator) -> ObjectPatch | None:
+    def _paste(self, pool, pick, scale, greys, rng, canvas, owners, placed, labelled: bool = True) -> bool:
+        self._labelled = labelled  # a distractor's plan has no class: drawn, never labelled
+        return super()._paste(pool, pick, scale, greys, rng, canvas, owners, placed, labelled)
+
+    def _augmented(self, choice: int, cutout: CutoutLike, draws: list[float], rng: np.random.Generator,
+                   scale=None, greys: dict | None = None) -> ObjectPatch | None:
         rgba = cutout.rgba
-        box_w, box_h, flip, degrees = self._geometry(rgba.shape, draws)
+        box_w, box_h, flip, degrees = self._geometry(rgba.shape, draws, scale)
         photometry = draw_photometry(draws[5:12], self.config)
         geometry = alpha_geometry(cv2.extractChannel(rgba, 3), box_w, box_h, flip, degrees)
         if geometry is None:
@@ -201,14 +237,14 @@ class Planner(Compositor):
         x, y, w, h = cv2.boundingRect(ones)
         if w == 0:
             return None
-        colour = colour_matrix(photometry, self._grey_level(choice, cutout)) if photometry.recolours else None
+        colour = colour_matrix(photometry, self._grey_level(choice, cutout, greys)) if photometry.recolours else None
         noise = None
         if photometry.noise_std > 0:  # the CPU path's draw (add_texture), keeping the stream in step
             noise = rng.standard_normal(alpha.shape + (3,), dtype=np.float32)
             noise *= photometry.noise_std
         colour_first = colour is not None and rgba.shape[0] * rgba.shape[1] < box_w * box_h
         plan = ObjectPlan(choice, resized, area, flip, rotation, alpha.shape, colour, colour_first, noise,
-                          photometry.blur_sigma, 0.0, cutout.class_id)
+                          photometry.blur_sigma, 0.0, cutout.class_id if self._labelled else None)
         return _PlannedPatch(rgba=alpha[..., None], mask=ones.view(bool), extent=(x, y, x + w, y + h),
                              area=cv2.countNonZero(ones), plan=plan)
 
@@ -447,26 +483,37 @@ class TorchCompositor:
     """
 
     def __init__(self, config: CompositeConfig, objects: ObjectPoolLike | RefreshingPoolLike, backgrounds: BackgroundPoolLike,
-                 device: str | torch.device = "cpu", *, device_objects: DeviceImages | None = None,
+                 device: str | torch.device = "cpu", *, distractors: ObjectPoolLike | None = None,
+                 labels: BackgroundLabelsLike | None = None, device_objects: DeviceImages | None = None,
                  device_backgrounds: DeviceImages | None = None) -> None:
-        self.planner = Planner(config, objects, backgrounds)
+        """``device_objects``, when given, holds the object pool's cut-outs followed by the
+        distractor pool's."""
+        self.planner = Planner(config, objects, backgrounds, distractors, labels)
         self.config = self.planner.config
         self.device = torch.device(device)
         #: A refreshing source (generator objects): each block is put on the device when a batch
-        #: first needs it (see :meth:`_object_images`); else the one pool, now.
+        #: first needs it (see :meth:`_object_images`), the distractors (now) after it; else the
+        #: one pool and the distractors, now, as one tensor.
         self.refreshing = hasattr(objects, "pool_for")
         self._blocks: dict[int, DeviceImages] = {}
-        self.objects = None
-        if not self.refreshing:
-            self.objects = device_objects if device_objects is not None else DeviceImages.from_object_pool(objects, self.device)
+        distractor_cutouts = [distractors[i].rgba for i in range(len(distractors))] if distractors is not None else []
+        self.objects = self.distractors = None
+        if self.refreshing:
+            self.distractors = DeviceImages.from_arrays(distractor_cutouts, self.device, 4) if distractor_cutouts else None
+            expected = None
+        else:
+            cutouts = [objects[i].rgba for i in range(len(objects))] + distractor_cutouts
+            self.objects = device_objects if device_objects is not None else DeviceImages.from_arrays(cutouts, self.device, 4)
+            expected = len(cutouts)
         self.backgrounds = (device_backgrounds if device_backgrounds is not None
                             else DeviceImages.from_background_pool(backgrounds, self.device))
-        if (self.objects is not None and len(self.objects) != len(objects)) or len(self.backgrounds) != len(backgrounds):
+        if (expected is not None and len(self.objects) != expected) or len(self.backgrounds) != len(backgrounds):
             raise ValueError("the device pools must hold the same images as the host pools")
 
     @classmethod
     def from_compositor(cls, compositor: Compositor, device: str | torch.device = "cpu") -> "TorchCompositor":
-        return cls(compositor.config, compositor.objects, compositor.backgrounds, device)
+        return cls(compositor.config, compositor.objects, compositor.backgrounds, device,
+                   distractors=compositor.distractors, labels=compositor.labels)
 
     @property
     def categories(self) -> list[str]:
@@ -489,6 +536,8 @@ class TorchCompositor:
         for b, s in enumerate(samples):
             if s.plan.image is not None:
                 canvas[b] = torch.from_numpy(s.plan.image).to(dev)
+            else:  # the kept annotations (made on the host), then the pasted objects' (below)
+                s.annotations = list(s.plan.kept)
         # Objects ordered by slot, then sample: each slot is one contiguous run of elements.
         slots = max((len(s.plan.objects) for s in samples), default=0)
         order = [(b, s.plan.objects[k]) for k in range(slots) for b, s in enumerate(samples) if k < len(s.plan.objects)]
@@ -497,8 +546,9 @@ class TorchCompositor:
         per_slot = [sum(1 for s in samples if k < len(s.plan.objects)) for k in range(slots)]
         plans = [p for _, p in order]
         element_ends = np.cumsum([p.shape[0] * p.shape[1] for p in plans]).tolist()
-        pool, first_cutout = self._object_images(samples)
-        patches, owner, y, x, mask = self._patches(plans, pool, [first_cutout[b] for b, _ in order])
+        pool, first_cutout, first_distractor = self._object_images(samples)
+        first = [first_cutout[b] if p.class_id is not None else first_distractor for b, p in order]
+        patches, owner, y, x, mask = self._patches(plans, pool, first)
         sample_of = torch.as_tensor([b for b, _ in order], dtype=torch.int64, device=dev)
         origin = torch.as_tensor([p.origin for p in plans], dtype=torch.int64, device=dev)
         cy, cx = _rows(origin[:, 1], owner) + y, _rows(origin[:, 0], owner) + x
@@ -522,35 +572,39 @@ class TorchCompositor:
         self._annotate(samples, order, visible, height, width)
         return canvas
 
-    @staticmethod
-    def _annotate(samples: Sequence[PlannedSample], order: list, visible: "VisibleObjects", height: int, width: int) -> None:
-        """Each drawn sample's annotations, in paste order: the objects with a visible pixel."""
+    def _annotate(self, samples: Sequence[PlannedSample], order: list, visible: "VisibleObjects", height: int, width: int) -> None:
+        """Appends to each drawn sample's annotations (its kept ones so far) those of its pasted
+        objects, in paste order: the labelled ones (not distractors) with a visible pixel, the
+        main box chosen by ``config.box`` as on the CPU path (``amodal``: the whole mask's box
+        clipped to the image)."""
         stats = visible.stats.cpu().tolist()  # one copy per batch
         owners = None if visible.owners is None else visible.owners.view(len(samples), height, width).cpu().numpy()
-        for b, s in enumerate(samples):
-            if s.plan.image is None:
-                s.annotations = []
+        amodal = self.config.box == "amodal"
         for n, (b, p) in enumerate(order):
             count, full, vx0, vy0, vx1, vy1, ax0, ay0, ax1, ay1 = stats[n]
-            if count == 0:
-                continue  # no pixel left (the CPU path drops it too)
+            if count == 0 or p.class_id is None:
+                continue  # no pixel left (the CPU path drops it too), or a distractor
             box = (float(vx0), float(vy0), float(vx1 - vx0 + 1), float(vy1 - vy0 + 1))
+            main = box
+            if amodal:
+                cx0, cy0, cx1, cy1 = max(ax0, 0), max(ay0, 0), min(ax1 + 1, width), min(ay1 + 1, height)
+                main = (float(cx0), float(cy0), float(cx1 - cx0), float(cy1 - cy0))
             samples[b].annotations.append(Annotation(
-                bbox=box, category_id=p.class_id + 1, area=float(count),
+                bbox=main, category_id=p.class_id + 1, area=float(count),
                 mask=None if owners is None else owners[b] == n,
                 visible_fraction=count / max(full, 1), visible_bbox=box,
                 amodal_bbox=(float(ax0), float(ay0), float(ax1 - ax0 + 1), float(ay1 - ay0 + 1)),
             ))
 
-    def _object_images(self, samples: Sequence[PlannedSample]) -> tuple[DeviceImages, list[int]]:
-        """The cut-outs the samples paste from, on the device, and where each sample's pool
-        starts in them. A refreshing source's blocks come once each, kept until a batch starts
-        after them: as the
+    def _object_images(self, samples: Sequence[PlannedSample]) -> tuple[DeviceImages, list[int], int]:
+        """The cut-outs the samples paste from, on the device, where each sample's object pool
+        starts in them, and where the distractor pool starts (after the objects). A refreshing
+        source's blocks come once each, kept until a batch starts after them: as the
         generator source made them on the device, or else (a block found on disk when resuming)
         copied from the block the planner mapped. A batch across a block boundary pastes from
         both, joined."""
         if not self.refreshing:
-            return self.objects, [0] * len(samples)
+            return self.objects, [0] * len(samples), len(self.planner.objects)
         first_index: dict[int, int] = {}
         for s in samples:
             if s.plan.objects:
@@ -564,11 +618,14 @@ class TorchCompositor:
                 if made is None or made.device != self.device:  # else from the block the planner mapped
                     made = DeviceImages.from_object_pool(self.planner.objects.pool_for(first_index[block]), self.device)
                 self._blocks[block] = made
-        if len(blocks) == 1:
-            return self._blocks[blocks[0]], [0] * len(samples)
-        joined = DeviceImages.join([self._blocks[b] for b in blocks])
+        parts = [self._blocks[b] for b in blocks]
+        first_distractor = sum(len(part) for part in parts)
+        if self.distractors is not None:
+            parts.append(self.distractors)
+        if len(parts) == 1:
+            return parts[0], [0] * len(samples), first_distractor
         starts = dict(zip(blocks, np.cumsum([0] + [len(self._blocks[b]) for b in blocks[:-1]]).tolist()))
-        return joined, [starts.get(s.plan.block, 0) for s in samples]
+        return DeviceImages.join(parts), [starts.get(s.plan.block, 0) for s in samples], first_distractor
 
     def _backgrounds(self, crops: list[tuple[int, int, int]]) -> torch.Tensor:
         cfg, dev = self.config, self.device

@@ -156,8 +156,10 @@ def read_box_file(path: Path) -> np.ndarray:
             else:
                 rows = [[float(v) for v in box] for box in data]
         else:
-            for line in csv.reader(ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")):
-                rows.append([float(v) for v in line])
+            lines = list(csv.reader(ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")))
+            if lines and not any(_is_number(v) for v in lines[0]):  # a header row such as x,y,w,h
+                lines = lines[1:]
+            rows = [[float(v) for v in line] for line in lines]
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(
             f"box file {path} could not be read ({type(err).__name__}: {err}); expected a COCO JSON, a JSON list "
@@ -165,9 +167,10 @@ def read_box_file(path: Path) -> np.ndarray:
         ) from None
     if not rows:
         raise InputError(f"box file {path} holds no boxes")
+    short = next((row for row in rows if len(row) != 4), None)
+    if short is not None:
+        raise InputError(f"box file {path}: every box needs 4 numbers x, y, w, h; found {short}")
     boxes = np.asarray(rows, dtype=np.float64)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise InputError(f"box file {path}: every box needs 4 numbers x, y, w, h; found rows of {boxes.shape[1:]}")
     if (boxes[:, 2:] <= 0).any() or (boxes < -1e-6).any() or (boxes[:, :2] + boxes[:, 2:] > 1 + 1e-6).any():
         bad = boxes[((boxes[:, 2:] <= 0).any(1)) | (boxes < -1e-6).any(1) | ((boxes[:, :2] + boxes[:, 2:]) > 1 + 1e-6).any(1)][0]
         raise InputError(
@@ -176,6 +179,14 @@ def read_box_file(path: Path) -> np.ndarray:
         )
     boxes[:, 2:] += boxes[:, :2]
     return np.stack([clip_box(b) for b in boxes])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def make_box_source(spec: str, labelled: LabelledBoxes) -> BoxSource:

@@ -24,14 +24,20 @@ from synthgen.insert.boxes import LabelledBoxes, jitter, nearest, thumbnail
 
 
 def load_clean(specs: Sequence[str], size: int, exclude_classes: Sequence[str] = (), progress: bool = True) -> np.ndarray:
-    """``N x size x size x 3`` uint8: every image of the background sources ``specs``."""
-    from synthgen.backgrounds import cached_background_pool, resolve_backgrounds
+    """``N x size x size x 3`` uint8: every image of the background sources ``specs``.
+
+    ``exclude_classes`` drops images showing those classes from the annotated sources (coco,
+    voc, yolo). Plain folders beside an annotated source are taken whole (the user names them
+    as clean); with only plain folders, excluding classes is an error (nothing to exclude by)."""
+    from synthgen.backgrounds import background_kind, cached_background_pool, resolve_backgrounds
 
     if not specs:
         raise InputError("no clean images given: pass --clean DIR (images without the object), once or more")
+    annotated = [background_kind(spec)[0] != "folder" for spec in specs]
     images = []
-    for spec in specs:
-        pool = cached_background_pool(resolve_backgrounds(spec, exclude_classes), size, size, "stretch", progress=progress)
+    for spec, has_labels in zip(specs, annotated):
+        exclude = exclude_classes if has_labels or not any(annotated) else ()
+        pool = cached_background_pool(resolve_backgrounds(spec, exclude), size, size, "stretch", progress=progress)
         images.extend(np.asarray(pool[i]) for i in range(len(pool)))
     if not images:
         raise InputError(f"no readable clean images in {', '.join(specs)}")

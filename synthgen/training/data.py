@@ -49,6 +49,7 @@ from torchvision.transforms import v2
 
 from synthgen.errors import InputError
 from synthgen.imageio import decode_jpeg
+from synthgen.readers import without_crowd
 from synthgen.sample import Sample
 from synthgen.training.coco import CocoSet, load_coco
 
@@ -230,7 +231,7 @@ class WebDatasetSource:
         try:
             meta = json.loads(sample["json"])
             image = decode_jpeg(sample["jpg"])
-            boxes, labels = meta["boxes"], meta["labels"]
+            boxes, labels = without_crowd(meta, "boxes", "labels")  # crowd regions are no targets
         except (ValueError, KeyError, TypeError) as err:
             raise InputError(f"{where} is not a synthgen sample ({err})") from None
         return _item(image, np.array(boxes, dtype=np.float32), labels, self._lookup, False, "synthetic", where)
@@ -251,10 +252,11 @@ class IteratorSource:
     def stream(self, seed: int, part: int, parts: int, resume_from: int = 0) -> Iterator[TrainItem]:
         # Sample i depends only on the generator's own seed, so ``seed`` has no role here.
         for sample in self.factory(resume_from + part, parts):
+            objects = [a for a in sample.annotations if not a.iscrowd]  # crowd regions: ignore regions, not targets
             yield _item(
                 sample.image,
-                np.array([a.xyxy for a in sample.annotations], dtype=np.float32),
-                [a.category_id for a in sample.annotations],
+                np.array([a.xyxy for a in objects], dtype=np.float32),
+                [a.category_id for a in objects],
                 self._lookup,
                 False,
                 "synthetic",
@@ -431,14 +433,15 @@ class DevicePasteSource:
         from synthgen.compositor.torch_render import Planner, TorchCompositor
         from synthgen.engine import render_stream
 
-        planner = Planner(self.compositor.config, self.compositor.objects, self.compositor.backgrounds)
+        host = self.compositor
+        planner = Planner(host.config, host.objects, host.backgrounds, host.distractors, host.labels)
         planned = render_stream(planner, self.spec, resume_from + rank, world_size, num_workers)
         drawer = None
         try:
             while True:
                 batch = [next(planned) for _ in range(batch_size)]
                 if drawer is None:  # after the planning workers have forked
-                    drawer = TorchCompositor(planner.config, planner.objects, planner.backgrounds, self.device)
+                    drawer = TorchCompositor.from_compositor(planner, self.device)
                 yield self._to_training(drawer.draw(batch), batch, image_size)
         finally:
             planned.close()  # stops the planning workers
@@ -451,10 +454,11 @@ class DevicePasteSource:
         scale = torch.tensor([image_size / width, image_size / height] * 2, device=self.device)
         targets = []
         for sample in samples:
-            boxes = torch.tensor([a.xyxy for a in sample.annotations], dtype=torch.float32).reshape(-1, 4).to(self.device)
+            objects = [a for a in sample.annotations if not a.iscrowd]  # crowd regions: ignore regions, not targets
+            boxes = torch.tensor([a.xyxy for a in objects], dtype=torch.float32).reshape(-1, 4).to(self.device)
             boxes = (boxes * scale).clamp_(0.0, float(image_size))
             keep = ((boxes[:, 2] - boxes[:, 0]) >= 1.0) & ((boxes[:, 3] - boxes[:, 1]) >= 1.0)
-            labels = torch.tensor([a.category_id for a in sample.annotations], dtype=torch.int64).to(self.device)
+            labels = torch.tensor([a.category_id for a in objects], dtype=torch.int64).to(self.device)
             targets.append({"boxes": boxes[keep], "labels": labels[keep]})
         return list(pixels), targets
 
@@ -496,6 +500,12 @@ def open_source(
       from ``categories`` or the ``categories.json`` beside local shards.
     """
     path = Path(data)
+    remote_or_pattern = "://" in data or data.startswith("pipe:") or any(ch in data for ch in "*?[{")
+    if not remote_or_pattern and not path.exists():
+        raise InputError(
+            f"{data} does not exist; expected a COCO .json file (or a folder with annotations.json), or WebDataset "
+            "shards: a folder of .tar files, a glob, or brace notation such as shard-{000000..000009}.tar"
+        )
     if path.suffix.lower() == ".json" or (path.is_dir() and (path / "annotations.json").is_file()):
         coco = load_coco(path, images_root)
         ids = real_subset(coco.image_ids, n_images, seed)

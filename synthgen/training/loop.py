@@ -42,12 +42,16 @@ import torch.distributed as dist
 from torch import nn
 
 from synthgen.detectors import (
+    AnchorSpec,
     BackboneInit,
+    anchors_from_coco,
     BoxScales,
     DEFAULT_BOX_SCALES,
     DETECTORS,
     build_detector,
+    check_anchors,
     check_box_scales,
+    checkpoint_anchors,
     checkpoint_box_scales,
     model_from_checkpoint,
     read_checkpoint,
@@ -78,6 +82,8 @@ class TrainConfig:
     weight_decay: float = 0.0  # on weights, not on biases or norm layers
     image_size: int = 320
     box_scales: BoxScales | None = None  # SSD default-box range (None: the detector's default, or init's)
+    anchors: AnchorSpec | None = None  # pyramid detectors' anchors (None: the detector's default, or init's)
+    anchors_from: Path | None = None  # or: fit them to the boxes of this COCO file (anchors_from_coco)
     amp: bool = False  # mixed precision, CUDA only
     eval_every: int = 250
     log_every: int = 10
@@ -111,6 +117,9 @@ class TrainConfig:
             raise InputError("warmup steps, weight decay and workers cannot be negative")
         if self.detector is not None:
             DETECTORS.get(self.detector)
+            self.anchors = check_anchors(self.detector, self.anchors)
+        if self.anchors is not None and self.anchors_from is not None:
+            raise InputError("give anchors or a COCO file to fit them to (--anchors-from), not both")
         self.box_scales = check_box_scales(self.box_scales)
 
 
@@ -358,6 +367,30 @@ class _Model:
     detector: str
     imagenet_layout: bool
     box_scales: BoxScales | None
+    anchors: AnchorSpec | None
+
+
+def _requested_anchors(config: TrainConfig, detector: str) -> AnchorSpec | None:
+    """The anchors ``config`` asks for, for ``detector``: given, fitted to ``anchors_from``, or None."""
+    if config.anchors_from is not None:
+        anchors = anchors_from_coco(detector, config.anchors_from, config.image_size)
+        log.info("anchors fitted to %s: %s", config.anchors_from, anchors.describe())
+        return anchors
+    return check_anchors(detector, config.anchors)
+
+
+def _same_anchors(config: TrainConfig, payload: dict, path: Path, what: str) -> AnchorSpec | None:
+    """The checkpoint's anchors; different requested anchors are an error (the head was
+    trained to regress from the checkpoint's)."""
+    saved = checkpoint_anchors(payload)
+    requested = _requested_anchors(config, payload["detector"])
+    if requested is not None and requested != saved:
+        shown = "its detector's default anchors" if saved is None else saved.describe()
+        raise InputError(
+            f"cannot {what} {path} with anchors {requested.describe()}: it was trained with {shown}; "
+            "leave --anchors-from out to keep them"
+        )
+    return saved
 
 
 def _same_boxes(config: TrainConfig, payload: dict, path: Path, what: str) -> BoxScales | None:
@@ -373,7 +406,9 @@ def _same_boxes(config: TrainConfig, payload: dict, path: Path, what: str) -> Bo
     return saved
 
 
-def _build_model(config: TrainConfig, categories: list[dict], resume_from: Path | None) -> _Model:
+def _build_model(config: TrainConfig, categories: list[dict], resume_from: Path | None, init: dict | None) -> _Model:
+    """The model to train: ``resume_from``'s, else one started from the read ``init`` checkpoint
+    (``config.init``), else a fresh ``config.detector``."""
     names = [c["name"] for c in categories]
     if resume_from is not None:
         payload = read_checkpoint(resume_from, config.detector)
@@ -384,20 +419,23 @@ def _build_model(config: TrainConfig, categories: list[dict], resume_from: Path 
                 f"this run has classes {names} at {config.image_size} px"
             )
         box_scales = _same_boxes(config, payload, resume_from, "resume")
+        anchors = _same_anchors(config, payload, resume_from, "resume")
         model = model_from_checkpoint(payload).train()
-        return _Model(model, payload, payload["detector"], bool(payload["pretrained_backbone"]), box_scales)
-    if config.init is not None:
-        payload = read_checkpoint(config.init, config.detector)
+        return _Model(model, payload, payload["detector"], bool(payload["pretrained_backbone"]), box_scales, anchors)
+    if init is not None:
+        payload = init
         box_scales = _same_boxes(config, payload, config.init, "finetune")
+        anchors = _same_anchors(config, payload, config.init, "finetune")
         init = BackboneInit(imagenet_layout=bool(payload["pretrained_backbone"]), load_weights=False)
-        model = DETECTORS.get(payload["detector"]).build(len(categories), config.image_size, init, box_scales)
+        model = DETECTORS.get(payload["detector"]).build(len(categories), config.image_size, init, box_scales, anchors=anchors)
         fresh = _load_compatible(model, payload["model"])
         if fresh:
             log.info("finetuning from %s: %d tensors re-created for %d classes", config.init, len(fresh), len(categories))
-        return _Model(model, None, payload["detector"], init.imagenet_layout, box_scales)
+        return _Model(model, None, payload["detector"], init.imagenet_layout, box_scales, anchors)
     detector = config.detector or DEFAULT_DETECTOR
-    model = build_detector(detector, len(categories), config.image_size, config.pretrained_backbone, config.box_scales)
-    return _Model(model, None, detector, config.pretrained_backbone, config.box_scales)
+    anchors = _requested_anchors(config, detector)
+    model = build_detector(detector, len(categories), config.image_size, config.pretrained_backbone, config.box_scales, anchors)
+    return _Model(model, None, detector, config.pretrained_backbone, config.box_scales, anchors)
 
 
 def checked_settings(config: TrainConfig, categories: list[dict], val_data: CocoSet | None) -> tuple[TrainConfig, list[str]]:
@@ -439,20 +477,23 @@ def train(config: TrainConfig, train_data: Source, val_data: CocoSet | None = No
             f"--early-stop {config.early_stop} stops when the validation score stops improving: give a real validation set (--val)"
         )
     config, notes = checked_settings(config, list(train_data.categories), val_data)
-    for note in notes:
-        log.warning("warning: %s", note)
     started = time.perf_counter()
     resume_from = _prepare_out(config)
+    # A checkpoint that cannot be used stops the run before the warnings about its settings.
+    init = read_checkpoint(config.init, config.detector) if config.init is not None and resume_from is None else None
+    for note in notes:
+        log.warning("warning: %s", note)
     d = _init_distributed(config.device)
     try:
-        return _train(config, train_data, val_data, resume_from, d, started)
+        return _train(config, train_data, val_data, resume_from, init, d, started)
     finally:
         if d.owned:
             dist.destroy_process_group()
 
 
 def _train(
-    config: TrainConfig, train_data: Source, val_data: CocoSet | None, resume_from: Path | None, d: _Dist, started: float
+    config: TrainConfig, train_data: Source, val_data: CocoSet | None, resume_from: Path | None, init: dict | None,
+    d: _Dist, started: float,
 ) -> TrainResult:
     device = _device(config.device, d)
     if config.threads is not None:
@@ -462,7 +503,7 @@ def _train(
         log.warning("mixed precision needs a CUDA device; training in float32 on %s", device)
     categories = list(train_data.categories)
     torch.manual_seed(config.seed)
-    built = _build_model(config, categories, resume_from)
+    built = _build_model(config, categories, resume_from, init)
     model, payload = built.model, built.resume_payload
     model.to(device)
     if d.world_size > 1:
@@ -513,6 +554,7 @@ def _train(
         image_size=config.image_size,
         pretrained_backbone=built.imagenet_layout,
         box_scales=built.box_scales,
+        anchors=built.anchors,
         settings=settings,  # the run's configuration, for the record
     )
     final_metrics: dict[str, Any] | None = None

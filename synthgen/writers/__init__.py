@@ -68,7 +68,7 @@ class StagedSample:
 
     index: int
     key: str
-    objects: int  # boxes in the sample
+    objects: int  # objects labelled in the sample (crowd regions are not objects)
     skipped_objects: int  # objects drawn that found no valid place
     #: The bytes ``commit`` appends: WebDataset, the sample's tar members; COCO and YOLO, the
     #: journal line (their files are already in place). A read-only ``memoryview`` when the
@@ -76,7 +76,7 @@ class StagedSample:
     payload: bytes | memoryview
     #: COCO: the journal entry, kept in memory for annotations.json.
     entry: dict | None = None
-    #: The category id of every box, for the run's per-class counts.
+    #: The category id of every object (see :func:`object_labels`), for the run's per-class counts.
     labels: tuple[int, ...] = ()
 
     def __reduce_ex__(self, protocol: int):
@@ -116,6 +116,12 @@ class Writer(Protocol):
 WriterFactory = Callable[[Path, list[str], WriterOptions], Writer]
 
 WRITERS: Registry[WriterFactory] = Registry("output format")
+
+
+def object_labels(sample: EncodedSample) -> tuple[int, ...]:
+    """The category id of each object of ``sample``: its annotations but kept crowd regions
+    (``iscrowd``), which mark areas of many unlabelled instances, not one object."""
+    return tuple(a.category_id for a in sample.annotations if not a.iscrowd)
 
 
 def state_dir(out: Path, options: WriterOptions) -> Path:

@@ -19,7 +19,7 @@ from typing import ClassVar
 from synthgen import __version__
 from synthgen.cache import atomic_write_bytes
 from synthgen.sample import EncodedSample
-from synthgen.writers import StagedSample, WriterOptions, check_resume_layout, owns_key, state_dir
+from synthgen.writers import StagedSample, WriterOptions, check_resume_layout, object_labels, owns_key, state_dir
 from synthgen.writers.journal import (
     Journal,
     SampleJournalWriter,
@@ -34,7 +34,8 @@ from synthgen.writers.journal import (
 
 ANNOTATIONS = "annotations.json"
 #: Keys of an annotation beyond COCO's own, written when the run asks for them (--visibility).
-#: ``iscrowd`` keeps its meaning (always 0: every pasted object is one instance).
+#: ``iscrowd`` keeps its meaning: 0 for every pasted object (one instance each) and every kept
+#: object, 1 for a crowd region kept from a labelled COCO background (--keep-annotations).
 EXTRA_KEYS = ("visibility", "visible_bbox", "amodal_bbox")
 
 
@@ -45,6 +46,8 @@ def journal_entry(sample: EncodedSample) -> dict:
         record = {"bbox": [float(v) for v in ann.bbox], "category_id": int(ann.category_id), "area": float(ann.area)}
         if ann.segmentation is not None:
             record["segmentation"] = json_rle(ann.segmentation)
+        if ann.iscrowd:
+            record["iscrowd"] = 1
         if ann.visibility is not None:
             record["visibility"] = ann.visibility
             record["visible_bbox"] = [float(v) for v in ann.visible_bbox]
@@ -79,8 +82,8 @@ class CocoStager:
         entry = journal_entry(sample)
         with deferred_interrupts(), write_errors(f"image {name}", path, intact="everything already journaled"):
             place_file(path, sample.jpeg)
-        return StagedSample(sample.index, sample.key, len(sample.annotations), sample.skipped_objects,
-                            journal_line(entry), entry, tuple(a.category_id for a in sample.annotations))
+        labels = object_labels(sample)
+        return StagedSample(sample.index, sample.key, len(labels), sample.skipped_objects, journal_line(entry), entry, labels)
 
 
 class CocoWriter(SampleJournalWriter):
@@ -150,7 +153,7 @@ def coco_document(entries: list[dict], categories: list[str]) -> dict:
                        "width": entry["width"], "height": entry["height"]})
         for ann in entry["annotations"]:
             record = {"id": len(annotations) + 1, "image_id": image_id, "category_id": ann["category_id"],
-                      "bbox": ann["bbox"], "area": ann["area"], "iscrowd": 0}
+                      "bbox": ann["bbox"], "area": ann["area"], "iscrowd": ann.get("iscrowd", 0)}
             if "segmentation" in ann:
                 record["segmentation"] = ann["segmentation"]
             if "visibility" in ann:

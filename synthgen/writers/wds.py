@@ -30,7 +30,7 @@ from typing import IO, Any, ClassVar, Sequence
 from synthgen.cache import atomic_write_json
 from synthgen.errors import InputError, WriteError
 from synthgen.sample import EncodedSample
-from synthgen.writers import StagedSample, WriterOptions, check_resume_layout, state_dir
+from synthgen.writers import StagedSample, WriterOptions, check_resume_layout, object_labels, state_dir
 from synthgen.writers.coco import json_rle
 from synthgen.writers.journal import Journal, compact_json, deferred_interrupts, write_errors
 
@@ -59,6 +59,8 @@ def sample_json(sample: EncodedSample, categories: Sequence[str]) -> dict:
     }
     if any(a.segmentation is not None for a in anns):
         record["segmentations"] = [json_rle(a.segmentation) if a.segmentation is not None else None for a in anns]
+    if any(a.iscrowd for a in anns):  # crowd regions kept from a COCO background: COCO's flag, per box
+        record["iscrowd"] = [int(a.iscrowd) for a in anns]
     if anns and anns[0].visibility is not None:
         record["visibility"] = [float(a.visibility) for a in anns]
         record["visible_boxes"] = [_xyxy(a.visible_bbox) for a in anns]
@@ -135,8 +137,8 @@ class WdsStager:
     def __call__(self, sample: EncodedSample) -> StagedSample:
         meta = compact_json(sample_json(sample, self.categories))
         members = tar_members(sample.key, (("jpg", sample.jpeg), ("json", meta)))
-        return StagedSample(sample.index, sample.key, len(sample.annotations), sample.skipped_objects, members,
-                            labels=tuple(a.category_id for a in sample.annotations))
+        labels = object_labels(sample)
+        return StagedSample(sample.index, sample.key, len(labels), sample.skipped_objects, members, labels=labels)
 
 
 class _Publisher:

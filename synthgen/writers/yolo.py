@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from synthgen.cache import atomic_write_bytes
 from synthgen.sample import EncodedSample
-from synthgen.writers import StagedSample, WriterOptions, check_resume_layout, owns_key, state_dir
+from synthgen.writers import StagedSample, WriterOptions, check_resume_layout, object_labels, owns_key, state_dir
 from synthgen.writers.coco import journal_entry
 from synthgen.writers.journal import (
     Journal,
@@ -36,9 +36,14 @@ VISIBILITY = "visibility"  # the sidecar folder: OUT/visibility/<split>/<key>.tx
 
 
 def label_text(sample: EncodedSample) -> str:
-    """The label file of a sample: ``cls cx cy w h`` lines, normalised, 6 decimals."""
+    """The label file of a sample: ``cls cx cy w h`` lines, normalised, 6 decimals. Crowd
+    regions kept from a COCO background are left out: YOLO labels cannot mark a region to
+    ignore, and as a box a crowd would teach one object (Ultralytics' own COCO converter
+    drops them too)."""
     lines = []
     for ann in sample.annotations:
+        if ann.iscrowd:
+            continue
         x, y, w, h = (float(v) for v in ann.bbox)
         cx = (x + w / 2) / sample.width
         cy = (y + h / 2) / sample.height
@@ -52,6 +57,8 @@ def visibility_text(sample: EncodedSample) -> str:
     (the amodal box may reach past the image: its values can leave [0, 1])."""
     lines = []
     for ann in sample.annotations:
+        if ann.iscrowd:
+            continue
         values = [f"{int(ann.category_id) - 1} {float(ann.visibility):.6f}"]
         for x, y, w, h in (ann.visible_bbox, ann.amodal_bbox):
             x, y, w, h = float(x), float(y), float(w), float(h)
@@ -92,8 +99,9 @@ class YoloStager:
             if self.visibility_dir is not None:
                 place_file(f"{self.visibility_dir}/{sample.key}.txt", visibility_text(sample).encode())
             place_file(image, sample.jpeg)
-        return StagedSample(sample.index, sample.key, len(sample.annotations), sample.skipped_objects,
-                            journal_line(journal_entry(sample)), labels=tuple(a.category_id for a in sample.annotations))
+        labels = object_labels(sample)
+        return StagedSample(sample.index, sample.key, len(labels), sample.skipped_objects, journal_line(journal_entry(sample)),
+                            labels=labels)
 
 
 class YoloWriter(SampleJournalWriter):

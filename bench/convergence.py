@@ -1,0 +1,272 @@
+"""Does synthetic pretraining beat the same compute spent on the real images, at convergence?
+
+Issue 18, item 1, at a budget a CPU can run. For one task and one real-set size, each seed trains
+two arms to convergence, both with early stopping on the real validation split (the best
+checkpoint by validation VOC AP@0.5 is kept and scored):
+
+* ``real``: the ImageNet-backbone detector trained on the real images only, for at most
+  ``--real-max-steps`` steps (default: the pretrained arm's two maxima together, so it is never
+  given less room than pretraining + finetuning).
+* ``pretrained``: pretraining on the live paste stream (``reproduce_paper.paste_spec`` of
+  ``--condition``) with early stopping, then finetuning from its best checkpoint on the same real
+  images with early stopping.
+
+Compute per arm: optimizer steps, images seen (steps x batch), pixels seen (images x side^2) and
+wall time, training and validation together; the pretrained arm counts its pretraining in full.
+The test split is scored once per arm, on the checkpoint validation chose. The pretraining run is
+per seed (``--pretrain-per-seed``, default) or one run (seed 0) shared by every seed, its compute
+then counted in full in each.
+
+Runs are resumable: a finished arm (its ``result.json``) is skipped. ``report`` collects them into
+``OUT/convergence.json`` and a plot (test AP50 and AP against pixels seen, one dot per seed)::
+
+    python bench/convergence.py run --out /tmp/conv --task pedestrians --n-real 10 --seeds 0,1,2 \\
+        --image-size 192 --threads 1
+    python bench/convergence.py report --out /tmp/conv --plot docs/img/convergence_pedestrians.png
+
+``report`` takes several ``--out`` folders (lanes run side by side on the same splits).
+
+Splits, cut-outs and paste settings are those of ``bench/reproduce_paper.py`` (``prepare`` is
+run here when ``OUT/splits`` is missing); ``--data`` points at the shared data folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reproduce_paper as paper  # noqa: E402  (the splits, paste specs and test scoring are shared)
+
+ARMS = ("real", "pretrained")
+
+
+def _config(args: argparse.Namespace, out: Path, steps: int, eval_every: int):
+    from synthgen.training.loop import TrainConfig
+
+    return TrainConfig(
+        out=out, detector=args.detector, steps=steps, batch_size=args.batch_size, lr=args.lr,
+        warmup_steps=min(50, steps // 10), image_size=args.image_size, box_scales=args.box_scales,
+        eval_every=eval_every, log_every=10, num_workers=0, seed=args.seed_now, device="cpu", progress=False,
+        threads=args.threads, early_stop=args.patience,
+    )
+
+
+def _run_record(result, seconds: float, batch_size: int, image_size: int) -> dict[str, Any]:
+    """What one training run cost and where it stopped."""
+    best_step = None
+    for row in result.history:
+        value = row.get("val_voc_ap50")
+        if result.best_metric is not None and value not in (None, "") and float(value) == result.best_metric:
+            best_step = int(row["step"])
+    return {
+        "steps": result.steps, "best_step": best_step, "best_val_voc_ap50": result.best_metric,
+        "early_stop": result.early_stop, "seconds": seconds, "images": result.steps * batch_size,
+        "pixels": result.steps * batch_size * image_size * image_size,
+    }
+
+
+def _train(config, data, val) -> tuple[Any, float]:
+    from synthgen.training.loop import train
+
+    started = time.perf_counter()
+    paper._fresh(config.out)
+    result = train(config, data, val)
+    return result, time.perf_counter() - started
+
+
+def pretrain_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """The pretraining run of ``seed`` (trained now unless its result exists)."""
+    from synthgen.training.coco import load_coco
+
+    run = args.out / "pretrain" / f"s{seed}"
+    if (run / "result.json").is_file():
+        return json.loads((run / "result.json").read_text())
+    spec = paper.paste_spec(args.out, args.task, args.condition, args.image_size, seed)
+    source, _ = paper.synthetic_source(spec, args.task)
+    args.seed_now = seed
+    config = _config(args, run / "train", args.pretrain_max_steps, args.pretrain_eval_every)
+    result, seconds = _train(config, source, load_coco(args.out / "splits" / args.task / "val.json"))
+    record = {"seed": seed, "condition": args.condition, "checkpoint": str(result.best_checkpoint or result.last_checkpoint),
+              **_run_record(result, seconds, args.batch_size, args.image_size)}
+    paper._write_json(run / "result.json", record)
+    return record
+
+
+def arm_run(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
+    """Train arm ``arm`` for ``seed`` on the real subset and score it on the test split."""
+    from synthgen.training.coco import load_coco
+    from synthgen.training.data import CocoSource, real_subset
+
+    run = args.out / "runs" / arm / f"n{args.n_real}-s{seed}"
+    if (run / "result.json").is_file():
+        return json.loads((run / "result.json").read_text())
+    splits = args.out / "splits" / args.task
+    pool = load_coco(splits / "pool.json")
+    real_ids = real_subset(pool.image_ids, args.n_real, seed)
+    real = CocoSource(pool, real_ids, augment=True)
+    val = load_coco(splits / "val.json")
+    args.seed_now = seed
+    stages: list[dict[str, Any]] = []
+    if arm == "real":
+        config = _config(args, run / "train", args.real_max_steps, args.finetune_eval_every)
+    else:
+        pre = pretrain_run(args, seed if args.pretrain_per_seed else 0)
+        stages.append({"stage": "pretrain", **{k: v for k, v in pre.items() if k != "checkpoint"}})
+        config = replace(_config(args, run / "train", args.finetune_max_steps, args.finetune_eval_every), init=Path(pre["checkpoint"]))
+    result, seconds = _train(config, real, val)
+    stages.append({"stage": "finetune" if arm == "pretrained" else "train", **_run_record(result, seconds, args.batch_size, args.image_size)})
+    checkpoint = result.best_checkpoint or result.last_checkpoint
+    test, _ = paper.score_on_test(checkpoint, splits / "test.json", run / "test")
+    record = {
+        "task": args.task, "arm": arm, "condition": args.condition if arm == "pretrained" else None,
+        "n_real": args.n_real, "seed": seed, "real_image_ids": real_ids, "stages": stages,
+        "total": {key: sum(s[key] for s in stages) for key in ("steps", "images", "pixels", "seconds")},
+        "test": {k: test[k] for k in ("ap", "ap50", "voc_ap50")},
+        "settings": {k: getattr(args, k) for k in ("detector", "image_size", "batch_size", "lr", "patience",
+                                                    "pretrain_max_steps", "pretrain_eval_every", "finetune_max_steps",
+                                                    "finetune_eval_every", "real_max_steps", "threads", "pretrain_per_seed")},
+    }
+    paper._write_json(run / "result.json", record)
+    t = record["test"]
+    print(f"{time.strftime('%H:%M:%S')} {arm} seed {seed}: test AP50 {t['ap50']:.4f} AP {t['ap']:.4f}, "
+          f"{record['total']['steps']} steps, {record['total']['seconds'] / 60:.1f} min", flush=True)
+    return record
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    paper.DATA = args.data
+    if not (args.out / "splits" / args.task / "test.json").is_file():
+        (paper.prepare_pedestrians if args.task == "pedestrians" else paper.prepare_faces)(args.out)
+    if args.real_max_steps is None:
+        args.real_max_steps = args.pretrain_max_steps + args.finetune_max_steps
+    for seed in args.seeds:  # seed by seed: an interrupted run leaves whole seeds behind
+        for arm in args.arms:
+            arm_run(args, arm, seed)
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample sd per arm, and the paired (same seed, same real images) differences."""
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "n": len(values)}
+
+    by_arm = {arm: sorted((r for r in records if r["arm"] == arm), key=lambda r: r["seed"]) for arm in ARMS}
+    summary: dict[str, Any] = {}
+    for arm, rows in by_arm.items():
+        if rows:
+            summary[arm] = {
+                "seeds": [r["seed"] for r in rows],
+                **{m: stats([r["test"][m] for r in rows]) for m in ("ap50", "ap")},
+                **{c: stats([r["total"][c] for r in rows]) for c in ("steps", "pixels", "seconds")},
+            }
+    real = {r["seed"]: r for r in by_arm["real"]}
+    paired = [(r, real[r["seed"]]) for r in by_arm["pretrained"] if r["seed"] in real]
+    if paired:
+        summary["pretrained_minus_real"] = {
+            "seeds": [p["seed"] for p, _ in paired],
+            **{m: {**stats([p["test"][m] - q["test"][m] for p, q in paired]),
+                   "per_seed": [p["test"][m] - q["test"][m] for p, q in paired]} for m in ("ap50", "ap")},
+        }
+    return summary
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    records = [json.loads(p.read_text()) for out in args.out for p in sorted((out / "runs").glob("*/*/result.json"))]
+    if not records:
+        raise SystemExit(f"no finished runs under {', '.join(str(out / 'runs') for out in args.out)}")
+    summary = summarise(records)
+    target = args.json or args.out[0] / "convergence.json"
+    paper._write_json(Path(target), {"summary": summary, "runs": records})
+    for arm in ARMS:
+        if arm in summary:
+            s = summary[arm]
+            print(f"{arm:10s} seeds {s['seeds']}: AP50 {100 * s['ap50']['mean']:.1f} ± {100 * s['ap50']['sd']:.1f}, "
+                  f"AP {100 * s['ap']['mean']:.1f} ± {100 * s['ap']['sd']:.1f}, steps {s['steps']['mean']:.0f}, "
+                  f"Gpx {s['pixels']['mean'] / 1e9:.2f}, {s['seconds']['mean'] / 60:.1f} min")
+    if "pretrained_minus_real" in summary:
+        d = summary["pretrained_minus_real"]
+        print("pretrained - real, paired: AP50 " + " / ".join(f"{100 * v:+.1f}" for v in d["ap50"]["per_seed"])
+              + f" (mean {100 * d['ap50']['mean']:+.1f} ± {100 * d['ap50']['sd']:.1f}); AP "
+              + " / ".join(f"{100 * v:+.1f}" for v in d["ap"]["per_seed"]) + f" (mean {100 * d['ap']['mean']:+.1f} ± {100 * d['ap']['sd']:.1f})")
+    print(f"written {target}")
+    if args.plot:
+        plot(records, Path(args.plot))
+
+
+def plot(records: list[dict[str, Any]], path: Path) -> None:
+    """Test AP50 and AP against the pixels each arm trained on (one dot per seed, pretraining
+    included for the pretrained arm)."""
+    from matplotlib.figure import Figure
+
+    colours = {"real": "#777777", "pretrained": "#8e5ae4"}
+    fig = Figure(figsize=(10, 4), dpi=100)
+    for i, metric in enumerate(("ap50", "ap")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for arm in ARMS:
+            rows = [r for r in records if r["arm"] == arm]
+            if rows:
+                ax.scatter([r["total"]["pixels"] / 1e9 for r in rows], [100 * r["test"][metric] for r in rows],
+                           color=colours[arm], label=f"{arm} ({len(rows)} seeds)")
+                for r in rows:
+                    ax.annotate(str(r["seed"]), (r["total"]["pixels"] / 1e9, 100 * r["test"][metric]), fontsize=7,
+                                xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("training compute (Gpixels seen, pretraining included)")
+        ax.set_ylabel(f"test {metric.upper()} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    task, n = records[0]["task"], records[0]["n_real"]
+    fig.suptitle(f"{task}, {n} real images, best checkpoint by validation (early stopping)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+    run = sub.add_parser("run")
+    report = sub.add_parser("report")
+    run.add_argument("--out", type=Path, required=True)
+    report.add_argument("--out", type=Path, required=True, action="append", help="A run folder (repeatable).")
+    report.add_argument("--json", help="Where to write the collected results (default: the first --out's convergence.json).")
+    report.add_argument("--plot")
+    run.add_argument("--data", type=Path, default=paper.DATA, help="The shared data folder (wider_face, pennfudan, coco128, ...).")
+    run.add_argument("--task", choices=("faces", "pedestrians"), default="pedestrians")
+    run.add_argument("--condition", default="polygon", help="Paste condition of reproduce_paper (polygon, grabcut, naive).")
+    run.add_argument("--n-real", type=int, default=10)
+    run.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
+    run.add_argument("--detector", default="ssd-mobilenet")
+    run.add_argument("--image-size", type=int, default=192)
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--lr", type=float, default=1e-3)
+    run.add_argument("--box-scales", type=lambda text: tuple(float(v) for v in text.split(",")), default=None)
+    run.add_argument("--patience", type=int, default=4, help="Validations without a new best before a run stops.")
+    run.add_argument("--pretrain-max-steps", type=int, default=600)
+    run.add_argument("--pretrain-eval-every", type=int, default=50)
+    run.add_argument("--finetune-max-steps", type=int, default=400)
+    run.add_argument("--finetune-eval-every", type=int, default=25)
+    run.add_argument("--real-max-steps", type=int, default=None, help="Default: pretrain + finetune maxima.")
+    run.add_argument("--pretrain-per-seed", action=argparse.BooleanOptionalAction, default=True)
+    run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--arms", type=lambda s: s.split(","), default=list(ARMS),
+                     help="Arms to run, e.g. `real` on one lane and `pretrained` on another (same --out only when the "
+                          "lanes never share a run folder: a started run is restarted from scratch).")
+    args = parser.parse_args()
+    if args.stage == "run":
+        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+        cmd_run(args)
+    else:
+        cmd_report(args)
+
+
+if __name__ == "__main__":
+    main()
