@@ -496,6 +496,7 @@ class TorchCompositor:
         #: one pool and the distractors, now, as one tensor.
         self.refreshing = hasattr(objects, "pool_for")
         self._blocks: dict[int, DeviceImages] = {}
+        self._joined: tuple[tuple[int, ...], DeviceImages] | None = None  # the last batch's blocks and distractors, as one
         distractor_cutouts = [distractors[i].rgba for i in range(len(distractors))] if distractors is not None else []
         self.objects = self.distractors = None
         if self.refreshing:
@@ -622,10 +623,13 @@ class TorchCompositor:
         first_distractor = sum(len(part) for part in parts)
         if self.distractors is not None:
             parts.append(self.distractors)
-        if len(parts) == 1:
-            return parts[0], [0] * len(samples), first_distractor
         starts = dict(zip(blocks, np.cumsum([0] + [len(self._blocks[b]) for b in blocks[:-1]]).tolist()))
-        return DeviceImages.join(parts), [starts.get(s.plan.block, 0) for s in samples], first_distractor
+        first_cutout = [starts.get(s.plan.block, 0) for s in samples]
+        if len(parts) == 1:
+            return parts[0], first_cutout, first_distractor
+        if self._joined is None or self._joined[0] != tuple(blocks):  # joined once for the batches of a block
+            self._joined = (tuple(blocks), DeviceImages.join(parts))
+        return self._joined[1], first_cutout, first_distractor
 
     def _backgrounds(self, crops: list[tuple[int, int, int]]) -> torch.Tensor:
         cfg, dev = self.config, self.device
