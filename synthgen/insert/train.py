@@ -432,7 +432,7 @@ def train_inserter(config: InsertTrainConfig, data: InsertionData | None = None,
     loading ``config.clean``/``config.labeled`` (tests, benches)."""
     from synthgen.detectors import resolve_device, save_checkpoint
     from synthgen.progress import progress_bar
-    from synthgen.training.loop import _RunLog, plot_curves
+    from synthgen.training.loop import LossWindow, _RunLog, plot_curves
 
     method = config.check()
     started = time.perf_counter()
@@ -452,8 +452,7 @@ def train_inserter(config: InsertTrainConfig, data: InsertionData | None = None,
     config.out.mkdir(parents=True, exist_ok=True)
     runlog = _RunLog(config.out, trainer.step)
     total = config.total_steps
-    totals: dict[str, float] = {}
-    window, window_start = 0, time.perf_counter()
+    window = LossWindow(LOSS_KEYS)
 
     def save() -> None:
         ckpt.save(config.out / ckpt.FILE, trainer.state(labelled))
@@ -466,20 +465,12 @@ def train_inserter(config: InsertTrainConfig, data: InsertionData | None = None,
         while trainer.step < total:
             phase = trainer.phase(trainer.step)
             losses = trainer.train_step()
-            window += 1
-            for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + v
+            window.add(losses)
             step = trainer.step
             last = step == total
             if step % config.log_every == 0 or last:
-                elapsed = time.perf_counter() - window_start
-                row: dict[str, Any] = {"step": step, "lr": config.lr}
-                row.update({k: (totals[k] / window if k in totals else None) for k in LOSS_KEYS})
-                row["steps_per_s"] = window / elapsed if elapsed > 0 else float("nan")
-                runlog.write(row)
-                shown = "  ".join(f"{k} {totals[k] / window:.3f}" for k in LOSS_KEYS if k in totals)
+                shown = window.flush(step, config.lr, runlog)
                 progress.update(task, losses=f"[{phase}] {shown}")
-                totals, window, window_start = {}, 0, time.perf_counter()
             if step % config.sample_every == 0 or last:
                 _sample_sheet(trainer, config.out / "samples" / f"step-{step:06d}.jpg")
             if step % config.checkpoint_every == 0 or last:

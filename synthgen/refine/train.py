@@ -370,7 +370,7 @@ def train_mtgan(config: MtganTrainConfig, regions: RegionSet | None = None) -> M
 
     from synthgen.detectors import load_detector, resolve_device
     from synthgen.progress import progress_bar
-    from synthgen.training.loop import _RunLog, plot_curves
+    from synthgen.training.loop import LossWindow, _RunLog, plot_curves
 
     config.check()
     started = time.perf_counter()
@@ -406,8 +406,8 @@ def train_mtgan(config: MtganTrainConfig, regions: RegionSet | None = None) -> M
     sheet_rows = _sheet_rows(regions)
     runlog = _RunLog(config.out, trainer.step)
     total = config.total_steps
-    totals: dict[str, float] = {}
-    window, window_start, saved_step = 0, time.perf_counter(), (trainer.step if state is not None else None)
+    window = LossWindow(LOSS_KEYS)
+    saved_step = trainer.step if state is not None else None
 
     def save() -> None:
         ckpt.save(config.out / ckpt.FILE, trainer.state(meta))
@@ -421,20 +421,12 @@ def train_mtgan(config: MtganTrainConfig, regions: RegionSet | None = None) -> M
                 losses = trainer.train_step()
                 if not np.isfinite(losses["loss"]):
                     raise InputError(f"the loss became {losses['loss']} at step {trainer.step}; lower --lr-g / --lr-d")
-                window += 1
-                for k, v in losses.items():
-                    totals[k] = totals.get(k, 0.0) + v
+                window.add(losses)
                 step = trainer.step
                 last = step == total
                 if step % config.log_every == 0 or last:
-                    elapsed = time.perf_counter() - window_start
-                    row: dict[str, Any] = {"step": step, "lr": config.lr_g}
-                    row.update({k: (totals[k] / window if k in totals else None) for k in LOSS_KEYS})
-                    row["steps_per_s"] = window / elapsed if elapsed > 0 else float("nan")
-                    runlog.write(row)
-                    shown = "  ".join(f"{k} {totals[k] / window:.3f}" for k in LOSS_KEYS if k in totals)
+                    shown = window.flush(step, config.lr_g, runlog)
                     progress.update(task, losses=f"[{phase}] {shown}")
-                    totals, window, window_start = {}, 0, time.perf_counter()
                 if step % config.sample_every == 0 or last:
                     write_sheet(trainer, sheet_rows, names, config.out / "samples" / f"step-{step:06d}.png")
                 if step % config.checkpoint_every == 0 or last:

@@ -210,6 +210,32 @@ def _load_compatible(model: nn.Module, state: dict[str, torch.Tensor]) -> list[s
     return sorted(set(own) - set(fitting))
 
 
+class LossWindow:
+    """Mean losses over the steps since the last log line, for the GAN trainers (insert, refine):
+    :meth:`add` each step's losses, :meth:`flush` writes one row to a run log and returns the
+    text shown beside the progress bar."""
+
+    def __init__(self, loss_keys: tuple[str, ...]) -> None:
+        self.loss_keys = loss_keys
+        self.totals: dict[str, float] = {}
+        self.steps, self.started = 0, time.perf_counter()
+
+    def add(self, losses: dict[str, float]) -> None:
+        self.steps += 1
+        for k, v in losses.items():
+            self.totals[k] = self.totals.get(k, 0.0) + v
+
+    def flush(self, step: int, lr: float, runlog: "_RunLog") -> str:
+        elapsed = time.perf_counter() - self.started
+        means = {k: self.totals[k] / self.steps for k in self.loss_keys if k in self.totals}
+        row: dict[str, Any] = {"step": step, "lr": lr}
+        row.update({k: means.get(k) for k in self.loss_keys})
+        row["steps_per_s"] = self.steps / elapsed if elapsed > 0 else float("nan")
+        runlog.write(row)
+        self.totals, self.steps, self.started = {}, 0, time.perf_counter()
+        return "  ".join(f"{k} {v:.3f}" for k, v in means.items())
+
+
 class _RunLog:
     """metrics.csv (+ TensorBoard when installed), written by the main process only."""
 
