@@ -152,16 +152,38 @@ def refine(args) -> None:
 
 
 def report(args) -> None:
-    """Every result of ``--work`` in one JSON (``--json``) and a markdown table on stdout."""
+    """Every result of ``--work`` in one JSON (``--json``) and a markdown table on stdout: one row
+    per condition and score rule, mean +- sd over the seeds that were run (their count shown)."""
     rows = [json.loads(p.read_text()) for p in sorted((args.work / "results").glob("*.json"))]
-    rows.sort(key=lambda r: (not r["condition"].startswith("baseline"), r["condition"], r.get("score", "")))
-    if args.json:
-        args.json.write_text(json.dumps({"test": str(args.test), "torch_threads": 1, "rows": rows}, indent=1))
-    print("| condition | refined score | AP | AP50 | AP_small | AP_medium | AP_large | AR100 | s/image |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
-        values = " | ".join(f"{100 * r[k]:.1f}" if r[k] is not None and r[k] >= 0 else "-" for k in KEYS)
-        print(f"| {r['condition']} | {r.get('score', '-')} | {values} | {r['seconds_per_image']:.2f} |")
+        groups.setdefault((r["condition"], r.get("score", "-")), []).append(r)
+    order = sorted(groups, key=lambda key: (not key[0].startswith("baseline"), key[0], key[1]))
+    summary = []
+    for condition, score in order:
+        group = groups[(condition, score)]
+        seeds = sorted(r.get("seed", 0) for r in group)
+        cell = {"condition": condition, "score": score, "seeds": seeds,
+                "seconds_per_image": float(np.mean([r["seconds_per_image"] for r in group]))}
+        for k in KEYS:
+            values = [r[k] for r in group if r[k] is not None and r[k] >= 0]
+            cell[k] = [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None] if values else None
+        summary.append(cell)
+    if args.json:
+        args.json.write_text(json.dumps({"test": str(args.test), "torch_threads": 1, "summary": summary, "rows": rows}, indent=1))
+
+    def fmt(value) -> str:
+        if value is None:
+            return "-"
+        mean, sd = value
+        return f"{100 * mean:.1f}" if sd is None else f"{100 * mean:.1f} ± {100 * sd:.1f}"
+
+    print("| condition | refined score | seeds | AP | AP50 | AP_small | AP_medium | AP_large | AR100 | s/image |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for cell in summary:
+        values = " | ".join(fmt(cell[k]) for k in KEYS)
+        seeds = ",".join(map(str, cell["seeds"])) if not cell["condition"].startswith("baseline") else "-"
+        print(f"| {cell['condition']} | {cell['score']} | {seeds} | {values} | {cell['seconds_per_image']:.2f} |")
 
 
 def main() -> None:
