@@ -154,6 +154,8 @@ def refine(args) -> None:
 def report(args) -> None:
     """Every result of ``--work`` in one JSON (``--json``) and a markdown table on stdout: one row
     per condition and score rule, mean +- sd over the seeds that were run (their count shown)."""
+    from synthgen.evaluation import mean_sd
+
     rows = [json.loads(p.read_text()) for p in sorted((args.work / "results").glob("*.json"))]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -167,7 +169,7 @@ def report(args) -> None:
                 "seconds_per_image": float(np.mean([r["seconds_per_image"] for r in group]))}
         for k in KEYS:
             values = [r[k] for r in group if r[k] is not None and r[k] >= 0]
-            cell[k] = [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None] if values else None
+            cell[k] = list(mean_sd(values)) if values else None
         summary.append(cell)
     if args.json:
         args.json.write_text(json.dumps({"test": str(args.test), "torch_threads": 1, "summary": summary, "rows": rows}, indent=1))

@@ -367,7 +367,9 @@ def _flat_metrics(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
+def mean_sd(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (ddof 1) of ``values``; sd None for a single value, both
+    None for none."""
     if not values:
         return None, None
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
@@ -398,15 +400,15 @@ def compare_metric_sets(metrics: Sequence[dict[str, Any]], baselines: Sequence[d
         number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
         values = [d[name] for d in a if number(d.get(name))]
         base = [d[name] for d in b if number(d.get(name))]
-        value_mean, value_sd = _mean_sd(values)
-        base_mean, base_sd = _mean_sd(base)
+        value_mean, value_sd = mean_sd(values)
+        base_mean, base_sd = mean_sd(base)
         row = {"metric": name, "n": len(values), "value_mean": value_mean, "value_sd": value_sd,
                "n_baseline": len(base), "baseline_mean": base_mean, "baseline_sd": base_sd, "paired": paired,
                "difference_mean": None, "difference_sd": None}
         if paired:
             diffs = [x[name] - y[name] for x, y in zip(a, b) if number(x.get(name)) and number(y.get(name))]
             row["differences"] = diffs
-            row["difference_mean"], row["difference_sd"] = _mean_sd(diffs)
+            row["difference_mean"], row["difference_sd"] = mean_sd(diffs)
         elif values and base:
             row["difference_mean"] = value_mean - base_mean
             if value_sd is not None and base_sd is not None:
