@@ -49,15 +49,29 @@ import reproduce_paper as paper  # noqa: E402  (the splits, paste specs and test
 ARMS = ("real", "pretrained")
 
 
-def _config(args: argparse.Namespace, out: Path, steps: int, eval_every: int):
+def _config(args: argparse.Namespace, out: Path, steps: int, eval_every: int, anchors_from: Path | None = None):
     from synthgen.training.loop import TrainConfig
 
     return TrainConfig(
         out=out, detector=args.detector, steps=steps, batch_size=args.batch_size, lr=args.lr,
         warmup_steps=min(50, steps // 10), image_size=args.image_size, box_scales=args.box_scales,
-        eval_every=eval_every, log_every=10, num_workers=0, seed=args.seed_now, device="cpu", progress=False,
-        threads=args.threads, early_stop=args.patience,
+        anchors_from=anchors_from, eval_every=eval_every, log_every=10, num_workers=0, seed=args.seed_now,
+        device="cpu", progress=False, threads=args.threads, early_stop=args.patience,
     )
+
+
+def real_subset_file(args: argparse.Namespace, seed: int) -> Path:
+    """The seed's real training images as a COCO file: what --anchors-from-real fits the anchors
+    to (the few real boxes a user has, never the validation or test boxes)."""
+    from synthgen.training.coco import load_coco
+    from synthgen.training.data import real_subset
+
+    splits = args.out / "splits" / args.task
+    path = args.out / "real" / f"n{args.n_real}-s{seed}.json"
+    if not path.is_file():
+        ids = real_subset(load_coco(splits / "pool.json").image_ids, args.n_real, seed)
+        paper._subset_coco(splits / "pool.json", ids, path)
+    return path
 
 
 def _run_record(result, seconds: float, batch_size: int, image_size: int) -> dict[str, Any]:
@@ -93,7 +107,8 @@ def pretrain_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     spec = paper.paste_spec(args.out, args.task, args.condition, args.image_size, seed)
     source, _ = paper.synthetic_source(spec, args.task)
     args.seed_now = seed
-    config = _config(args, run / "train", args.pretrain_max_steps, args.pretrain_eval_every)
+    anchors_from = real_subset_file(args, seed) if args.anchors_from_real else None
+    config = _config(args, run / "train", args.pretrain_max_steps, args.pretrain_eval_every, anchors_from)
     result, seconds = _train(config, source, load_coco(args.out / "splits" / args.task / "val.json"))
     record = {"seed": seed, "condition": args.condition, "checkpoint": str(result.best_checkpoint or result.last_checkpoint),
               **_run_record(result, seconds, args.batch_size, args.image_size)}
@@ -117,8 +132,9 @@ def arm_run(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
     args.seed_now = seed
     stages: list[dict[str, Any]] = []
     if arm == "real":
-        config = _config(args, run / "train", args.real_max_steps, args.finetune_eval_every)
-    else:
+        anchors_from = real_subset_file(args, seed) if args.anchors_from_real else None
+        config = _config(args, run / "train", args.real_max_steps, args.finetune_eval_every, anchors_from)
+    else:  # the anchors come with the pretrained checkpoint
         pre = pretrain_run(args, seed if args.pretrain_per_seed else 0)
         stages.append({"stage": "pretrain", **{k: v for k, v in pre.items() if k != "checkpoint"}})
         config = replace(_config(args, run / "train", args.finetune_max_steps, args.finetune_eval_every), init=Path(pre["checkpoint"]))
@@ -133,7 +149,8 @@ def arm_run(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
         "test": {k: test[k] for k in ("ap", "ap50", "voc_ap50")},
         "settings": {k: getattr(args, k) for k in ("detector", "image_size", "batch_size", "lr", "patience",
                                                     "pretrain_max_steps", "pretrain_eval_every", "finetune_max_steps",
-                                                    "finetune_eval_every", "real_max_steps", "threads", "pretrain_per_seed")},
+                                                    "finetune_eval_every", "real_max_steps", "threads", "pretrain_per_seed",
+                                                    "anchors_from_real")},
     }
     paper._write_json(run / "result.json", record)
     t = record["test"]
@@ -257,6 +274,9 @@ def main() -> None:
     run.add_argument("--real-max-steps", type=int, default=None, help="Default: pretrain + finetune maxima.")
     run.add_argument("--pretrain-per-seed", action=argparse.BooleanOptionalAction, default=True)
     run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--anchors-from-real", action="store_true",
+                     help="Anchor-based pyramid detectors: fit the anchors to the boxes of the seed's real images "
+                          "(the pretraining of a seed too; finetuning keeps its checkpoint's).")
     run.add_argument("--arms", type=lambda s: s.split(","), default=list(ARMS),
                      help="Arms to run, e.g. `real` on one lane and `pretrained` on another (same --out only when the "
                           "lanes never share a run folder: a started run is restarted from scratch).")
