@@ -33,6 +33,7 @@ run here when ``OUT/splits`` is missing); ``--data`` points at the shared data f
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
@@ -197,7 +198,8 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    records = [json.loads(p.read_text()) for out in args.out for p in sorted((out / "runs").glob("*/*/result.json"))]
+    paths = [p for out in args.out for p in sorted((out / "runs").glob("*/*/result.json"))]
+    records = [json.loads(p.read_text()) for p in paths]
     if not records:
         raise SystemExit(f"no finished runs under {', '.join(str(out / 'runs') for out in args.out)}")
     summary = summarise(records)
@@ -217,6 +219,44 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"written {target}")
     if args.plot:
         plot(records, Path(args.plot))
+    if args.curves:
+        plot_curves(paths, records, Path(args.curves))
+
+
+def _validation_curve(metrics_csv: Path, step_offset: int) -> tuple[list[int], list[float]]:
+    """(step + offset, val VOC AP@0.5 in %) of every validation in a run's metrics.csv."""
+    with metrics_csv.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val_voc_ap50")]
+    return [int(r["step"]) + step_offset for r in rows], [100 * float(r["val_voc_ap50"]) for r in rows]
+
+
+def plot_curves(paths: list[Path], records: list[dict[str, Any]], path: Path) -> None:
+    """Validation VOC AP@0.5 against optimizer steps of every run: the real-only runs from step
+    0, the pretrained ones as their pretraining (dashed, scored on the same real validation
+    images) followed by the finetuning. Shows whether a run had stopped improving at its cap."""
+    from matplotlib.figure import Figure
+
+    colours = {"real": "#777777", "pretrained": "#8e5ae4"}
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    for result, record in zip(paths, records):
+        arm, seed, offset = record["arm"], record["seed"], 0
+        if arm == "pretrained":
+            pre_seed = seed if record["settings"]["pretrain_per_seed"] else 0
+            pre_csv = result.parents[3] / "pretrain" / f"s{pre_seed}" / "train" / "metrics.csv"
+            offset = record["stages"][0]["steps"]
+            if pre_csv.is_file():
+                ax.plot(*_validation_curve(pre_csv, 0), "--", color=colours[arm], alpha=0.7)
+        ax.plot(*_validation_curve(result.parent / "train" / "metrics.csv", offset), "-o", markersize=3,
+                color=colours[arm], label=f"{arm}, seed {seed}")
+    ax.set_xlabel("optimizer steps (pretraining, dashed, then finetuning)")
+    ax.set_ylabel("validation VOC AP@0.5 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"{records[0]['task']}, {records[0]['n_real']} real images: validation during training")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
 
 
 def plot(records: list[dict[str, Any]], path: Path) -> None:
@@ -256,6 +296,7 @@ def main() -> None:
     report.add_argument("--out", type=Path, required=True, action="append", help="A run folder (repeatable).")
     report.add_argument("--json", help="Where to write the collected results (default: the first --out's convergence.json).")
     report.add_argument("--plot")
+    report.add_argument("--curves", help="Also plot every run's validation curve (PNG path).")
     run.add_argument("--data", type=Path, default=paper.DATA, help="The shared data folder (wider_face, pennfudan, coco128, ...).")
     run.add_argument("--task", choices=("faces", "pedestrians"), default="pedestrians")
     run.add_argument("--condition", default="polygon", help="Paste condition of reproduce_paper (polygon, grabcut, naive).")
