@@ -45,6 +45,7 @@ the model rebuilds exactly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import urllib.error
@@ -52,7 +53,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -593,6 +594,28 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             f"device {device!r} was requested but this machine has no usable CUDA GPU; use --device cpu"
         )
     return dev
+
+
+@contextlib.contextmanager
+def inference_size(model: nn.Module, image_size: int | None) -> Iterator[nn.Module]:
+    """``model`` resizing its inputs to ``image_size`` (a square for the detectors trained on
+    squares, the shorter and longest side for the aspect-keeping ones) inside the block, its
+    own size restored after; ``None`` changes nothing. Boxes still come back in the original
+    image's pixels. Small objects gain from a size above the training size (the anchors are in
+    pixels, so objects grow into them)."""
+    if image_size is None:
+        yield model
+        return
+    _check_size(1, image_size)
+    transform = unwrap(model).transform
+    saved = (transform.min_size, transform.max_size, transform.fixed_size)
+    transform.min_size, transform.max_size = (image_size,), image_size
+    if transform.fixed_size is not None:
+        transform.fixed_size = (image_size, image_size)
+    try:
+        yield model
+    finally:
+        transform.min_size, transform.max_size, transform.fixed_size = saved
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -33,7 +33,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from synthgen.cache import atomic_write_json
-from synthgen.detectors import load_detector, resolve_device, unwrap
+from synthgen.detectors import inference_size, load_detector, resolve_device, unwrap
 from synthgen.errors import InputError
 from synthgen.training.coco import CocoSet, coco_from_dict, load_coco
 
@@ -291,9 +291,11 @@ def evaluate(
     preview_max_boxes: int = 10,
     preview_columns: int = 2,
     skip_unreadable: bool = False,
+    image_size: int | None = None,
 ) -> Metrics:
     """Evaluate a detector (a module with its ``categories`` in label order, or a checkpoint
-    path) on a COCO file.
+    path) on a COCO file, at ``image_size`` (default: the size it was built or trained at; a
+    module's own size is restored afterwards).
 
     Every ground-truth image is scored: an image file that does not decode is an InputError
     naming it, unless ``skip_unreadable``, which leaves such images (and their boxes) out of
@@ -317,7 +319,8 @@ def evaluate(
     mapping = match_categories(categories, coco.categories)
     dev = resolve_device(device)
     try:
-        detections = predict(model, coco, mapping, device=dev, score_threshold=score_threshold, batch_size=batch_size)
+        with inference_size(model, image_size):
+            detections = predict(model, coco, mapping, device=dev, score_threshold=score_threshold, batch_size=batch_size)
     except InputError as err:
         raise InputError(
             f"{err}. Every ground-truth image is scored, so this one cannot be left out silently: fix or "
@@ -333,6 +336,7 @@ def evaluate(
             "metrics": metrics.to_dict(),
             "ground_truth": str(coco.source),
             "score_threshold": score_threshold,
+            "image_size": image_size,  # None: the detector's own
             "checkpoint": None if isinstance(model_or_ckpt, nn.Module) else str(model_or_ckpt),
             "skipped_unreadable": skipped,
         }

@@ -202,8 +202,15 @@ def test_evaluate_command_on_a_checkpoint(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "voc_ap50" in result.output
-    metrics = json.loads((tmp_path / "run" / "eval-gt" / "metrics.json").read_text())["metrics"]
-    assert 0.0 <= metrics["ap50"] <= 1.0 and metrics["num_images"] == 1
+    summary = json.loads((tmp_path / "run" / "eval-gt" / "metrics.json").read_text())
+    assert 0.0 <= summary["metrics"]["ap50"] <= 1.0 and summary["metrics"]["num_images"] == 1
+    assert summary["image_size"] is None  # the checkpoint's own
+    args = ["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(tmp_path / "gt.json"), "--device", "cpu"]
+    result = CliRunner().invoke(train_app, [*args, "--image-size", "160", "--out", str(tmp_path / "e160")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "e160" / "metrics.json").read_text())["image_size"] == 160
+    result = CliRunner().invoke(train_app, [*args, "--image-size", "40", "--out", str(tmp_path / "e40")])
+    assert result.exit_code == 2 and "--image-size 40 is too small" in result.output and "Traceback" not in result.output
 
 
 def test_ground_truth_without_images_is_refused(tmp_path):

@@ -193,3 +193,27 @@ def test_anchors_from_on_a_detector_without_anchors_is_a_clear_error(tmp_path):
     assert result.exit_code != 0
     assert "'fcos-mbv2' keeps its own" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name", ["retinanet-mbv2", "ssd-mobilenet", "fasterrcnn-mbv3"])
+def test_inference_size_predicts_as_the_detector_built_at_that_size(name):
+    from synthgen.detectors import inference_size
+
+    torch.manual_seed(0)
+    small = build_detector(name, 2, SIZE, pretrained_backbone=False).eval()
+    large = build_detector(name, 2, 2 * SIZE, pretrained_backbone=False).eval()
+    large.load_state_dict(small.state_dict())
+    g = torch.Generator().manual_seed(3)
+    images = [torch.rand(3, 48, 80, generator=g), torch.rand(3, 80, 60, generator=g)]
+    with torch.no_grad():
+        before, expected = small(images), large(images)
+        with inference_size(small, 2 * SIZE):
+            got = small(images)
+        after = small(images)
+    assert any(len(out["boxes"]) for out in expected)
+    for want, have in ((expected, got), (before, after)):  # the larger size inside, its own size restored after
+        for x, y in zip(want, have):
+            for key in ("boxes", "scores", "labels"):
+                torch.testing.assert_close(x[key], y[key])
+    with pytest.raises(InputError, match="too small"), inference_size(small, 32):
+        pass
