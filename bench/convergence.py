@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reproduce_paper as paper  # noqa: E402  (the splits, paste specs and test scoring are shared)
 
 ARMS = ("real", "pretrained")
+ARM_COLOURS = {"real": "#777777", "pretrained": "#8e5ae4"}  # the same in every plot
 
 
 def _config(args: argparse.Namespace, out: Path, steps: int, eval_every: int, anchors_from: Path | None = None):
@@ -236,7 +237,6 @@ def plot_curves(paths: list[Path], records: list[dict[str, Any]], path: Path) ->
     images) followed by the finetuning. Shows whether a run had stopped improving at its cap."""
     from matplotlib.figure import Figure
 
-    colours = {"real": "#777777", "pretrained": "#8e5ae4"}
     fig = Figure(figsize=(7, 4.5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     for result, record in zip(paths, records):
@@ -246,9 +246,9 @@ def plot_curves(paths: list[Path], records: list[dict[str, Any]], path: Path) ->
             pre_csv = result.parents[3] / "pretrain" / f"s{pre_seed}" / "train" / "metrics.csv"
             offset = record["stages"][0]["steps"]
             if pre_csv.is_file():
-                ax.plot(*_validation_curve(pre_csv, 0), "--", color=colours[arm], alpha=0.7)
+                ax.plot(*_validation_curve(pre_csv, 0), "--", color=ARM_COLOURS[arm], alpha=0.7)
         ax.plot(*_validation_curve(result.parent / "train" / "metrics.csv", offset), "-o", markersize=3,
-                color=colours[arm], label=f"{arm}, seed {seed}")
+                color=ARM_COLOURS[arm], label=f"{arm}, seed {seed}")
     ax.set_xlabel("optimizer steps (pretraining, dashed, then finetuning)")
     ax.set_ylabel("validation VOC AP@0.5 (%)")
     ax.grid(alpha=0.3)
@@ -264,7 +264,6 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     included for the pretrained arm)."""
     from matplotlib.figure import Figure
 
-    colours = {"real": "#777777", "pretrained": "#8e5ae4"}
     fig = Figure(figsize=(10, 4), dpi=100)
     for i, metric in enumerate(("ap50", "ap")):
         ax = fig.add_subplot(1, 2, i + 1)
@@ -272,7 +271,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
             rows = [r for r in records if r["arm"] == arm]
             if rows:
                 ax.scatter([r["total"]["pixels"] / 1e9 for r in rows], [100 * r["test"][metric] for r in rows],
-                           color=colours[arm], label=f"{arm} ({len(rows)} seeds)")
+                           color=ARM_COLOURS[arm], label=f"{arm} ({len(rows)} seeds)")
                 for r in rows:
                     ax.annotate(str(r["seed"]), (r["total"]["pixels"] / 1e9, 100 * r["test"][metric]), fontsize=7,
                                 xytext=(3, 3), textcoords="offset points")

@@ -571,11 +571,14 @@ def build_detector(
         raise NotAvailableError(_missing_weights_message(name, path, reason)) from None
 
 
+MIN_IMAGE_SIZE = 64  # the smallest input every detector's strides can take
+
+
 def _check_size(num_classes: int, image_size: int) -> None:
     if num_classes < 1:
         raise InputError(f"a detector needs at least one object class, got num_classes={num_classes}")
-    if image_size < 64:
-        raise InputError(f"image size {image_size} is too small for the detectors' strides; use at least 64")
+    if image_size < MIN_IMAGE_SIZE:
+        raise InputError(f"image size {image_size} is too small for the detectors' strides; use at least {MIN_IMAGE_SIZE}")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

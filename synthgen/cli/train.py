@@ -545,7 +545,7 @@ def evaluate(
 
     from synthgen.checkpoints import check_checkpoint_file
     from synthgen.cli.common import Problems
-    from synthgen.detectors import DETECTOR_CHECKPOINT
+    from synthgen.detectors import DETECTOR_CHECKPOINT, MIN_IMAGE_SIZE
 
     require("evaluate", checkpoint=checkpoint or None, data=data)
     checkpoints = _expand_checkpoints(checkpoint, "--checkpoint")
@@ -560,8 +560,8 @@ def evaluate(
         problems.add(InputError(f"--threads {threads}: give at least 1"))
     if preview_max_boxes < 1 or preview_columns < 1 or not 0 <= preview_min_score <= 1:
         problems.add(InputError("--preview-max-boxes and --preview-columns must be >= 1, --preview-min-score in [0, 1]"))
-    if image_size is not None and image_size < 64:
-        problems.add(InputError(f"--image-size {image_size} is too small for the detectors' strides; use at least 64"))
+    if image_size is not None and image_size < MIN_IMAGE_SIZE:
+        problems.add(InputError(f"--image-size {image_size} is too small for the detectors' strides; use at least {MIN_IMAGE_SIZE}"))
     problems.raise_all()
     if threads is not None:
         import torch
