@@ -17,6 +17,15 @@ The test split is scored once per arm, on the checkpoint validation chose. The p
 per seed (``--pretrain-per-seed``, default) or one run (seed 0) shared by every seed, its compute
 then counted in full in each.
 
+Item 2's levers, one at a time (``--lever``, on the ``pretrained`` arm; the finetuning ones on
+``real`` too, where they need no pretraining): ``scale-from-real`` (the paste scale and objects
+per image measured on the seed's few real boxes, ``synthgen paste --scale-from``),
+``distractors`` (COCO128 objects of the other classes pasted without labels), ``augment-paste:F``
+(a share F of the finetuning samples are the paste stream's objects pasted onto the few real
+images, their own boxes kept: ``synthgen finetune --augment-paste F``), ``mix:F`` (a share F of the
+finetuning samples from the pretraining's paste stream). A lever's runs go to
+``runs/ARM-LEVER/``; a finetuning lever reuses the plain pretraining of the same ``--out``.
+
 Runs are resumable: a finished arm (its ``result.json``) is skipped. ``report`` collects them into
 ``OUT/convergence.json`` and a plot (test AP50 and AP against pixels seen, one dot per seed)::
 
@@ -49,6 +58,31 @@ import reproduce_paper as paper  # noqa: E402  (the splits, paste specs and test
 
 ARMS = ("real", "pretrained")
 ARM_COLOURS = {"real": "#777777", "pretrained": "#8e5ae4"}  # the same in every plot
+LEVER_COLOURS = ("#e4775a", "#3a9e6e", "#d4a21c", "#3a7fd0", "#b04fa0", "#5ab4c4", "#8c6d31")  # lever groups, in name order
+PRETRAIN_LEVERS = ("scale-from-real", "distractors")  # change what the pretraining pastes
+FINETUNE_LEVERS = ("augment-paste", "mix")  # change what the finetuning sees; take a share F
+
+
+def parse_lever(text: str) -> str:
+    """``--lever``: a pretraining lever by name, or a finetuning lever as NAME:F, 0 < F < 1."""
+    name, _, value = text.partition(":")
+    if name in PRETRAIN_LEVERS and not value:
+        return text
+    if name in FINETUNE_LEVERS:
+        try:
+            if 0.0 < float(value) < 1.0:
+                return text
+        except ValueError:
+            pass
+        raise argparse.ArgumentTypeError(f"{text!r}: {name} takes the share of the finetuning samples, e.g. {name}:0.5")
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: expected one of {', '.join(PRETRAIN_LEVERS)} or {', '.join(n + ':F' for n in FINETUNE_LEVERS)}")
+
+
+def group_name(record: dict[str, Any]) -> str:
+    """The arm, with its lever if one was pulled: what ``report`` compares."""
+    lever = record.get("settings", {}).get("lever")
+    return record["arm"] if not lever else f"{record['arm']} + {lever}"
 
 
 def _config(args: argparse.Namespace, out: Path, steps: int, eval_every: int, anchors_from: Path | None = None):
@@ -99,20 +133,46 @@ def _train(config, data, val) -> tuple[Any, float]:
     return result, time.perf_counter() - started
 
 
+def paste_spec(args: argparse.Namespace, seed: int):
+    """What the pretraining of ``seed`` pastes: the condition's spec, with a pretraining lever's change."""
+    from synthgen.stats import real_box_ranges
+
+    spec = paper.paste_spec(args.out, args.task, args.condition, args.image_size, seed)
+    if args.lever == "scale-from-real":
+        ranges = real_box_ranges(real_subset_file(args, seed))
+        spec = replace(spec, composite=replace(spec.composite, scale=ranges.scale, objects_per_image=ranges.objects_per_image))
+    elif args.lever == "distractors":
+        folder = args.out / "distractors"
+        if not folder.is_dir():  # written whole, then moved: a concurrent lane never sees half of it
+            staging = args.out / "distractors.partial"
+            paper.write_distractor_cutouts(staging / "object")
+            staging.rename(folder)
+        spec = replace(spec, distractors=str(folder))
+    return spec
+
+
+def pretrain_folder(args: argparse.Namespace, seed: int) -> Path:
+    """Where the pretraining of ``seed`` lives: shared by the plain and finetuning-lever runs."""
+    if args.lever == "scale-from-real":  # measured on the seed's real images: one per real-set size
+        return args.out / "pretrain" / f"scale-from-real-n{args.n_real}-s{seed}"
+    if args.lever == "distractors":
+        return args.out / "pretrain" / f"distractors-s{seed}"
+    return args.out / "pretrain" / f"s{seed}"
+
+
 def pretrain_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """The pretraining run of ``seed`` (trained now unless its result exists)."""
     from synthgen.training.coco import load_coco
 
-    run = args.out / "pretrain" / f"s{seed}"
+    run = pretrain_folder(args, seed)
     if (run / "result.json").is_file():
         return json.loads((run / "result.json").read_text())
-    spec = paper.paste_spec(args.out, args.task, args.condition, args.image_size, seed)
-    source, _ = paper.synthetic_source(spec, args.task)
+    source, _ = paper.synthetic_source(paste_spec(args, seed), args.task)
     args.seed_now = seed
     anchors_from = real_subset_file(args, seed) if args.anchors_from_real else None
     config = _config(args, run / "train", args.pretrain_max_steps, args.pretrain_eval_every, anchors_from)
     result, seconds = _train(config, source, load_coco(args.out / "splits" / args.task / "val.json"))
-    record = {"seed": seed, "condition": args.condition, "checkpoint": str(result.best_checkpoint or result.last_checkpoint),
+    record = {"seed": seed, "condition": args.condition, "run": str(run), "checkpoint": str(result.best_checkpoint or result.last_checkpoint),
               **_run_record(result, seconds, args.batch_size, args.image_size)}
     paper._write_json(run / "result.json", record)
     return record
@@ -121,9 +181,12 @@ def pretrain_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 def arm_run(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
     """Train arm ``arm`` for ``seed`` on the real subset and score it on the test split."""
     from synthgen.training.coco import load_coco
-    from synthgen.training.data import CocoSource, real_subset
+    from synthgen.training.data import CocoSource, MixedSource, augment_paste_source, real_subset
 
-    run = args.out / "runs" / arm / f"n{args.n_real}-s{seed}"
+    if arm == "real" and args.lever in PRETRAIN_LEVERS:
+        raise SystemExit(f"--lever {args.lever} changes the pretraining: run it with --arms pretrained")
+    lever_slug = "-" + args.lever.replace(":", "") if args.lever else ""
+    run = args.out / "runs" / f"{arm}{lever_slug}" / f"n{args.n_real}-s{seed}"
     if (run / "result.json").is_file():
         return json.loads((run / "result.json").read_text())
     splits = args.out / "splits" / args.task
@@ -140,7 +203,15 @@ def arm_run(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
         pre = pretrain_run(args, seed if args.pretrain_per_seed else 0)
         stages.append({"stage": "pretrain", **{k: v for k, v in pre.items() if k != "checkpoint"}})
         config = replace(_config(args, run / "train", args.finetune_max_steps, args.finetune_eval_every), init=Path(pre["checkpoint"]))
-    result, seconds = _train(config, real, val)
+    data = real
+    name, _, share = (args.lever or "").partition(":")
+    if name in FINETUNE_LEVERS:
+        spec = paper.paste_spec(args.out, args.task, args.condition, args.image_size, seed)
+        if name == "augment-paste":
+            data = augment_paste_source(real, spec, float(share))
+        else:
+            data = MixedSource(real, paper.synthetic_source(spec, args.task)[0], float(share))
+    result, seconds = _train(config, data, val)
     stages.append({"stage": "finetune" if arm == "pretrained" else "train", **_run_record(result, seconds, args.batch_size, args.image_size)})
     checkpoint = result.best_checkpoint or result.last_checkpoint
     test, _ = paper.score_on_test(checkpoint, splits / "test.json", run / "test")
@@ -152,7 +223,7 @@ def arm_run(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
         "settings": {k: getattr(args, k) for k in ("detector", "image_size", "batch_size", "lr", "patience",
                                                     "pretrain_max_steps", "pretrain_eval_every", "finetune_max_steps",
                                                     "finetune_eval_every", "real_max_steps", "threads", "pretrain_per_seed",
-                                                    "anchors_from_real")},
+                                                    "anchors_from_real", "lever")},
     }
     paper._write_json(run / "result.json", record)
     t = record["test"]
@@ -173,48 +244,54 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample sd per arm, and the paired (same seed, same real images) differences."""
+    """Mean and sample sd per group (an arm, or an arm with a lever: :func:`group_name`), and each
+    group's paired (same seed, same real images) difference to the real-only arm, ``GROUP_minus_real``."""
 
     def stats(values: list[float]) -> dict[str, float]:
         return {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "n": len(values)}
 
-    by_arm = {arm: sorted((r for r in records if r["arm"] == arm), key=lambda r: r["seed"]) for arm in ARMS}
+    groups = sorted({group_name(r) for r in records}, key=lambda g: (g not in ARMS, ARMS.index(g) if g in ARMS else 0, g))
+    by_group = {g: sorted((r for r in records if group_name(r) == g), key=lambda r: r["seed"]) for g in groups}
     summary: dict[str, Any] = {}
-    for arm, rows in by_arm.items():
-        if rows:
-            summary[arm] = {
-                "seeds": [r["seed"] for r in rows],
-                **{m: stats([r["test"][m] for r in rows]) for m in ("ap50", "ap")},
-                **{c: stats([r["total"][c] for r in rows]) for c in ("steps", "pixels", "seconds")},
-            }
-    real = {r["seed"]: r for r in by_arm["real"]}
-    paired = [(r, real[r["seed"]]) for r in by_arm["pretrained"] if r["seed"] in real]
-    if paired:
-        summary["pretrained_minus_real"] = {
-            "seeds": [p["seed"] for p, _ in paired],
-            **{m: {**stats([p["test"][m] - q["test"][m] for p, q in paired]),
-                   "per_seed": [p["test"][m] - q["test"][m] for p, q in paired]} for m in ("ap50", "ap")},
+    for group, rows in by_group.items():
+        summary[group] = {
+            "seeds": [r["seed"] for r in rows],
+            **{m: stats([r["test"][m] for r in rows]) for m in ("ap50", "ap")},
+            **{c: stats([r["total"][c] for r in rows]) for c in ("steps", "pixels", "seconds")},
         }
+    real = {r["seed"]: r for r in by_group.get("real", [])}
+    for group in groups:
+        paired = [(r, real[r["seed"]]) for r in by_group[group] if group != "real" and r["seed"] in real]
+        if paired:
+            summary[f"{group}_minus_real"] = {
+                "seeds": [p["seed"] for p, _ in paired],
+                **{m: {**stats([p["test"][m] - q["test"][m] for p, q in paired]),
+                       "per_seed": [p["test"][m] - q["test"][m] for p, q in paired]} for m in ("ap50", "ap")},
+            }
     return summary
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     paths = [p for out in args.out for p in sorted((out / "runs").glob("*/*/result.json"))]
-    records = [json.loads(p.read_text()) for p in paths]
-    if not records:
-        raise SystemExit(f"no finished runs under {', '.join(str(out / 'runs') for out in args.out)}")
+    found = [(p, json.loads(p.read_text())) for p in paths]
+    found = [(p, r) for p, r in found if args.n_real is None or r["n_real"] == args.n_real]
+    if not found:
+        raise SystemExit(f"no finished runs under {', '.join(str(out / 'runs') for out in args.out)}"
+                         + (f" with {args.n_real} real images" if args.n_real is not None else ""))
+    if len({r["n_real"] for _, r in found}) > 1:
+        raise SystemExit("these runs have several real-set sizes; pick one with --n-real")
+    paths, records = [p for p, _ in found], [r for _, r in found]
     summary = summarise(records)
     target = args.json or args.out[0] / "convergence.json"
     paper._write_json(Path(target), {"summary": summary, "runs": records})
-    for arm in ARMS:
-        if arm in summary:
-            s = summary[arm]
-            print(f"{arm:10s} seeds {s['seeds']}: AP50 {100 * s['ap50']['mean']:.1f} ± {100 * s['ap50']['sd']:.1f}, "
-                  f"AP {100 * s['ap']['mean']:.1f} ± {100 * s['ap']['sd']:.1f}, steps {s['steps']['mean']:.0f}, "
-                  f"Gpx {s['pixels']['mean'] / 1e9:.2f}, {s['seconds']['mean'] / 60:.1f} min")
-    if "pretrained_minus_real" in summary:
-        d = summary["pretrained_minus_real"]
-        print("pretrained - real, paired: AP50 " + " / ".join(f"{100 * v:+.1f}" for v in d["ap50"]["per_seed"])
+    for group in (g for g in summary if not g.endswith("_minus_real")):
+        s = summary[group]
+        print(f"{group:10s} seeds {s['seeds']}: AP50 {100 * s['ap50']['mean']:.1f} ± {100 * s['ap50']['sd']:.1f}, "
+              f"AP {100 * s['ap']['mean']:.1f} ± {100 * s['ap']['sd']:.1f}, steps {s['steps']['mean']:.0f}, "
+              f"Gpx {s['pixels']['mean'] / 1e9:.2f}, {s['seconds']['mean'] / 60:.1f} min")
+    for key in (k for k in summary if k.endswith("_minus_real")):
+        d = summary[key]
+        print(f"{key[: -len('_minus_real')]} - real, paired: AP50 " + " / ".join(f"{100 * v:+.1f}" for v in d["ap50"]["per_seed"])
               + f" (mean {100 * d['ap50']['mean']:+.1f} ± {100 * d['ap50']['sd']:.1f}); AP "
               + " / ".join(f"{100 * v:+.1f}" for v in d["ap"]["per_seed"]) + f" (mean {100 * d['ap']['mean']:+.1f} ± {100 * d['ap']['sd']:.1f})")
     print(f"written {target}")
@@ -231,6 +308,13 @@ def _validation_curve(metrics_csv: Path, step_offset: int) -> tuple[list[int], l
     return [int(r["step"]) + step_offset for r in rows], [100 * float(r["val_voc_ap50"]) for r in rows]
 
 
+def group_colours(records: list[dict[str, Any]]) -> dict[str, str]:
+    """A colour per group: the arms' own, then the levers' in name order."""
+    groups = sorted({group_name(r) for r in records})
+    levers = iter(LEVER_COLOURS * len(groups))
+    return {g: ARM_COLOURS[g] if g in ARM_COLOURS else next(levers) for g in groups}
+
+
 def plot_curves(paths: list[Path], records: list[dict[str, Any]], path: Path) -> None:
     """Validation VOC AP@0.5 against optimizer steps of every run: the real-only runs from step
     0, the pretrained ones as their pretraining (dashed, scored on the same real validation
@@ -239,16 +323,21 @@ def plot_curves(paths: list[Path], records: list[dict[str, Any]], path: Path) ->
 
     fig = Figure(figsize=(7, 4.5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
+    colours = group_colours(records)
     for result, record in zip(paths, records):
-        arm, seed, offset = record["arm"], record["seed"], 0
+        arm, seed, offset, colour = record["arm"], record["seed"], 0, colours[group_name(record)]
         if arm == "pretrained":
-            pre_seed = seed if record["settings"]["pretrain_per_seed"] else 0
-            pre_csv = result.parents[3] / "pretrain" / f"s{pre_seed}" / "train" / "metrics.csv"
-            offset = record["stages"][0]["steps"]
+            pre = record["stages"][0]
+            if "run" in pre:
+                pre_csv = Path(pre["run"]) / "train" / "metrics.csv"
+            else:  # results written before the pretraining recorded its folder
+                pre_seed = seed if record["settings"]["pretrain_per_seed"] else 0
+                pre_csv = result.parents[3] / "pretrain" / f"s{pre_seed}" / "train" / "metrics.csv"
+            offset = pre["steps"]
             if pre_csv.is_file():
-                ax.plot(*_validation_curve(pre_csv, 0), "--", color=ARM_COLOURS[arm], alpha=0.7)
+                ax.plot(*_validation_curve(pre_csv, 0), "--", color=colour, alpha=0.7)
         ax.plot(*_validation_curve(result.parent / "train" / "metrics.csv", offset), "-o", markersize=3,
-                color=ARM_COLOURS[arm], label=f"{arm}, seed {seed}")
+                color=colour, label=f"{group_name(record)}, seed {seed}")
     ax.set_xlabel("optimizer steps (pretraining, dashed, then finetuning)")
     ax.set_ylabel("validation VOC AP@0.5 (%)")
     ax.grid(alpha=0.3)
@@ -267,11 +356,11 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     fig = Figure(figsize=(10, 4), dpi=100)
     for i, metric in enumerate(("ap50", "ap")):
         ax = fig.add_subplot(1, 2, i + 1)
-        for arm in ARMS:
-            rows = [r for r in records if r["arm"] == arm]
+        for group, colour in group_colours(records).items():
+            rows = [r for r in records if group_name(r) == group]
             if rows:
                 ax.scatter([r["total"]["pixels"] / 1e9 for r in rows], [100 * r["test"][metric] for r in rows],
-                           color=ARM_COLOURS[arm], label=f"{arm} ({len(rows)} seeds)")
+                           color=colour, label=f"{group} ({len(rows)} seeds)")
                 for r in rows:
                     ax.annotate(str(r["seed"]), (r["total"]["pixels"] / 1e9, 100 * r["test"][metric]), fontsize=7,
                                 xytext=(3, 3), textcoords="offset points")
@@ -296,6 +385,7 @@ def main() -> None:
     report.add_argument("--json", help="Where to write the collected results (default: the first --out's convergence.json).")
     report.add_argument("--plot")
     report.add_argument("--curves", help="Also plot every run's validation curve (PNG path).")
+    report.add_argument("--n-real", type=int, help="Only the runs with this many real images (needed when a folder holds several sizes).")
     run.add_argument("--data", type=Path, default=paper.DATA, help="The shared data folder (wider_face, pennfudan, coco128, ...).")
     run.add_argument("--task", choices=("faces", "pedestrians"), default="pedestrians")
     run.add_argument("--condition", default="polygon", help="Paste condition of reproduce_paper (polygon, grabcut, naive).")
@@ -317,6 +407,9 @@ def main() -> None:
     run.add_argument("--anchors-from-real", action="store_true",
                      help="Anchor-based pyramid detectors: fit the anchors to the boxes of the seed's real images "
                           "(the pretraining of a seed too; finetuning keeps its checkpoint's).")
+    run.add_argument("--lever", type=parse_lever, default=None,
+                     help="One of item 2's levers (see the module docstring): scale-from-real, distractors, "
+                          "augment-paste:F or mix:F.")
     run.add_argument("--arms", type=lambda s: s.split(","), default=list(ARMS),
                      help="Arms to run, e.g. `real` on one lane and `pretrained` on another (same --out only when the "
                           "lanes never share a run folder: a started run is restarted from scratch).")

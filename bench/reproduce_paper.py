@@ -137,6 +137,33 @@ def prepare_pedestrians(out: Path) -> None:
     write_person_free_backgrounds(out / "person_free")
 
 
+def coco128_polygons():
+    """Every COCO128 instance polygon, image by image (train2017 then val2017, label files in
+    name order): ``(name, thing_id, image, mask, (x0, y0, x1, y1))`` with ``image`` the BGR
+    photo, ``mask`` its filled polygon (uint8 0/255, the photo's size) and the polygon's box;
+    ``name`` is ``split_stem_k`` (k: the polygon's line in the label file). Empty polygons are
+    left out. Thing ids follow ``instance_segmentation/config.yaml`` (1 = person)."""
+    root = DATA / "coco128"
+    for split in ("train2017", "val2017"):
+        for label in sorted((root / "instance_segmentation" / "labels" / split).glob("*.txt")):
+            image = cv2.imread(str(root / "images" / split / f"{label.stem}.jpg"), cv2.IMREAD_COLOR)
+            if image is None:
+                continue
+            h, w = image.shape[:2]
+            for k, line in enumerate(label.read_text().splitlines()):
+                values = line.split()
+                if not values:
+                    continue
+                xy = (np.array(values[1:], dtype=np.float64).reshape(-1, 2) * [w, h]).round().astype(np.int32)
+                mask = np.zeros((h, w), np.uint8)
+                cv2.fillPoly(mask, [xy], 255)
+                ys, xs = np.nonzero(mask)
+                if len(ys) == 0:
+                    continue
+                box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+                yield f"{split}_{label.stem}_{k:02d}", int(values[0]), image, mask, box
+
+
 def write_person_cutouts(dst: Path, crops_dst: Path, min_height: int = 64, min_fill: float = 0.2, min_tallness: float = 1.2) -> int:
     """COCO128 persons as RGBA PNGs cropped to their polygon's box, the filled polygon as alpha,
     in ``dst``; and the same persons as plain box crops (the polygon's box grown by
@@ -148,33 +175,34 @@ def write_person_cutouts(dst: Path, crops_dst: Path, min_height: int = 64, min_f
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-    root = DATA / "coco128"
     written = 0
-    for split in ("train2017", "val2017"):
-        for label in sorted((root / "instance_segmentation" / "labels" / split).glob("*.txt")):
-            image = cv2.imread(str(root / "images" / split / f"{label.stem}.jpg"), cv2.IMREAD_COLOR)
-            if image is None:
-                continue
-            h, w = image.shape[:2]
-            for k, line in enumerate(label.read_text().splitlines()):
-                values = line.split()
-                if not values or values[0] != "1":  # panoptic "thing" id 1 = person
-                    continue
-                xy = (np.array(values[1:], dtype=np.float64).reshape(-1, 2) * [w, h]).round().astype(np.int32)
-                mask = np.zeros((h, w), np.uint8)
-                cv2.fillPoly(mask, [xy], 255)
-                ys, xs = np.nonzero(mask)
-                if len(ys) == 0:
-                    continue
-                y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-                if y1 - y0 < min_height or y1 - y0 < min_tallness * (x1 - x0) or mask[y0:y1, x0:x1].mean() / 255 < min_fill:
-                    continue
-                rgba = np.dstack([image[y0:y1, x0:x1], mask[y0:y1, x0:x1]])
-                cv2.imwrite(str(dst / f"{split}_{label.stem}_{k:02d}.png"), rgba)
-                pad_x, pad_y = round(CROP_PAD * (x1 - x0)), round(CROP_PAD * (y1 - y0))
-                crop = image[max(0, y0 - pad_y) : y1 + pad_y, max(0, x0 - pad_x) : x1 + pad_x]
-                cv2.imwrite(str(crops_dst / f"{split}_{label.stem}_{k:02d}.jpg"), crop, [cv2.IMWRITE_JPEG_QUALITY, 95])
-                written += 1
+    for name, thing, image, mask, (x0, y0, x1, y1) in coco128_polygons():
+        if thing != 1:  # person
+            continue
+        if y1 - y0 < min_height or y1 - y0 < min_tallness * (x1 - x0) or mask[y0:y1, x0:x1].mean() / 255 < min_fill:
+            continue
+        rgba = np.dstack([image[y0:y1, x0:x1], mask[y0:y1, x0:x1]])
+        cv2.imwrite(str(dst / f"{name}.png"), rgba)
+        pad_x, pad_y = round(CROP_PAD * (x1 - x0)), round(CROP_PAD * (y1 - y0))
+        crop = image[max(0, y0 - pad_y) : y1 + pad_y, max(0, x0 - pad_x) : x1 + pad_x]
+        cv2.imwrite(str(crops_dst / f"{name}.jpg"), crop, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        written += 1
+    return written
+
+
+def write_distractor_cutouts(dst: Path, min_side: int = 32, min_fill: float = 0.2) -> int:
+    """COCO128 objects of every class but person as RGBA PNGs (polygon as alpha, cropped to its
+    box) in ``dst``, for pasting without labels (Cut-Paste-Learn's distractors). Left out:
+    objects under ``min_side`` px on a side or covering less than ``min_fill`` of their box."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    written = 0
+    for name, thing, image, mask, (x0, y0, x1, y1) in coco128_polygons():
+        if thing == 1 or min(x1 - x0, y1 - y0) < min_side or mask[y0:y1, x0:x1].mean() / 255 < min_fill:
+            continue
+        cv2.imwrite(str(dst / f"{name}.png"), np.dstack([image[y0:y1, x0:x1], mask[y0:y1, x0:x1]]))
+        written += 1
     return written
 
 
