@@ -33,7 +33,9 @@ Runs are resumable: a finished arm (its ``result.json``) is skipped. ``report`` 
         --image-size 192 --threads 1
     python bench/convergence.py report --out /tmp/conv --plot docs/img/convergence_pedestrians.png
 
-``report`` takes several ``--out`` folders (lanes run side by side on the same splits).
+``report`` takes several ``--out`` folders (lanes run side by side on the same splits), and
+``--n-real N`` where a folder holds several real-set sizes; ``sizes`` plots the ``report`` JSON
+files of several sizes against the size.
 
 Splits, cut-outs and paste settings are those of ``bench/reproduce_paper.py`` (``prepare`` is
 run here when ``OUT/splits`` is missing); ``--data`` points at the shared data folder.
@@ -271,9 +273,17 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def run_key(record: dict[str, Any]) -> tuple[str, int, int]:
+    """What makes two records the same run: group, real-set size and seed."""
+    return group_name(record), record["n_real"], record["seed"]
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     paths = [p for out in args.out for p in sorted((out / "runs").glob("*/*/result.json"))]
     found = [(p, json.loads(p.read_text())) for p in paths]
+    have = {run_key(r) for _, r in found}
+    # runs of an earlier report (their folders gone), unless the same run is in an --out folder
+    found += [(None, r) for f in args.add for r in json.loads(Path(f).read_text())["runs"] if run_key(r) not in have]
     found = [(p, r) for p, r in found if args.n_real is None or r["n_real"] == args.n_real]
     if not found:
         raise SystemExit(f"no finished runs under {', '.join(str(out / 'runs') for out in args.out)}"
@@ -298,7 +308,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     if args.plot:
         plot(records, Path(args.plot))
     if args.curves:
-        plot_curves(paths, records, Path(args.curves))
+        with_folders = [(p, r) for p, r in zip(paths, records) if p is not None]
+        plot_curves([p for p, _ in with_folders], [r for _, r in with_folders], Path(args.curves))
 
 
 def _validation_curve(metrics_csv: Path, step_offset: int) -> tuple[list[int], list[float]]:
@@ -375,16 +386,64 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path)
 
 
+def cmd_sizes(args: argparse.Namespace) -> None:
+    """Test AP50 and AP against the real-set size, from ``report``'s JSON files (one per size):
+    each seed a dot, each group's mean a line. The differences to real-only are printed."""
+    from matplotlib.figure import Figure
+
+    by_size: dict[int, list[dict[str, Any]]] = {}
+    for path in args.json:
+        runs = json.loads(Path(path).read_text())["runs"]
+        by_size.setdefault(runs[0]["n_real"], []).extend(runs)
+    records = [r for runs in by_size.values() for r in runs]
+    if len({r["task"] for r in records}) > 1:
+        raise SystemExit("these files hold several tasks; give one task's files")
+    sizes, colours = sorted(by_size), group_colours(records)
+    fig = Figure(figsize=(10, 4), dpi=100)
+    for i, metric in enumerate(("ap50", "ap")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for group, colour in colours.items():
+            points = [(n, [100 * r["test"][metric] for r in by_size[n] if group_name(r) == group]) for n in sizes]
+            points = [(n, v) for n, v in points if v]
+            for n, values in points:
+                ax.scatter([n] * len(values), values, color=colour, s=14, alpha=0.6)
+            ax.plot([n for n, _ in points], [float(np.mean(v)) for _, v in points], "-", color=colour,
+                    label=f"{group} (mean of {', '.join(str(len(v)) for _, v in points)} seeds)")
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("real training images")
+        ax.set_ylabel(f"test {metric.upper()} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{records[0]['task']}: each arm trained to convergence (early stopping), best checkpoint by validation")
+    fig.tight_layout()
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot)
+    for n in sizes:
+        summary = summarise(by_size[n])
+        for key in (k for k in summary if k.endswith("_minus_real")):
+            d = summary[key]
+            print(f"{n:3d} real, {key[: -len('_minus_real')]} - real: AP50 {100 * d['ap50']['mean']:+.1f} ± {100 * d['ap50']['sd']:.1f}, "
+                  f"AP {100 * d['ap']['mean']:+.1f} ± {100 * d['ap']['sd']:.1f} (seeds {d['seeds']})")
+    print(f"written {args.plot}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="stage", required=True)
     run = sub.add_parser("run")
     report = sub.add_parser("report")
+    sizes = sub.add_parser("sizes", help="Plot report's JSON files of several real-set sizes side by side.")
+    sizes.add_argument("json", nargs="+", help="report --json files, one per real-set size, of one task.")
+    sizes.add_argument("--plot", required=True)
     run.add_argument("--out", type=Path, required=True)
     report.add_argument("--out", type=Path, required=True, action="append", help="A run folder (repeatable).")
     report.add_argument("--json", help="Where to write the collected results (default: the first --out's convergence.json).")
     report.add_argument("--plot")
     report.add_argument("--curves", help="Also plot every run's validation curve (PNG path).")
+    report.add_argument("--add", action="append", default=[],
+                        help="Also the runs of an earlier report's JSON file (repeatable; no validation curves for them).")
     report.add_argument("--n-real", type=int, help="Only the runs with this many real images (needed when a folder holds several sizes).")
     run.add_argument("--data", type=Path, default=paper.DATA, help="The shared data folder (wider_face, pennfudan, coco128, ...).")
     run.add_argument("--task", choices=("faces", "pedestrians"), default="pedestrians")
@@ -414,7 +473,9 @@ def main() -> None:
                      help="Arms to run, e.g. `real` on one lane and `pretrained` on another (same --out only when the "
                           "lanes never share a run folder: a started run is restarted from scratch).")
     args = parser.parse_args()
-    if args.stage == "run":
+    if args.stage == "sizes":
+        cmd_sizes(args)
+    elif args.stage == "run":
         os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
         cmd_run(args)
     else:
