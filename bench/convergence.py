@@ -208,7 +208,7 @@ def arm_run(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
     data = real
     name, _, share = (args.lever or "").partition(":")
     if name in FINETUNE_LEVERS:
-        spec = paper.paste_spec(args.out, args.task, args.condition, args.image_size, seed)
+        spec = paste_spec(args, seed)  # a finetuning lever's: the plain pretraining's spec
         if name == "augment-paste":
             data = augment_paste_source(real, spec, float(share))
         else:
@@ -273,6 +273,13 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def differences(summary: dict[str, Any]):
+    """(group, its paired difference to real-only) of each group :func:`summarise` paired."""
+    for key, value in summary.items():
+        if key.endswith("_minus_real"):
+            yield key[: -len("_minus_real")], value
+
+
 def run_key(record: dict[str, Any]) -> tuple[str, int, int]:
     """What makes two records the same run: group, real-set size and seed."""
     return group_name(record), record["n_real"], record["seed"]
@@ -299,9 +306,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"{group:10s} seeds {s['seeds']}: AP50 {100 * s['ap50']['mean']:.1f} ± {100 * s['ap50']['sd']:.1f}, "
               f"AP {100 * s['ap']['mean']:.1f} ± {100 * s['ap']['sd']:.1f}, steps {s['steps']['mean']:.0f}, "
               f"Gpx {s['pixels']['mean'] / 1e9:.2f}, {s['seconds']['mean'] / 60:.1f} min")
-    for key in (k for k in summary if k.endswith("_minus_real")):
-        d = summary[key]
-        print(f"{key[: -len('_minus_real')]} - real, paired: AP50 " + " / ".join(f"{100 * v:+.1f}" for v in d["ap50"]["per_seed"])
+    for group, d in differences(summary):
+        print(f"{group} - real, paired: AP50 " + " / ".join(f"{100 * v:+.1f}" for v in d["ap50"]["per_seed"])
               + f" (mean {100 * d['ap50']['mean']:+.1f} ± {100 * d['ap50']['sd']:.1f}); AP "
               + " / ".join(f"{100 * v:+.1f}" for v in d["ap"]["per_seed"]) + f" (mean {100 * d['ap']['mean']:+.1f} ± {100 * d['ap']['sd']:.1f})")
     print(f"written {target}")
@@ -422,9 +428,8 @@ def cmd_sizes(args: argparse.Namespace) -> None:
     fig.savefig(args.plot)
     for n in sizes:
         summary = summarise(by_size[n])
-        for key in (k for k in summary if k.endswith("_minus_real")):
-            d = summary[key]
-            print(f"{n:3d} real, {key[: -len('_minus_real')]} - real: AP50 {100 * d['ap50']['mean']:+.1f} ± {100 * d['ap50']['sd']:.1f}, "
+        for group, d in differences(summary):
+            print(f"{n:3d} real, {group} - real: AP50 {100 * d['ap50']['mean']:+.1f} ± {100 * d['ap50']['sd']:.1f}, "
                   f"AP {100 * d['ap']['mean']:+.1f} ± {100 * d['ap']['sd']:.1f} (seeds {d['seeds']})")
     print(f"written {args.plot}")
 
