@@ -35,7 +35,7 @@ Runs are resumable: a finished arm (its ``result.json``) is skipped. ``report`` 
 
 ``report`` takes several ``--out`` folders (lanes run side by side on the same splits), and
 ``--n-real N`` where a folder holds several real-set sizes; ``sizes`` plots the ``report`` JSON
-files of several sizes against the size.
+files of several sizes (and detectors: a line style each) against the size.
 
 Splits, cut-outs and paste settings are those of ``bench/reproduce_paper.py`` (``prepare`` is
 run here when ``OUT/splits`` is missing); ``--data`` points at the shared data folder.
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import sys
@@ -61,6 +62,7 @@ import reproduce_paper as paper  # noqa: E402  (the splits, paste specs and test
 ARMS = ("real", "pretrained")
 ARM_COLOURS = {"real": "#777777", "pretrained": "#8e5ae4"}  # the same in every plot
 LEVER_COLOURS = ("#e4775a", "#3a9e6e", "#d4a21c", "#3a7fd0", "#b04fa0", "#5ab4c4", "#8c6d31")  # lever groups, in name order
+DETECTOR_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))  # (line, marker) per detector in `sizes`, in name order
 PRETRAIN_LEVERS = ("scale-from-real", "distractors")  # change what the pretraining pastes
 FINETUNE_LEVERS = ("augment-paste", "mix")  # change what the finetuning sees; take a share F
 
@@ -393,8 +395,9 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
 
 
 def cmd_sizes(args: argparse.Namespace) -> None:
-    """Test AP50 and AP against the real-set size, from ``report``'s JSON files (one per size):
-    each seed a dot, each group's mean a line. The differences to real-only are printed."""
+    """Test AP50 and AP against the real-set size, from ``report``'s JSON files (one per size and
+    detector): each seed a dot, each group's mean a line, a line style per detector where the
+    files hold several. The differences to real-only are printed, per size and detector."""
     from matplotlib.figure import Figure
 
     by_size: dict[int, list[dict[str, Any]]] = {}
@@ -405,16 +408,21 @@ def cmd_sizes(args: argparse.Namespace) -> None:
     if len({r["task"] for r in records}) > 1:
         raise SystemExit("these files hold several tasks; give one task's files")
     sizes, colours = sorted(by_size), group_colours(records)
+    detectors = sorted({r["settings"]["detector"] for r in records})
     fig = Figure(figsize=(10, 4), dpi=100)
     for i, metric in enumerate(("ap50", "ap")):
         ax = fig.add_subplot(1, 2, i + 1)
-        for group, colour in colours.items():
-            points = [(n, [100 * r["test"][metric] for r in by_size[n] if group_name(r) == group]) for n in sizes]
+        for (group, colour), (detector, style) in itertools.product(colours.items(), zip(detectors, itertools.cycle(DETECTOR_STYLES))):
+            points = [(n, [100 * r["test"][metric] for r in by_size[n]
+                           if group_name(r) == group and r["settings"]["detector"] == detector]) for n in sizes]
             points = [(n, v) for n, v in points if v]
+            if not points:
+                continue
             for n, values in points:
-                ax.scatter([n] * len(values), values, color=colour, s=14, alpha=0.6)
-            ax.plot([n for n, _ in points], [float(np.mean(v)) for _, v in points], "-", color=colour,
-                    label=f"{group} (mean of {', '.join(str(len(v)) for _, v in points)} seeds)")
+                ax.scatter([n] * len(values), values, color=colour, marker=style[1], s=14, alpha=0.6)
+            name = f"{detector}: {group}" if len(detectors) > 1 else group
+            ax.plot([n for n, _ in points], [float(np.mean(v)) for _, v in points], style[0], color=colour,
+                    label=f"{name} (mean of {', '.join(str(len(v)) for _, v in points)} seeds)")
         ax.set_xscale("log")
         ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.minorticks_off()
@@ -426,10 +434,10 @@ def cmd_sizes(args: argparse.Namespace) -> None:
     fig.tight_layout()
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.plot)
-    for n in sizes:
-        summary = summarise(by_size[n])
-        for group, d in differences(summary):
-            print(f"{n:3d} real, {group} - real: AP50 {100 * d['ap50']['mean']:+.1f} ± {100 * d['ap50']['sd']:.1f}, "
+    for n, detector in itertools.product(sizes, detectors):
+        runs = [r for r in by_size[n] if r["settings"]["detector"] == detector]
+        for group, d in differences(summarise(runs) if runs else {}):
+            print(f"{n:3d} real, {detector}, {group} - real: AP50 {100 * d['ap50']['mean']:+.1f} ± {100 * d['ap50']['sd']:.1f}, "
                   f"AP {100 * d['ap']['mean']:+.1f} ± {100 * d['ap']['sd']:.1f} (seeds {d['seeds']})")
     print(f"written {args.plot}")
 
@@ -440,7 +448,7 @@ def main() -> None:
     run = sub.add_parser("run")
     report = sub.add_parser("report")
     sizes = sub.add_parser("sizes", help="Plot report's JSON files of several real-set sizes side by side.")
-    sizes.add_argument("json", nargs="+", help="report --json files, one per real-set size, of one task.")
+    sizes.add_argument("json", nargs="+", help="report --json files, one per real-set size and detector, of one task.")
     sizes.add_argument("--plot", required=True)
     run.add_argument("--out", type=Path, required=True)
     report.add_argument("--out", type=Path, required=True, action="append", help="A run folder (repeatable).")
