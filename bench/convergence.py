@@ -408,20 +408,22 @@ def cmd_sizes(args: argparse.Namespace) -> None:
     if len({r["task"] for r in records}) > 1:
         raise SystemExit("these files hold several tasks; give one task's files")
     sizes, colours = sorted(by_size), group_colours(records)
-    detectors = sorted({r["settings"]["detector"] for r in records})
+    cells: dict[tuple[int, str], list[dict[str, Any]]] = {}  # (size, detector): its runs
+    for r in records:
+        cells.setdefault((r["n_real"], r["settings"]["detector"]), []).append(r)
+    styles = dict(zip(sorted({d for _, d in cells}), itertools.cycle(DETECTOR_STYLES)))
     fig = Figure(figsize=(10, 4), dpi=100)
     for i, metric in enumerate(("ap50", "ap")):
         ax = fig.add_subplot(1, 2, i + 1)
-        for (group, colour), (detector, style) in itertools.product(colours.items(), zip(detectors, itertools.cycle(DETECTOR_STYLES))):
-            points = [(n, [100 * r["test"][metric] for r in by_size[n]
-                           if group_name(r) == group and r["settings"]["detector"] == detector]) for n in sizes]
+        for (group, colour), (detector, (line, marker)) in itertools.product(colours.items(), styles.items()):
+            points = [(n, [100 * r["test"][metric] for r in cells.get((n, detector), []) if group_name(r) == group]) for n in sizes]
             points = [(n, v) for n, v in points if v]
             if not points:
                 continue
             for n, values in points:
-                ax.scatter([n] * len(values), values, color=colour, marker=style[1], s=14, alpha=0.6)
-            name = f"{detector}: {group}" if len(detectors) > 1 else group
-            ax.plot([n for n, _ in points], [float(np.mean(v)) for _, v in points], style[0], color=colour,
+                ax.scatter([n] * len(values), values, color=colour, marker=marker, s=14, alpha=0.6)
+            name = f"{detector}: {group}" if len(styles) > 1 else group
+            ax.plot([n for n, _ in points], [float(np.mean(v)) for _, v in points], line, color=colour,
                     label=f"{name} (mean of {', '.join(str(len(v)) for _, v in points)} seeds)")
         ax.set_xscale("log")
         ax.set_xticks(sizes, [str(n) for n in sizes])
@@ -434,9 +436,8 @@ def cmd_sizes(args: argparse.Namespace) -> None:
     fig.tight_layout()
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.plot)
-    for n, detector in itertools.product(sizes, detectors):
-        runs = [r for r in by_size[n] if r["settings"]["detector"] == detector]
-        for group, d in differences(summarise(runs) if runs else {}):
+    for (n, detector), runs in sorted(cells.items()):
+        for group, d in differences(summarise(runs)):
             print(f"{n:3d} real, {detector}, {group} - real: AP50 {100 * d['ap50']['mean']:+.1f} ± {100 * d['ap50']['sd']:.1f}, "
                   f"AP {100 * d['ap']['mean']:+.1f} ± {100 * d['ap']['sd']:.1f} (seeds {d['seeds']})")
     print(f"written {args.plot}")
