@@ -400,17 +400,13 @@ def cmd_sizes(args: argparse.Namespace) -> None:
     files hold several. The differences to real-only are printed, per size and detector."""
     from matplotlib.figure import Figure
 
-    by_size: dict[int, list[dict[str, Any]]] = {}
-    for path in args.json:
-        runs = json.loads(Path(path).read_text())["runs"]
-        by_size.setdefault(runs[0]["n_real"], []).extend(runs)
-    records = [r for runs in by_size.values() for r in runs]
+    records = [r for path in args.json for r in json.loads(Path(path).read_text())["runs"]]
     if len({r["task"] for r in records}) > 1:
         raise SystemExit("these files hold several tasks; give one task's files")
-    sizes, colours = sorted(by_size), group_colours(records)
     cells: dict[tuple[int, str], list[dict[str, Any]]] = {}  # (size, detector): its runs
     for r in records:
         cells.setdefault((r["n_real"], r["settings"]["detector"]), []).append(r)
+    sizes, colours = sorted({n for n, _ in cells}), group_colours(records)
     styles = dict(zip(sorted({d for _, d in cells}), itertools.cycle(DETECTOR_STYLES)))
     fig = Figure(figsize=(10, 4), dpi=100)
     for i, metric in enumerate(("ap50", "ap")):
