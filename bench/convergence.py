@@ -20,7 +20,11 @@ then counted in full in each.
 Item 2's levers, one at a time (``--lever``, on the ``pretrained`` arm; the finetuning ones on
 ``real`` too, where they need no pretraining): ``scale-from-real`` (the paste scale and objects
 per image measured on the seed's few real boxes, ``synthgen paste --scale-from``),
-``distractors`` (COCO128 objects of the other classes pasted without labels), ``augment-paste:F``
+``distractors`` (COCO128 objects of the other classes pasted without labels), ``real-crops`` (the
+objects are the seed's own real boxes, ``--objects coco:REAL.json``: box crops with a tenth of the
+box around them, cut out by GrabCut, in place of the condition's source: objects from the target
+domain, and no more supervision than the real-only arm has), ``add-real-crops`` (the same crops added to the condition's
+objects: polygons and alpha cut-outs kept as they are, box crops cut out by GrabCut), ``augment-paste:F``
 (a share F of the finetuning samples are the paste stream's objects pasted onto the few real
 images, their own boxes kept: ``synthgen finetune --augment-paste F``), ``mix:F`` (a share F of the
 finetuning samples from the pretraining's paste stream). A lever's runs go to
@@ -63,7 +67,7 @@ ARMS = ("real", "pretrained")
 ARM_COLOURS = {"real": "#777777", "pretrained": "#8e5ae4"}  # the same in every plot
 LEVER_COLOURS = ("#e4775a", "#3a9e6e", "#d4a21c", "#3a7fd0", "#b04fa0", "#5ab4c4", "#8c6d31")  # lever groups, in name order
 DETECTOR_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))  # (line, marker) per detector in `sizes`, in name order
-PRETRAIN_LEVERS = ("scale-from-real", "distractors")  # change what the pretraining pastes
+PRETRAIN_LEVERS = ("scale-from-real", "distractors", "real-crops", "add-real-crops")  # change what the pretraining pastes
 FINETUNE_LEVERS = ("augment-paste", "mix")  # change what the finetuning sees; take a share F
 
 
@@ -152,7 +156,33 @@ def paste_spec(args: argparse.Namespace, seed: int):
             paper.write_distractor_cutouts(staging / "object")
             staging.rename(folder)
         spec = replace(spec, distractors=str(folder))
+    elif args.lever == "real-crops":
+        spec = replace(spec, objects=f"coco:{real_subset_file(args, seed)}", segmenter="grabcut",
+                       segmenter_options={"margin": str(paper.GRABCUT_MARGIN)})
+    elif args.lever == "add-real-crops":
+        spec = replace(spec, objects=str(added_real_crops(args, seed, Path(spec.objects))), segmenter="auto",
+                       segmenter_options={"margin": str(paper.GRABCUT_MARGIN)})
     return spec
+
+
+def added_real_crops(args: argparse.Namespace, seed: int, objects: Path) -> Path:
+    """One object folder of links, ``OUT/real-crops-added/nN-sSEED/CLASS/``: every image of the
+    condition's ``objects`` (``source-NAME``) and the crops of the seed's real boxes (``real-NAME``)."""
+    from synthgen.sources import FolderSource, resolve_objects
+
+    folder = args.out / "real-crops-added" / f"n{args.n_real}-s{seed}"
+    if folder.is_dir():
+        return folder
+    staging = folder.with_name(folder.name + ".partial")
+    target = staging / paper.CLASS_NAMES[args.task]
+    target.mkdir(parents=True, exist_ok=True)
+    for prefix, source in (("source", FolderSource(objects)), ("real", resolve_objects(f"coco:{real_subset_file(args, seed)}"))):
+        for item in source.items:
+            link = target / f"{prefix}-{item.path.name}"
+            if not link.is_symlink():
+                link.symlink_to(item.path.resolve())
+    staging.rename(folder)
+    return folder
 
 
 def pretrain_folder(args: argparse.Namespace, seed: int) -> Path:
@@ -161,6 +191,8 @@ def pretrain_folder(args: argparse.Namespace, seed: int) -> Path:
         return args.out / "pretrain" / f"scale-from-real-n{args.n_real}-s{seed}"
     if args.lever == "distractors":
         return args.out / "pretrain" / f"distractors-s{seed}"
+    if args.lever in ("real-crops", "add-real-crops"):  # the seed's own boxes: one per real-set size
+        return args.out / "pretrain" / f"{args.lever}-n{args.n_real}-s{seed}"
     return args.out / "pretrain" / f"s{seed}"
 
 
@@ -291,8 +323,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     paths = [p for out in args.out for p in sorted((out / "runs").glob("*/*/result.json"))]
     found = [(p, json.loads(p.read_text())) for p in paths]
     have = {run_key(r) for _, r in found}
-    # runs of an earlier report (their folders gone), unless the same run is in an --out folder
-    found += [(None, r) for f in args.add for r in json.loads(Path(f).read_text())["runs"] if run_key(r) not in have]
+    # runs of earlier reports (their folders gone), unless the same run is in an --out folder or
+    # an earlier --add file (reports that share runs can be added together)
+    for f in args.add:
+        for r in json.loads(Path(f).read_text())["runs"]:
+            if run_key(r) not in have:
+                found.append((None, r))
+                have.add(run_key(r))
     found = [(p, r) for p, r in found if args.n_real is None or r["n_real"] == args.n_real]
     if not found:
         raise SystemExit(f"no finished runs under {', '.join(str(out / 'runs') for out in args.out)}"
@@ -453,7 +490,8 @@ def main() -> None:
     report.add_argument("--plot")
     report.add_argument("--curves", help="Also plot every run's validation curve (PNG path).")
     report.add_argument("--add", action="append", default=[],
-                        help="Also the runs of an earlier report's JSON file (repeatable; no validation curves for them).")
+                        help="Also the runs of an earlier report's JSON file (repeatable, the first file's run kept where two "
+                             "share one; no validation curves for them).")
     report.add_argument("--n-real", type=int, help="Only the runs with this many real images (needed when a folder holds several sizes).")
     run.add_argument("--data", type=Path, default=paper.DATA, help="The shared data folder (wider_face, pennfudan, coco128, ...).")
     run.add_argument("--task", choices=("faces", "pedestrians"), default="pedestrians")
@@ -477,7 +515,7 @@ def main() -> None:
                      help="Anchor-based pyramid detectors: fit the anchors to the boxes of the seed's real images "
                           "(the pretraining of a seed too; finetuning keeps its checkpoint's).")
     run.add_argument("--lever", type=parse_lever, default=None,
-                     help="One of item 2's levers (see the module docstring): scale-from-real, distractors, "
+                     help="One of item 2's levers (see the module docstring): scale-from-real, distractors, real-crops, add-real-crops, "
                           "augment-paste:F or mix:F.")
     run.add_argument("--arms", type=lambda s: s.split(","), default=list(ARMS),
                      help="Arms to run, e.g. `real` on one lane and `pretrained` on another (same --out only when the "

@@ -29,7 +29,7 @@ from synthgen.errors import InputError, Interrupted
 
 @friendly_errors
 def paste(
-    objects: Optional[str] = typer.Option(None, "--objects", help="Folder of object images (one class, or one subfolder per class), an object pool from `synthgen segment`, a generator name (`synthgen models list`) or a generator file. Default: built-in demo objects.", rich_help_panel="Inputs"),
+    objects: Optional[str] = typer.Option(None, "--objects", help="Folder of object images (one class, or one subfolder per class), coco:FILE.json (its boxes cut out, a tenth of their size added around them: objects from your own labelled images), an object pool from `synthgen segment`, a generator name (`synthgen models list`) or a generator file. Default: built-in demo objects.", rich_help_panel="Inputs"),
     backgrounds: Optional[str] = typer.Option(None, "--backgrounds", "-b", help="Folder of scene photos, `voc`, `voc:PATH` or `coco:FILE.json`. Default: built-in demo scenes.", rich_help_panel="Inputs"),
     exclude_classes: Optional[str] = typer.Option(None, "--exclude-classes", help="Comma-separated classes: voc/coco backgrounds that contain them are dropped.", rich_help_panel="Inputs"),
     keep_annotations: bool = typer.Option(False, "--keep-annotations", help="With --backgrounds coco:FILE.json or yolo:DIR: keep the images' own boxes and classes, updated where pasted objects cover them (copy-paste augmentation).", rich_help_panel="Inputs"),

@@ -1,6 +1,7 @@
 """Object sources: where the objects to paste come from.
 
-A folder of object-centric images (:class:`FolderSource`), an already built object pool, or a
+A folder of object-centric images (:class:`FolderSource`), the boxes of a labelled COCO file
+cut out as object images (``coco:PATH.json``, :mod:`.boxes`), an already built object pool, or a
 trained generator (a model card's name or a generator file; see :mod:`.generators`), whose
 objects the engine makes in blocks as the samples need them.
 """
@@ -29,9 +30,16 @@ __all__ = [
 
 def resolve_objects(spec: str, class_name: str | None = None) -> FolderSource | Path:
     """What ``--objects SPEC`` names when it is not a generator: the path of a built object pool,
-    or a :class:`FolderSource` for a folder of object images (``class_name`` forces one class).
-    A generator (see :func:`is_generator_spec`) is an InputError here, saying how it is used;
-    anything else is an InputError that says what is accepted."""
+    or a :class:`FolderSource` for a folder of object images or for ``coco:PATH.json``'s box crops
+    (:func:`.boxes.box_crops`; ``class_name`` forces one class). A generator (see
+    :func:`is_generator_spec`) is an InputError here, saying how it is used; anything else is an
+    InputError that says what is accepted."""
+    if spec.startswith("coco:"):
+        from synthgen.sources.boxes import box_crops
+
+        if not spec[len("coco:"):]:
+            raise InputError("--objects coco: needs the annotation file, e.g. --objects coco:real/annotations.json")
+        return FolderSource(box_crops(spec[len("coco:"):]), class_name)
     path = Path(spec).expanduser()
     if path.is_dir():
         return path.resolve() if is_pool_dir(path) else FolderSource(path, class_name)
@@ -47,5 +55,6 @@ def resolve_objects(spec: str, class_name: str | None = None) -> FolderSource | 
     generators = [name for name, card in all_cards().items() if card.kind == "generator"]
     raise InputError(
         f"--objects {spec}: no such folder, file or generator name ({', '.join(generators)}). "
-        f"It takes a folder of object images, an object pool, a generator name or a generator file; {LAYOUTS}"
+        f"It takes a folder of object images, coco:FILE.json (its boxes cut out), an object pool, a generator "
+        f"name or a generator file; {LAYOUTS}"
     )
