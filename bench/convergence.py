@@ -23,8 +23,9 @@ per image measured on the seed's few real boxes, ``synthgen paste --scale-from``
 ``distractors`` (COCO128 objects of the other classes pasted without labels), ``real-crops`` (the
 objects are the seed's own real boxes, ``--objects coco:REAL.json``: box crops with a tenth of the
 box around them, cut out by GrabCut, in place of the condition's source: objects from the target
-domain, and no more supervision than the real-only arm has), ``add-real-crops`` (the same crops added to the condition's
-objects: polygons and alpha cut-outs kept as they are, box crops cut out by GrabCut), ``augment-paste:F``
+domain, and no more supervision than the real-only arm has), ``add-real-crops`` (the same crops
+added to the condition's objects: alpha cut-outs such as the polygons kept as they are, every box
+crop cut out by GrabCut), ``augment-paste:F``
 (a share F of the finetuning samples are the paste stream's objects pasted onto the few real
 images, their own boxes kept: ``synthgen finetune --augment-paste F``), ``mix:F`` (a share F of the
 finetuning samples from the pretraining's paste stream). A lever's runs go to
