@@ -410,10 +410,12 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     included for the pretrained arm)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4), dpi=100)
+    groups = group_colours(records)
+    legend_rows = -(-len(groups) // 3)  # one legend under both panels, three groups a row: it hides no dot
+    fig = Figure(figsize=(10, 4 + 0.25 * legend_rows), dpi=100)
     for i, metric in enumerate(("ap50", "ap")):
         ax = fig.add_subplot(1, 2, i + 1)
-        for group, colour in group_colours(records).items():
+        for group, colour in groups.items():
             rows = [r for r in records if group_name(r) == group]
             if rows:
                 ax.scatter([r["total"]["pixels"] / 1e9 for r in rows], [100 * r["test"][metric] for r in rows],
@@ -424,10 +426,10 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("training compute (Gpixels seen, pretraining included)")
         ax.set_ylabel(f"test {metric.upper()} (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)
     task, n = records[0]["task"], records[0]["n_real"]
     fig.suptitle(f"{task}, {n} real images, best checkpoint by validation (early stopping)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.25 * legend_rows / (4 + 0.25 * legend_rows) + 0.02, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
 
@@ -446,7 +448,9 @@ def cmd_sizes(args: argparse.Namespace) -> None:
         cells.setdefault((r["n_real"], r["settings"]["detector"]), []).append(r)
     sizes, colours = sorted({n for n, _ in cells}), group_colours(records)
     styles = dict(zip(sorted({d for _, d in cells}), itertools.cycle(DETECTOR_STYLES)))
-    fig = Figure(figsize=(10, 4), dpi=100)
+    groups = group_colours(records)
+    legend_rows = -(-len(groups) // 3)  # one legend under both panels, three groups a row: it hides no dot
+    fig = Figure(figsize=(10, 4 + 0.25 * legend_rows), dpi=100)
     for i, metric in enumerate(("ap50", "ap")):
         ax = fig.add_subplot(1, 2, i + 1)
         for (group, colour), (detector, (line, marker)) in itertools.product(colours.items(), styles.items()):
