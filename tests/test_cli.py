@@ -194,3 +194,21 @@ def test_pretrain_on_a_live_paste_stream(tmp_path, objects_dir, backgrounds_dir,
     assert not (tmp_path / "synthgen_out").exists()
     code, text = run("pretrain", "--data", "paste:missing.toml", "--out", "run2", cwd=tmp_path, monkeypatch=monkeypatch)
     assert code == 2 and "missing.toml" in text
+
+
+def test_the_faces_example_configures_every_stage(tmp_path, monkeypatch):
+    """examples/faces/synthgen.toml, the measured face recipe, names only settings its commands
+    have (a renamed option would break it silently otherwise), and a stale key is caught."""
+    from synthgen.config import load_config
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "faces" / "synthgen.toml"
+    tables, _ = load_config(example)
+    assert set(tables) == {"paste", "pretrain", "finetune", "evaluate"}
+    assert tables["paste"]["objects"].startswith("coco:") and tables["pretrain"]["data"] == "paste"
+    for command in tables:
+        code, text = run("--config", example, command, "--help", cwd=tmp_path, monkeypatch=monkeypatch)
+        assert code == 0, text
+    stale = tmp_path / "stale.toml"
+    stale.write_text(example.read_text().replace("anchors-from =", "anchors-form ="))
+    code, text = run("--config", stale, "pretrain", "--help", cwd=tmp_path, monkeypatch=monkeypatch)
+    assert code == 2 and "anchors_form" in text
