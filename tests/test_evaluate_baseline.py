@@ -43,6 +43,8 @@ def test_evaluate_command_with_a_baseline(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "baseline" in result.output and "difference" in result.output
+    # what was compared, on one unbroken line however long the paths (a log is grepped for it)
+    assert f"{tmp_path / 'new' / 'best.pt'} against {tmp_path / 'old' / 'best.pt'} on {data}" in result.output.splitlines()
     new = json.loads((out / "metrics.json").read_text())["metrics"]
     old = json.loads((out / "baseline" / "metrics.json").read_text())["metrics"]
     comparison = json.loads((out / "comparison.json").read_text())
@@ -107,6 +109,7 @@ def test_evaluate_several_checkpoints_against_several_baselines(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "difference" in result.output and "paired" in result.output
+    assert f"2 checkpoint(s) against 2 baseline(s) on {data}" in result.output.splitlines()
     comparison = json.loads((out / "comparison.json").read_text())
     assert comparison["checkpoints"] == [str(tmp_path / "new-s0" / "best.pt"), str(tmp_path / "new-s1" / "best.pt")]  # glob, sorted
     runs = {side: [json.loads((out / f"{side}-{i}" / "metrics.json").read_text())["metrics"] for i in (1, 2)]

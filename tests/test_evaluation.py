@@ -202,6 +202,7 @@ def test_evaluate_command_on_a_checkpoint(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "voc_ap50" in result.output
+    assert f"{tmp_path / 'run' / 'best.pt'} on {tmp_path / 'gt.json'}" in result.output.splitlines()  # unbroken
     summary = json.loads((tmp_path / "run" / "eval-gt" / "metrics.json").read_text())
     assert 0.0 <= summary["metrics"]["ap50"] <= 1.0 and summary["metrics"]["num_images"] == 1
     assert summary["image_size"] is None  # the checkpoint's own

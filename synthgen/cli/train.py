@@ -389,7 +389,9 @@ def _print_comparison(
             out / "comparison.json", {"checkpoint": str(checkpoint), "baseline": str(baseline), "ground_truth": str(data), "rows": rows}
         )
     shown = lambda v: "-" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))  # noqa: E731
-    table = Table(title=title or f"{escape(str(checkpoint))} against {escape(str(baseline))} on {escape(str(data))}")
+    # The title is its own unwrapped line: as a table title rich wraps it to the table's width, mid-path.
+    out_console.print(title or f"{escape(str(checkpoint))} against {escape(str(baseline))} on {escape(str(data))}", soft_wrap=True)
+    table = Table()
     for column in ("metric", *names, "difference"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for row in rows:
@@ -444,7 +446,8 @@ def _print_sets(checkpoints: list[Path], baselines: list[Path], data: Path, all_
         return text if sd is None else f"{text} ± {sd:.4f}"
 
     title = f"{len(checkpoints)} checkpoint(s)" + (f" against {len(baselines)} baseline(s)" if baselines else "") + f" on {escape(str(data))}"
-    table = Table(title=title)
+    out_console.print(title, soft_wrap=True)
+    table = Table()
     columns = ["metric", "checkpoints (mean ± sd)"] + (["baselines (mean ± sd)", "difference (mean ± sd)"] if baselines else [])
     for column in columns:
         table.add_column(column, justify="left" if column == "metric" else "right")
@@ -616,7 +619,8 @@ def evaluate(
         )
         _print_comparison(checkpoint, baseline, data, metrics, base_metrics, out)
         return
-    table = Table(title=f"{escape(str(checkpoint))} on {escape(str(data))}")
+    out_console.print(f"{escape(str(checkpoint))} on {escape(str(data))}", soft_wrap=True)
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics.to_dict().items():
