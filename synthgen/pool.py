@@ -516,7 +516,14 @@ def cached_pool(
         except InputError:
             shutil.rmtree(entry, ignore_errors=True)  # a damaged cache entry: rebuild it
     segmenter = make_segmenter(segmenter_name, segmenter_options)
-    return build_pool(source, segmenter, entry, quality, progress=progress, workers=workers)
+    try:
+        return build_pool(source, segmenter, entry, quality, progress=progress, workers=workers)
+    except OutputExistsError:
+        if not is_pool_dir(entry):
+            raise
+        # Another process on the same cache (a second machine of a sharded run) built the
+        # entry after the check above: the same settings give the same pool, so use theirs.
+        return ObjectPool.load(entry)
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:

@@ -232,6 +232,25 @@ def test_grabcut_pool_with_progress_bar(disks: Path, tmp_path: Path) -> None:
         assert abs(int(alpha.sum()) - int(DISK.sum())) < 0.15 * DISK.sum()
 
 
+def test_an_entry_built_meanwhile_by_another_process_is_used(disks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two machines of a sharded run share the cache: when the other one finishes the same
+    pool between this process's cache check and its build, its pool is loaded, no error."""
+    import synthgen.pool as pool_module
+
+    quality = MaskQuality()
+    entry = pool_module.cache_root() / "pools" / pool_module.pool_fingerprint(FolderSource(disks), "grabcut", {"margin": 0.1}, quality)
+    real_make = pool_module.make_segmenter
+
+    def other_process_finishes_first(name, options):
+        segmenter = real_make(name, options)
+        build_pool(FolderSource(disks), segmenter, entry, quality, progress=False)
+        return segmenter
+
+    monkeypatch.setattr(pool_module, "make_segmenter", other_process_finishes_first)
+    pool = cached_pool(FolderSource(disks), "grabcut", {"margin": 0.1}, quality, progress=False)
+    assert pool.path == entry and len(pool) == 3
+
+
 def test_cache_hit_does_not_segment_again(disks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
     original = GrabCutSegmenter.segment
