@@ -448,9 +448,7 @@ def cmd_sizes(args: argparse.Namespace) -> None:
         cells.setdefault((r["n_real"], r["settings"]["detector"]), []).append(r)
     sizes, colours = sorted({n for n, _ in cells}), group_colours(records)
     styles = dict(zip(sorted({d for _, d in cells}), itertools.cycle(DETECTOR_STYLES)))
-    groups = group_colours(records)
-    legend_rows = -(-len(groups) // 3)  # one legend under both panels, three groups a row: it hides no dot
-    fig = Figure(figsize=(10, 4 + 0.25 * legend_rows), dpi=100)
+    fig = Figure(figsize=(10, 4), dpi=100)
     for i, metric in enumerate(("ap50", "ap")):
         ax = fig.add_subplot(1, 2, i + 1)
         for (group, colour), (detector, (line, marker)) in itertools.product(colours.items(), styles.items()):
