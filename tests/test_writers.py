@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 
 from synthgen.errors import InputError, WriteError
 from synthgen.imageio import encode_jpeg
-from synthgen.readers import Dataset, detect_format, iter_dataset, read_categories, shard_urls
+from synthgen.readers import Dataset, decode_wds_sample, detect_format, iter_dataset, read_categories, shard_urls
 from synthgen.sample import EncodedAnnotation, EncodedSample, sample_key
 from synthgen.writers import WriterOptions, make_writer
 from synthgen.writers import coco as coco_module
@@ -151,6 +151,22 @@ def test_wds_reads_back_with_webdataset(tmp_path):
             np.testing.assert_array_equal(mask_utils.decode({**rle, "counts": rle["counts"].encode()}),
                                           mask_utils.decode(a.segmentation))
     assert "segmentations" in json.loads(read[1]["json"])
+
+
+def test_decode_wds_sample_in_a_webdataset_pipeline_equals_synthgens_reader(tmp_path):
+    import webdataset as wds
+
+    items = samples(range(6))
+    write("wds", tmp_path, items, WriterOptions(shard_size=4))
+    urls = sorted(str(p) for p in tmp_path.glob("shard-*.tar"))
+    piped = list(wds.WebDataset(urls, shardshuffle=False).map(decode_wds_sample))
+    gc.collect()
+    read = list(iter_dataset(tmp_path))
+    assert [p.key for p in piped] == [r.key for r in read] == [s.key for s in items]
+    for p, r in zip(piped, read):
+        np.testing.assert_array_equal(p.image, r.image)
+        np.testing.assert_array_equal(p.boxes_xyxy, r.boxes_xyxy)
+        assert p.labels.tolist() == r.labels.tolist() and p.names == r.names
 
 
 def test_wds_same_samples_give_identical_tar_bytes(tmp_path):
