@@ -138,10 +138,14 @@ def validation_file(args: argparse.Namespace, seed: int) -> Path:
     if not path.is_file():  # the splits' image and annotation ids are disjoint: the files concatenate
         pool_ids = load_coco(splits / "pool.json").image_ids
         rest = sorted(set(pool_ids) - set(real_subset(pool_ids, args.n_real, seed)))
-        paper._subset_coco(splits / "pool.json", rest, path)
-        merged, val = json.loads(path.read_text()), json.loads((splits / "val.json").read_text())
-        paper._write_json(path, {**merged, "images": val["images"] + merged["images"],
+        # built beside the target and renamed into place, so that a lane started at the same time
+        # never reads the pool part alone as its validation split
+        part = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        paper._subset_coco(splits / "pool.json", rest, part)
+        merged, val = json.loads(part.read_text()), json.loads((splits / "val.json").read_text())
+        paper._write_json(part, {**merged, "images": val["images"] + merged["images"],
                                  "annotations": val["annotations"] + merged["annotations"]})
+        part.replace(path)
     return path
 
 
