@@ -128,6 +128,7 @@ def real_subset_file(args: argparse.Namespace, seed: int) -> Path:
 def validation_file(args: argparse.Namespace, seed: int) -> Path:
     """What early stopping scores for ``seed``: the validation split, or with ``--val-pool-rest``
     a COCO file of it together with the pool images outside the seed's real subset."""
+    from synthgen.cache import atomic_write_json
     from synthgen.training.coco import load_coco
     from synthgen.training.data import real_subset
 
@@ -137,15 +138,12 @@ def validation_file(args: argparse.Namespace, seed: int) -> Path:
     path = args.out / "val" / f"pool-rest-n{args.n_real}-s{seed}.json"
     if not path.is_file():  # the splits' image and annotation ids are disjoint: the files concatenate
         pool_ids = load_coco(splits / "pool.json").image_ids
-        rest = sorted(set(pool_ids) - set(real_subset(pool_ids, args.n_real, seed)))
-        # built beside the target and renamed into place, so that a lane started at the same time
-        # never reads the pool part alone as its validation split
-        part = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        paper._subset_coco(splits / "pool.json", rest, part)
-        merged, val = json.loads(part.read_text()), json.loads((splits / "val.json").read_text())
-        paper._write_json(part, {**merged, "images": val["images"] + merged["images"],
-                                 "annotations": val["annotations"] + merged["annotations"]})
-        part.replace(path)
+        rest = set(pool_ids) - set(real_subset(pool_ids, args.n_real, seed))
+        # both splits already name their images by absolute path; written atomically, so that a lane
+        # started at the same time never reads half of it
+        pool, val = (json.loads((splits / f"{name}.json").read_text()) for name in ("pool", "val"))
+        atomic_write_json(path, {**val, "images": val["images"] + [im for im in pool["images"] if im["id"] in rest],
+                                 "annotations": val["annotations"] + [a for a in pool["annotations"] if a["image_id"] in rest]})
     return path
 
 
