@@ -437,7 +437,8 @@ def _batched(iterable: Iterator[int], size: int) -> Iterator[list[int]]:
 
 class _StopFlag:
     """Set by SIGINT/SIGTERM. The first signal asks for a clean stop after the sample being
-    written; a second Ctrl-C stops at once."""
+    written; a second Ctrl-C stops at once. A signal the process was started with ignored stays
+    ignored (a shell's background job keeps running through a Ctrl-C meant for the foreground)."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -446,7 +447,8 @@ class _StopFlag:
     def __enter__(self) -> "_StopFlag":
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) != signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:

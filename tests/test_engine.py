@@ -196,6 +196,36 @@ def test_signal_during_endless_run_leaves_only_valid_tars(tmp_path, objects_dir,
     assert int(keys[-1]) == len(keys) - 1
 
 
+
+def test_an_endless_run_started_with_ctrl_c_ignored_keeps_it_ignored(tmp_path, objects_dir, backgrounds_dir):
+    """A shell's background job is started with SIGINT ignored, so that a Ctrl-C meant for the
+    foreground does not stop it; synthgen keeps it that way and still stops cleanly on SIGTERM."""
+    out = tmp_path / "stream"
+    cmd = [
+        sys.executable, "-m", "synthgen", "paste", "--objects", str(objects_dir), "--backgrounds", str(backgrounds_dir),
+        "--size", "96x80", "--format", "wds", "--n", "inf", "--shard-size", "5", "--quiet", "--out", str(out),
+    ]
+    inherited_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child inherits the ignored disposition
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, inherited_handler)
+
+    def wait_for_shards(n: int) -> int:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(list(out.glob("shard-*.tar"))) < n and proc.poll() is None:
+            time.sleep(0.1)
+        return len(list(out.glob("shard-*.tar")))
+
+    assert wait_for_shards(2) >= 2, proc.stderr.read().decode() if proc.poll() is not None else "too slow"
+    os.killpg(proc.pid, signal.SIGINT)
+    shards = len(list(out.glob("shard-*.tar")))
+    assert wait_for_shards(shards + 2) >= shards + 2, "the run stopped on the ignored Ctrl-C"
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr.decode()
+    assert not list(out.glob("*.partial"))
+
 def test_masks_on_request_are_the_visible_masks_of_the_boxes(tmp_path, objects_dir, backgrounds_dir):
     from pycocotools import mask as mask_utils
     from pycocotools.coco import COCO
