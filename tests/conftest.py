@@ -1,8 +1,10 @@
-"""Shared fixtures: tiny object and background folders made on the fly, and a private cache."""
+"""Shared fixtures: tiny object and background folders made on the fly, a private cache, and
+Ctrl-C that reaches the tests."""
 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import cv2
@@ -13,6 +15,16 @@ import pytest
 # second thread buys little; and on a machine whose cores are busy, OpenMP threads that wait for
 # each other made the training tests 30x slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_reaches_the_tests():
+    """Python's Ctrl-C handler for the whole session. Tests send SIGINT to themselves and to the
+    synthgen processes they start; a suite started as a background job of a non-interactive shell
+    inherits SIGINT ignored, passes that on to its children, and those tests would fail there."""
+    inherited_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -355,13 +355,9 @@ def test_resume_drops_journaled_samples_whose_files_were_deleted(tmp_path, fmt, 
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="needs pthread_sigmask")
-def test_wds_ctrl_c_during_a_sample_write_is_held_until_the_sample_is_complete(tmp_path, monkeypatch, request):
+def test_wds_ctrl_c_during_a_sample_write_is_held_until_the_sample_is_complete(tmp_path, monkeypatch):
     from synthgen.writers.wds import WdsWriter
 
-    # Python's own Ctrl-C handler for this test: a test run started as a background job of a
-    # non-interactive shell inherits SIGINT ignored, and the Ctrl-C below would never arrive.
-    inherited_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
-    request.addfinalizer(lambda: signal.signal(signal.SIGINT, inherited_handler))
     original = WdsWriter._write_members
 
     def write_with_ctrl_c(self, key, fields):
