@@ -1,10 +1,12 @@
-"""Shared fixtures: tiny object and background folders made on the fly, a private cache, and
-Ctrl-C that reaches the tests."""
+"""Shared fixtures: tiny object and background folders made on the fly, a private cache,
+Ctrl-C that reaches the tests, and synthgen runs started in the background that never outlive
+their test."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -25,6 +27,30 @@ def ctrl_c_reaches_the_tests():
     inherited_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, inherited_handler)
+
+
+@pytest.fixture
+def spawn():
+    """``subprocess.Popen`` for a test that starts a run and stops it itself. Whatever still runs at
+    teardown (the test failed before stopping it) is killed, its whole process group when it was
+    started in a session of its own, so a failed test leaves no endless run behind."""
+    started: list[tuple[subprocess.Popen, bool]] = []
+
+    def start(*args, **kwargs) -> subprocess.Popen:
+        process = subprocess.Popen(*args, **kwargs)
+        started.append((process, kwargs.get("start_new_session", False)))
+        return process
+
+    yield start
+    for process, own_group in started:
+        if own_group:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # its workers too
+            except ProcessLookupError:
+                pass
+        elif process.poll() is None:
+            process.kill()
+        process.communicate()
 
 
 @pytest.fixture(autouse=True)

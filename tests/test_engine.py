@@ -169,14 +169,14 @@ def _valid_tar(path: Path) -> int:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_during_endless_run_leaves_only_valid_tars(tmp_path, objects_dir, backgrounds_dir, sig):
+def test_signal_during_endless_run_leaves_only_valid_tars(tmp_path, objects_dir, backgrounds_dir, spawn, sig):
     out = tmp_path / "stream"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [
         sys.executable, "-m", "synthgen", "paste", "--objects", str(objects_dir), "--backgrounds", str(backgrounds_dir),
         "--size", "96x80", "--format", "wds", "--n", "inf", "--shard-size", "5", "--workers", "2", "--quiet", "--out", str(out),
     ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = spawn(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 60
     while time.time() < deadline and len(list(out.glob("shard-*.tar"))) < 3:
         time.sleep(0.1)
@@ -197,7 +197,7 @@ def test_signal_during_endless_run_leaves_only_valid_tars(tmp_path, objects_dir,
 
 
 
-def test_an_endless_run_started_with_ctrl_c_ignored_keeps_it_ignored(tmp_path, objects_dir, backgrounds_dir):
+def test_an_endless_run_started_with_ctrl_c_ignored_keeps_it_ignored(tmp_path, objects_dir, backgrounds_dir, spawn):
     """A shell's background job is started with SIGINT ignored, so that a Ctrl-C meant for the
     foreground does not stop it; synthgen keeps it that way and still stops cleanly on SIGTERM."""
     out = tmp_path / "stream"
@@ -207,7 +207,7 @@ def test_an_endless_run_started_with_ctrl_c_ignored_keeps_it_ignored(tmp_path, o
     ]
     inherited_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child inherits the ignored disposition
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        proc = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     finally:
         signal.signal(signal.SIGINT, inherited_handler)
 

@@ -211,7 +211,7 @@ def test_n_inf_without_format_writes_webdataset_and_says_so(tmp_path, objects_di
         paste_settings(**values)
 
 
-def test_an_endless_run_without_format_starts_and_stops_cleanly(tmp_path, objects_dir, backgrounds_dir):
+def test_an_endless_run_without_format_starts_and_stops_cleanly(tmp_path, objects_dir, backgrounds_dir, spawn):
     import subprocess
     import signal
     import sys
@@ -219,7 +219,7 @@ def test_an_endless_run_without_format_starts_and_stops_cleanly(tmp_path, object
 
     out = tmp_path / "endless"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "synthgen", "paste", "--objects", str(objects_dir), "--backgrounds", str(backgrounds_dir),
          "--size", "64x64", "--n", "inf", "--shard-size", "5", "--quiet", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
@@ -335,7 +335,7 @@ def test_a_validation_set_without_boxes_of_the_trained_classes_is_named(tmp_path
 # -- 9. Ctrl-C: a finite run exits 130 saying what was written and how to resume -------------
 
 
-def test_ctrl_c_of_a_finite_run_exits_130_with_how_to_resume(tmp_path, objects_dir, backgrounds_dir):
+def test_ctrl_c_of_a_finite_run_exits_130_with_how_to_resume(tmp_path, objects_dir, backgrounds_dir, spawn):
     import signal
     import subprocess
     import sys
@@ -343,7 +343,7 @@ def test_ctrl_c_of_a_finite_run_exits_130_with_how_to_resume(tmp_path, objects_d
 
     out = tmp_path / "finite"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "synthgen", "paste", "--objects", str(objects_dir), "--backgrounds", str(backgrounds_dir),
          "--size", "64x64", "--n", "1000000", "--format", "wds", "--shard-size", "5", "--quiet", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
