@@ -196,7 +196,6 @@ def test_signal_during_endless_run_leaves_only_valid_tars(tmp_path, objects_dir,
     assert int(keys[-1]) == len(keys) - 1
 
 
-
 def test_an_endless_run_started_with_ctrl_c_ignored_keeps_it_ignored(tmp_path, objects_dir, backgrounds_dir, spawn):
     """A shell's background job is started with SIGINT ignored, so that a Ctrl-C meant for the
     foreground does not stop it; synthgen keeps it that way and still stops cleanly on SIGTERM."""
@@ -225,6 +224,7 @@ def test_an_endless_run_started_with_ctrl_c_ignored_keeps_it_ignored(tmp_path, o
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr.decode()
     assert not list(out.glob("*.partial"))
+
 
 def test_masks_on_request_are_the_visible_masks_of_the_boxes(tmp_path, objects_dir, backgrounds_dir):
     from pycocotools import mask as mask_utils
