@@ -168,14 +168,19 @@ def _valid_tar(path: Path) -> int:
         return len(tar.getmembers())
 
 
+def endless_paste_command(objects_dir: Path, backgrounds_dir: Path, out: Path, *extra: str) -> list[str]:
+    """``synthgen paste --n inf`` writing 5-sample WebDataset shards to ``out``, for the signal tests."""
+    return [
+        sys.executable, "-m", "synthgen", "paste", "--objects", str(objects_dir), "--backgrounds", str(backgrounds_dir),
+        "--size", "96x80", "--format", "wds", "--n", "inf", "--shard-size", "5", *extra, "--quiet", "--out", str(out),
+    ]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_endless_run_leaves_only_valid_tars(tmp_path, objects_dir, backgrounds_dir, spawn, sig):
     out = tmp_path / "stream"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [
-        sys.executable, "-m", "synthgen", "paste", "--objects", str(objects_dir), "--backgrounds", str(backgrounds_dir),
-        "--size", "96x80", "--format", "wds", "--n", "inf", "--shard-size", "5", "--workers", "2", "--quiet", "--out", str(out),
-    ]
+    cmd = endless_paste_command(objects_dir, backgrounds_dir, out, "--workers", "2")
     proc = spawn(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 60
     while time.time() < deadline and len(list(out.glob("shard-*.tar"))) < 3:
@@ -200,10 +205,7 @@ def test_an_endless_run_started_with_ctrl_c_ignored_keeps_it_ignored(tmp_path, o
     """A shell's background job is started with SIGINT ignored, so that a Ctrl-C meant for the
     foreground does not stop it; synthgen keeps it that way and still stops cleanly on SIGTERM."""
     out = tmp_path / "stream"
-    cmd = [
-        sys.executable, "-m", "synthgen", "paste", "--objects", str(objects_dir), "--backgrounds", str(backgrounds_dir),
-        "--size", "96x80", "--format", "wds", "--n", "inf", "--shard-size", "5", "--quiet", "--out", str(out),
-    ]
+    cmd = endless_paste_command(objects_dir, backgrounds_dir, out)
     inherited_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child inherits the ignored disposition
     try:
         proc = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
