@@ -49,13 +49,15 @@ Runs are resumable: a finished arm (its ``result.json``) is skipped. ``report`` 
 files of several sizes (and detectors: a line style each) against the size.
 
 Splits, cut-outs and paste settings are those of ``bench/reproduce_paper.py`` (``prepare`` is
-run here when ``OUT/splits`` is missing); ``--data`` points at the shared data folder.
+run here once per task and ``OUT``: lanes started together wait for the first to write them);
+``--data`` points at the shared data folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import itertools
 import json
 import os
@@ -302,10 +304,21 @@ def arm_run(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
     return record
 
 
+def prepare_once(args: argparse.Namespace) -> None:
+    """The task's splits and cut-outs in ``OUT``, written once. Lanes started together queue on a
+    lock and the marker is written last, so no lane trains on folders another lane is rewriting."""
+    marker = args.out / "splits" / args.task / "prepared"
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / f".prepare-{args.task}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not marker.is_file():
+            (paper.prepare_pedestrians if args.task == "pedestrians" else paper.prepare_faces)(args.out)
+            marker.write_text("splits and cut-outs complete\n")
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     paper.DATA = args.data
-    if not (args.out / "splits" / args.task / "test.json").is_file():
-        (paper.prepare_pedestrians if args.task == "pedestrians" else paper.prepare_faces)(args.out)
+    prepare_once(args)
     if args.real_max_steps is None:
         args.real_max_steps = args.pretrain_max_steps + args.finetune_max_steps
     for seed in args.seeds:  # seed by seed: an interrupted run leaves whole seeds behind

@@ -85,13 +85,15 @@ GRABCUT_MARGIN = 0.08
 
 
 def _subset_coco(src: Path, image_ids: list[int], dst: Path) -> None:
-    """A COCO file with only ``image_ids`` of ``src``, file names made absolute."""
+    """A COCO file with only ``image_ids`` of ``src``, file names made absolute; written whole
+    (temporary file and rename), as lanes side by side read what another lane writes."""
+    from synthgen.cache import atomic_write_bytes
+
     data = json.loads(src.read_text())
     keep = set(image_ids)
     images = [dict(im, file_name=str((src.parent / im["file_name"]).resolve())) for im in data["images"] if im["id"] in keep]
     anns = [a for a in data["annotations"] if a["image_id"] in keep]
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_text(json.dumps({"images": images, "annotations": anns, "categories": data["categories"]}))
+    atomic_write_bytes(dst, json.dumps({"images": images, "annotations": anns, "categories": data["categories"]}).encode())
 
 
 def prepare_faces(out: Path) -> None:
